@@ -1,0 +1,225 @@
+//! Endpoints for administrators: login, groups, policies, enrollment tokens, agents, events.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use rampart_protocol::admin::{
+    AgentInfo, CreateEnrollmentTokenRequest, CreateGroupRequest, EnrollmentTokenCreated,
+    EventRecord, EventsQuery, GroupInfo, LoginRequest, LoginResponse, PolicyView,
+};
+use rampart_protocol::enroll::EnrollmentToken;
+use rampart_protocol::policy::{Policy, PolicyError};
+
+use super::errors::{AdminAuth, ApiError, ApiJson, ApiQuery};
+use super::AppState;
+use crate::secrets;
+use crate::store::now_ms;
+
+/// How long an administrator session lasts.
+const SESSION_MS: i64 = 12 * 3600 * 1000;
+
+/// `POST /api/v1/admin/login`.
+pub async fn login(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    if req.username.len() > 128 || req.password.len() > 1024 {
+        return Err(ApiError::BadRequest(
+            "user name or password is too long".into(),
+        ));
+    }
+    let stored = state.store.admin_password_hash(&req.username).await?;
+    let known = stored.is_some();
+    let phc = stored.unwrap_or_else(|| secrets::decoy_password_hash().to_owned());
+    let password = req.password;
+    let ok = tokio::task::spawn_blocking(move || secrets::password_matches(&password, &phc))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if !(ok && known) {
+        tracing::warn!(user = %req.username, "administrator login refused");
+        return Err(ApiError::Status(
+            StatusCode::UNAUTHORIZED,
+            "wrong user name or password".into(),
+        ));
+    }
+    let token = secrets::random_hex(32);
+    let expires_at_ms = now_ms() + SESSION_MS;
+    state
+        .store
+        .create_admin_session(&secrets::hash_secret(&token), &req.username, expires_at_ms)
+        .await?;
+    tracing::info!(user = %req.username, "administrator logged in");
+    Ok(Json(LoginResponse {
+        token,
+        expires_at_ms,
+    }))
+}
+
+/// `GET /api/v1/admin/groups`.
+pub async fn list_groups(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+) -> Result<Json<Vec<GroupInfo>>, ApiError> {
+    Ok(Json(state.store.list_groups().await?))
+}
+
+fn check_group_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "group name {name:?} must be 1 to 64 letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+fn policy_error(e: PolicyError) -> ApiError {
+    ApiError::Status(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+}
+
+/// `POST /api/v1/admin/groups`.
+pub async fn create_group(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    ApiJson(req): ApiJson<CreateGroupRequest>,
+) -> Result<(StatusCode, Json<PolicyView>), ApiError> {
+    check_group_name(&req.name)?;
+    let parsed = match req.policy {
+        Some(value) => Policy::parse_value(value).map_err(policy_error)?,
+        None => Policy::parse_json("{}").map_err(policy_error)?,
+    };
+    state
+        .store
+        .create_group(&req.name, &parsed.policy, &admin.admin)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(PolicyView {
+            group: req.name,
+            version: 1,
+            policy: parsed.policy,
+            warnings: parsed.warnings,
+        }),
+    ))
+}
+
+/// `GET /api/v1/admin/groups/{group}/policy`.
+pub async fn get_policy(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    Path(group): Path<String>,
+) -> Result<Json<PolicyView>, ApiError> {
+    let (version, policy) = state.store.current_policy(&group).await?;
+    Ok(Json(PolicyView {
+        group,
+        version,
+        policy,
+        warnings: Vec::new(),
+    }))
+}
+
+/// `PUT /api/v1/admin/groups/{group}/policy`: the body is the policy itself. It is validated
+/// before anything is stored; a refused policy leaves the current one in force.
+pub async fn put_policy(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    Path(group): Path<String>,
+    body: Bytes,
+) -> Result<Json<PolicyView>, ApiError> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::BadRequest("policy is not UTF-8 text".into()))?;
+    let parsed = Policy::parse_json(text).map_err(policy_error)?;
+    for warning in &parsed.warnings {
+        tracing::warn!(%group, "policy: {warning}");
+    }
+    let version = state
+        .store
+        .set_policy(&group, &parsed.policy, &admin.admin)
+        .await?;
+    tracing::info!(%group, version, admin = %admin.admin, "policy changed");
+    Ok(Json(PolicyView {
+        group,
+        version,
+        policy: parsed.policy,
+        warnings: parsed.warnings,
+    }))
+}
+
+/// `POST /api/v1/admin/enrollment-tokens`.
+pub async fn create_enrollment_token(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    ApiJson(req): ApiJson<CreateEnrollmentTokenRequest>,
+) -> Result<(StatusCode, Json<EnrollmentTokenCreated>), ApiError> {
+    if !(1..=31_536_000).contains(&req.expires_in_seconds) {
+        return Err(ApiError::BadRequest(
+            "expires_in_seconds must be between 1 and 31536000 (one year)".into(),
+        ));
+    }
+    if !(1..=1_000_000).contains(&req.max_uses) {
+        return Err(ApiError::BadRequest(
+            "max_uses must be between 1 and 1000000".into(),
+        ));
+    }
+    let group_id = state.store.group_id(&req.group).await?;
+    let token = EnrollmentToken {
+        id: secrets::random_hex(8),
+        secret: secrets::random_hex(32),
+        ca_sha256: state.ca_fingerprint.to_string(),
+    };
+    let expires_at_ms = now_ms() + req.expires_in_seconds as i64 * 1000;
+    state
+        .store
+        .create_enrollment_token(
+            &token.id,
+            &group_id,
+            &secrets::hash_secret(&token.secret),
+            expires_at_ms,
+            req.max_uses,
+            &admin.admin,
+        )
+        .await?;
+    tracing::info!(group = %req.group, id = %token.id, max_uses = req.max_uses, "enrollment token created");
+    Ok((
+        StatusCode::CREATED,
+        Json(EnrollmentTokenCreated {
+            token: token.to_string(),
+            expires_at_ms,
+            max_uses: req.max_uses,
+        }),
+    ))
+}
+
+/// `GET /api/v1/admin/agents`.
+pub async fn list_agents(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+) -> Result<Json<Vec<AgentInfo>>, ApiError> {
+    Ok(Json(state.store.list_agents().await?))
+}
+
+/// `POST /api/v1/admin/agents/{id}/revoke`.
+pub async fn revoke_agent(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.store.revoke_agent(&id).await?;
+    tracing::info!(agent_id = %id, admin = %admin.admin, "agent revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/admin/events?agent=&kind=&offset=&limit=`.
+pub async fn list_events(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    ApiQuery(query): ApiQuery<EventsQuery>,
+) -> Result<Json<Vec<EventRecord>>, ApiError> {
+    Ok(Json(state.store.list_events(&query).await?))
+}

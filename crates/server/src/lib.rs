@@ -1,0 +1,127 @@
+//! The Rampart management server: the API agents and administrators talk to over HTTPS, its
+//! store (embedded SQLite, or PostgreSQL shared by several stateless replicas), its own CA, and
+//! the browser console.
+//!
+//! [`prepare`] opens the store, brings its schema up to date, and creates what a first start
+//! needs (the default agent group, the CA, the first administrator); [`serve`] then listens
+//! until told to stop. The `rampart server` command is a thin wrapper around the two.
+
+pub mod api;
+mod listener;
+pub mod paths;
+pub mod secrets;
+pub mod store;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+pub use paths::ServerPaths;
+use store::Store;
+use tls::CaMaterial;
+
+/// The first administrator's user name.
+pub const FIRST_ADMIN: &str = "admin";
+
+/// How to run a server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Root prefix of every path the server uses.
+    pub root: PathBuf,
+    /// Address to listen on (port 0: any free port, written to the listen-address file).
+    pub listen: SocketAddr,
+    /// Database URL; the embedded SQLite store below the root when absent.
+    pub database_url: Option<String>,
+    /// Extra names (DNS or IP) the server certificate should carry.
+    pub extra_names: Vec<String>,
+}
+
+/// A server ready to serve.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The store, migrated.
+    pub store: Store,
+    /// The server's paths.
+    pub paths: ServerPaths,
+    /// The CA.
+    pub ca: CaMaterial,
+    /// The first administrator's password, when this start created it; shown once, never
+    /// stored in clear.
+    pub first_admin_password: Option<String>,
+}
+
+/// Opens the store and creates what a first start needs.
+pub async fn prepare(options: &ServerOptions) -> Result<Prepared> {
+    let paths = ServerPaths::new(&options.root);
+    create_private_dir(&paths.data_dir)?;
+    let url = options
+        .database_url
+        .clone()
+        .unwrap_or_else(|| paths.default_database_url());
+    let store = Store::open(&url)
+        .await
+        .with_context(|| format!("opening the store at {}", store::redact_url(&url)))?;
+    store.ensure_default_group().await?;
+    let ca = CaMaterial::load_or_create(&store).await?;
+    std::fs::write(paths.ca_pem(), &ca.cert_pem)
+        .with_context(|| format!("writing {}", paths.ca_pem().display()))?;
+    let password = secrets::random_password();
+    let first_admin_password = store
+        .create_first_admin(FIRST_ADMIN, &secrets::hash_password(&password))
+        .await?
+        .then_some(password);
+    Ok(Prepared {
+        store,
+        paths,
+        ca,
+        first_admin_password,
+    })
+}
+
+/// Serves the API on `options.listen` until `shutdown` completes.
+pub async fn serve(
+    prepared: Prepared,
+    options: &ServerOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    if let Ok(host) = hostname() {
+        names.push(host);
+    }
+    names.extend(options.extra_names.iter().cloned());
+    names.dedup();
+    let (chain, key) = prepared.ca.issue_server_certificate(&names)?;
+    let tls = tls::server_config(&chain, &key)?;
+    let state = api::AppState::new(prepared.store.clone(), prepared.ca.clone())?;
+    let app = api::router(state);
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("listening on {}", options.listen))?;
+    let local = listener.local_addr()?;
+    std::fs::write(prepared.paths.listen_address_file(), local.to_string())?;
+    tracing::info!(address = %local, store = ?prepared.store.backend(), "server listening");
+    listener::run(listener, tls, app, shutdown).await;
+    prepared.store.close().await;
+    Ok(())
+}
+
+fn hostname() -> Result<String> {
+    Ok(std::fs::read_to_string("/proc/sys/kernel/hostname")?
+        .trim()
+        .to_owned())
+}
+
+/// Creates `dir` (and parents) readable by its owner only.
+fn create_private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
