@@ -23,21 +23,15 @@ pub struct AgentIdentity {
 }
 
 /// The state of one protection on a host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "lowercase", deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ProtectionState {
     /// Fully enforced (for self-protection: by the kernel tier).
     Enforced,
-    /// Working with less strength than it could have, for the reason given.
-    Degraded {
-        /// Why, in words an operator can act on.
-        reason: String,
-    },
-    /// Not working, for the reason given.
-    Off {
-        /// Why, in words an operator can act on.
-        reason: String,
-    },
+    /// Working with less strength than it could have; the reason says why.
+    Degraded,
+    /// Not working; the reason says why.
+    Off,
 }
 
 /// One protection and its state.
@@ -47,8 +41,25 @@ pub struct ProtectionStatus {
     /// The protection's name (`self-protection`, `ransomware`, `on-access-scan`, …).
     pub name: String,
     /// Its state.
-    #[serde(flatten)]
     pub state: ProtectionState,
+    /// Why it is degraded or off, in words an operator can act on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl ProtectionStatus {
+    /// The state as one phrase: `enforced`, `degraded: REASON`, `off: REASON`.
+    pub fn describe(&self) -> String {
+        let state = match self.state {
+            ProtectionState::Enforced => "enforced",
+            ProtectionState::Degraded => "degraded",
+            ProtectionState::Off => "off",
+        };
+        match &self.reason {
+            Some(r) => format!("{state}: {r}"),
+            None => state.to_owned(),
+        }
+    }
 }
 
 /// A component an agent has or should have (pattern file, agent build).

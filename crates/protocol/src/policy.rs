@@ -231,7 +231,7 @@ fn convert_error(err: serde_path_to_error::Error<serde_json::Error>) -> PolicyEr
                 " (allowed here: {})",
                 rest[i + "expected ".len()..]
                     .trim_start_matches("one of ")
-                    .trim_end_matches(|c: char| c == '.')
+                    .trim_end_matches('.')
             ),
             None => String::new(),
         };

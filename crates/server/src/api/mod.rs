@@ -26,6 +26,9 @@ pub const MAX_BODY: usize = 1 << 20;
 /// Largest event upload.
 pub const MAX_EVENTS_BODY: usize = 16 << 20;
 
+/// Stored policies by (group id, version).
+type PolicyCache = HashMap<(String, u64), Arc<Policy>>;
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
@@ -36,7 +39,7 @@ pub struct AppState {
     /// Its fingerprint, carried by enrollment tokens.
     pub ca_fingerprint: Arc<str>,
     /// Stored policy versions never change, so they are cached by (group id, version).
-    policy_cache: Arc<Mutex<HashMap<(String, u64), Arc<Policy>>>>,
+    policy_cache: Arc<Mutex<PolicyCache>>,
 }
 
 impl AppState {

@@ -22,6 +22,7 @@ use sqlx::{AnyPool, Executor, Row};
 
 pub use agents::{AgentAuthRow, CheckinUpdate};
 pub use enrollment::EnrollOutcome;
+pub use groups::DEFAULT_GROUP;
 
 /// Which engine is behind the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

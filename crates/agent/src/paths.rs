@@ -1,0 +1,67 @@
+//! Where the agent keeps its files, all below one root prefix (`/` on a real host, a temporary
+//! folder in tests, so several agents run side by side).
+
+use std::path::{Path, PathBuf};
+
+/// The agent's folders and files.
+#[derive(Debug, Clone)]
+pub struct AgentPaths {
+    /// The root prefix everything else is below.
+    pub root: PathBuf,
+    /// Installation folder: `ROOT/opt/rampart` (the `rampart` binary is in `bin/`).
+    pub install_dir: PathBuf,
+    /// Configuration store: `ROOT/etc/rampart`.
+    pub config_dir: PathBuf,
+    /// State: `ROOT/var/lib/rampart/agent` (outbox, applied policy, status).
+    pub state_dir: PathBuf,
+    /// Logs: `ROOT/var/log/rampart`.
+    pub log_dir: PathBuf,
+}
+
+impl AgentPaths {
+    /// The layout below `root`.
+    pub fn new(root: &Path) -> Self {
+        AgentPaths {
+            root: root.to_path_buf(),
+            install_dir: root.join("opt/rampart"),
+            config_dir: root.join("etc/rampart"),
+            state_dir: root.join("var/lib/rampart/agent"),
+            log_dir: root.join("var/log/rampart"),
+        }
+    }
+
+    /// The installed `rampart` binary.
+    pub fn installed_binary(&self) -> PathBuf {
+        self.install_dir.join("bin/rampart")
+    }
+
+    /// The agent's configuration (server URL, agent id).
+    pub fn config_file(&self) -> PathBuf {
+        self.config_dir.join("agent.toml")
+    }
+
+    /// The agent's credential (mode 0600).
+    pub fn credential_file(&self) -> PathBuf {
+        self.config_dir.join("agent.credential")
+    }
+
+    /// The server CA the agent pinned at enrollment.
+    pub fn server_ca_file(&self) -> PathBuf {
+        self.config_dir.join("server-ca.pem")
+    }
+
+    /// The outbox database.
+    pub fn outbox_db(&self) -> PathBuf {
+        self.state_dir.join("outbox.db")
+    }
+
+    /// The desired state last received from the server, with its ETag.
+    pub fn desired_state_file(&self) -> PathBuf {
+        self.state_dir.join("desired-state.json")
+    }
+
+    /// What the running agent last wrote about itself, for `rampart agent status`.
+    pub fn status_file(&self) -> PathBuf {
+        self.state_dir.join("status.json")
+    }
+}

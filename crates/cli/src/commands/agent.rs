@@ -1,0 +1,150 @@
+//! `rampart agent …`: run the agent daemon, enroll this host, show its status, write a note.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use rampart_agent::config::{enroll, Enrollment};
+use rampart_agent::outbox::Outbox;
+use rampart_agent::paths::AgentPaths;
+use rampart_agent::status::AgentStatus;
+use rampart_protocol::events::AGENT_NOTE;
+use serde_json::json;
+
+use super::format_time;
+
+/// `rampart agent` subcommands.
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Run the agent daemon in the foreground until SIGTERM or SIGINT.
+    Run,
+    /// Enroll this host with a management server.
+    Enroll {
+        /// The server, e.g. https://rampart.example.com:8443.
+        #[arg(long)]
+        server: String,
+        /// The enrollment token from `rampart enroll-token create`.
+        #[arg(long, env = "RAMPART_ENROLLMENT_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Enroll again, as a new agent, even if this host is enrolled.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the agent's enrollment, protections and delivery state.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write an operator's note into the agent's event stream (delivered like every event).
+    Note {
+        /// The note's text.
+        text: String,
+        /// Write this many numbered notes at once.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+}
+
+/// Runs an agent subcommand.
+pub async fn run(root: &Path, command: Command) -> Result<()> {
+    let paths = AgentPaths::new(root);
+    match command {
+        Command::Run => rampart_agent::daemon::run(paths, super::stop_signal()).await,
+        Command::Enroll {
+            server,
+            token,
+            force,
+        } => {
+            let config = enroll(&paths, &server, &token, force).await?;
+            println!(
+                "Enrolled as agent {} in group {:?} of {}",
+                config.agent_id, config.group, config.server_url
+            );
+            Ok(())
+        }
+        Command::Status { json } => status(&paths, json).await,
+        Command::Note { text, count } => {
+            if count == 0 || count > 1_000_000 {
+                bail!("--count must be between 1 and 1000000");
+            }
+            Enrollment::load(&paths)?;
+            let outbox = Outbox::open(&paths.outbox_db()).await?;
+            let events: Vec<_> = (0..count)
+                .map(|i| {
+                    let body = if count == 1 {
+                        json!({"text": text})
+                    } else {
+                        json!({"text": text, "index": i})
+                    };
+                    (AGENT_NOTE.to_owned(), body)
+                })
+                .collect();
+            for chunk in events.chunks(10_000) {
+                outbox.push_many(chunk).await?;
+            }
+            outbox.close().await;
+            println!("{count} note(s) written to the outbox");
+            Ok(())
+        }
+    }
+}
+
+async fn status(paths: &AgentPaths, as_json: bool) -> Result<()> {
+    let enrollment = Enrollment::load(paths)?;
+    let status = AgentStatus::load(paths).unwrap_or_default();
+    let running = status.is_running();
+    let pending = match Outbox::open(&paths.outbox_db()).await {
+        Ok(o) => {
+            let n = o.pending().await.unwrap_or(0);
+            o.close().await;
+            n
+        }
+        Err(_) => 0,
+    };
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "agent_id": enrollment.config.agent_id,
+                "group": enrollment.config.group,
+                "server_url": enrollment.config.server_url,
+                "running": running,
+                "pid": if running { Some(status.pid) } else { None },
+                "last_checkin_ms": status.last_checkin_ms,
+                "last_error": status.last_error,
+                "applied_policy_version": status.applied_policy_version,
+                "protections": status.protections,
+                "outbox_pending": pending,
+            }))?
+        );
+        return Ok(());
+    }
+    println!("Agent       {}", enrollment.config.agent_id);
+    println!("Group       {}", enrollment.config.group);
+    println!("Server      {}", enrollment.config.server_url);
+    println!(
+        "Daemon      {}",
+        if running {
+            format!("running (pid {})", status.pid)
+        } else {
+            "not running".to_owned()
+        }
+    );
+    println!("Check-in    {}", format_time(status.last_checkin_ms));
+    if let Some(e) = &status.last_error {
+        println!("Last error  {e}");
+    }
+    println!(
+        "Policy      {}",
+        status
+            .applied_policy_version
+            .map(|v| format!("version {v}"))
+            .unwrap_or_else(|| "none received yet".to_owned())
+    );
+    println!("Outbox      {pending} event(s) waiting");
+    println!("Protections");
+    for p in &status.protections {
+        println!("  {:<18} {}", p.name, p.describe());
+    }
+    Ok(())
+}

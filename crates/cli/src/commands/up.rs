@@ -1,0 +1,272 @@
+//! `rampart up`: the main job on one machine. Installs the running binary into the root's
+//! install folder, starts the management server with its embedded store, enrolls a local agent
+//! into the `default` group, starts it, and prints the console URL, the first administrator's
+//! one-time password and where the data lives. In the foreground it restarts either process
+//! if it dies and stops both on Ctrl-C; `--detach` leaves them running (`rampart down` stops them).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rampart_agent::paths::AgentPaths;
+use rampart_agent::status::AgentStatus;
+use rampart_cli::admin_client::{AdminClient, Session};
+use rampart_protocol::enroll::EnrollmentToken;
+use rampart_server::{secrets, store, ServerOptions, ServerPaths, FIRST_ADMIN};
+
+/// Options of `rampart up`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address the server listens on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Return once both are up, leaving them running in the background.
+    #[arg(long)]
+    pub detach: bool,
+}
+
+/// The file listing the processes `rampart up --detach` left running.
+fn pid_file(root: &Path) -> PathBuf {
+    root.join("var/lib/rampart/up.pids")
+}
+
+/// Copies the running binary into the install folder (unless it runs from there).
+fn install(paths: &AgentPaths) -> Result<PathBuf> {
+    let target = paths.installed_binary();
+    let me = std::env::current_exe().context("finding the running binary")?;
+    if me.canonicalize().ok() == target.canonicalize().ok() {
+        return Ok(target);
+    }
+    let dir = target.parent().expect("binary path has a folder");
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(".rampart.new");
+    std::fs::copy(&me, &tmp).with_context(|| format!("copying {} to {}", me.display(), tmp.display()))?;
+    std::fs::rename(&tmp, &target)?;
+    Ok(target)
+}
+
+fn log_file(paths: &AgentPaths, name: &str) -> Result<std::fs::File> {
+    std::fs::create_dir_all(&paths.log_dir)?;
+    let path = paths.log_dir.join(name);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+fn spawn(binary: &Path, root: &Path, args: &[&str], log: std::fs::File, detach: bool) -> Result<tokio::process::Child> {
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.arg("--root")
+        .arg(root)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // killed if `up` fails half-way; `--detach` forgets the handles once all is up
+        .kill_on_drop(true);
+    if detach {
+        cmd.process_group(0);
+    }
+    cmd.spawn()
+        .with_context(|| format!("starting {} {}", binary.display(), args.join(" ")))
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// Starts everything; see the module doc.
+pub async fn run(root: &Path, args: Args) -> Result<()> {
+    let root = std::path::absolute(root)?;
+    let agent_paths = AgentPaths::new(&root);
+    let server_paths = ServerPaths::new(&root);
+    if let Ok(pids) = std::fs::read_to_string(pid_file(&root)) {
+        if pids.split_whitespace().any(|p| Path::new(&format!("/proc/{p}")).exists()) {
+            bail!(
+                "Rampart is already running for root {} (pids {}); stop it with `rampart --root {} down`",
+                root.display(),
+                pids.split_whitespace().collect::<Vec<_>>().join(", "),
+                root.display()
+            );
+        }
+    }
+    eprintln!("Installing the rampart binary into {}", agent_paths.install_dir.display());
+    let binary = install(&agent_paths)?;
+
+    // First start: the store, the CA, the first administrator, and a one-use token for the
+    // local agent, prepared here before the server process opens the store.
+    let options = ServerOptions {
+        root: root.clone(),
+        listen: args.listen,
+        database_url: None,
+        extra_names: Vec::new(),
+    };
+    let prepared = rampart_server::prepare(&options).await?;
+    let password = prepared.first_admin_password.clone();
+    let needs_enrollment = !agent_paths.config_file().exists();
+    let token = if needs_enrollment {
+        let token = EnrollmentToken {
+            id: secrets::random_hex(8),
+            secret: secrets::random_hex(32),
+            ca_sha256: prepared.ca.fingerprint()?,
+        };
+        let group = prepared.store.group_id(rampart_server::store::DEFAULT_GROUP).await?;
+        prepared
+            .store
+            .create_enrollment_token(
+                &token.id,
+                &group,
+                &secrets::hash_secret(&token.secret),
+                store::now_ms() + 600_000,
+                1,
+                "rampart up",
+            )
+            .await?;
+        Some(token)
+    } else {
+        None
+    };
+    prepared.store.close().await;
+    drop(prepared);
+
+    let _ = std::fs::remove_file(server_paths.listen_address_file());
+    let server_args = ["server", "--listen", &args.listen.to_string()];
+    let mut server = spawn(&binary, &root, &server_args, log_file(&agent_paths, "server.log")?, args.detach)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let address = loop {
+        if let Ok(a) = std::fs::read_to_string(server_paths.listen_address_file()) {
+            break a;
+        }
+        if let Some(status) = server.try_wait()? {
+            bail!(
+                "the server exited ({status}) while starting:\n{}",
+                tail(&agent_paths.log_dir.join("server.log"))
+            );
+        }
+        if Instant::now() > deadline {
+            bail!("the server did not start listening within 30 s; see {}", agent_paths.log_dir.join("server.log").display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let url = format!("https://{}", address.trim());
+    let ca_pem = std::fs::read_to_string(server_paths.ca_pem())?;
+
+    if let Some(password) = &password {
+        let client = AdminClient::new(&url, &ca_pem, None)?;
+        let (_, login) = client.login(FIRST_ADMIN, password).await?;
+        Session {
+            server_url: url.clone(),
+            ca_pem: ca_pem.clone(),
+            token: login.token,
+        }
+        .save(&root)?;
+    }
+    if let Some(token) = token {
+        let config = rampart_agent::config::enroll(&agent_paths, &url, &token.to_string(), false).await?;
+        eprintln!("Local agent enrolled as {}", config.agent_id);
+    }
+    let mut agent = spawn(&binary, &root, &["agent", "run"], log_file(&agent_paths, "agent.log")?, args.detach)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if AgentStatus::load(&agent_paths).is_some_and(|s| s.last_checkin_ms > 0 && s.pid != 0) {
+            break;
+        }
+        if let Some(status) = agent.try_wait()? {
+            bail!("the agent exited ({status}) while starting:\n{}", tail(&agent_paths.log_dir.join("agent.log")));
+        }
+        if Instant::now() > deadline {
+            bail!("the agent did not check in within 30 s; see {}", agent_paths.log_dir.join("agent.log").display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    println!();
+    println!("Rampart is up.");
+    println!("  Console         {url}/");
+    match &password {
+        Some(p) => println!("  Administrator   {FIRST_ADMIN} / {p}   (one-time: shown only now, stored only as an argon2 hash)"),
+        None => println!("  Administrator   {FIRST_ADMIN} (password as shown at the first start)"),
+    }
+    println!("  Server CA       {}", server_paths.ca_pem().display());
+    println!("  Server data     {}", server_paths.data_dir.display());
+    println!("  Agent config    {}", agent_paths.config_dir.display());
+    println!("  Agent state     {}", agent_paths.state_dir.display());
+    println!("  Logs            {}", agent_paths.log_dir.display());
+    println!("  CLI session     rampart --root {} agents list", root.display());
+
+    if args.detach {
+        let pids = format!(
+            "{} {}",
+            server.id().unwrap_or_default(),
+            agent.id().unwrap_or_default()
+        );
+        std::fs::write(pid_file(&root), &pids)?;
+        println!("  Stop with       rampart --root {} down", root.display());
+        std::mem::forget(server);
+        std::mem::forget(agent);
+        return Ok(());
+    }
+    println!("Press Ctrl-C to stop the server and the agent.");
+    let mut stop = std::pin::pin!(super::stop_signal());
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            status = server.wait() => {
+                eprintln!("server exited ({:?}); restarting it", status.ok());
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                server = spawn(&binary, &root, &server_args, log_file(&agent_paths, "server.log")?, false)?;
+            }
+            status = agent.wait() => {
+                eprintln!("agent exited ({:?}); restarting it", status.ok());
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                agent = spawn(&binary, &root, &["agent", "run"], log_file(&agent_paths, "agent.log")?, false)?;
+            }
+        }
+    }
+    for child in [&mut agent, &mut server] {
+        if let Some(pid) = child.id() {
+            terminate(pid);
+        }
+        if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+            let _ = child.kill().await;
+        }
+    }
+    println!("Stopped.");
+    Ok(())
+}
+
+/// Sends SIGTERM to `pid`.
+pub fn terminate(pid: u32) {
+    // SAFETY: kill(2) with a pid we started and a valid signal number has no memory effects.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+}
+
+/// `rampart down`: stops what `rampart up --detach` started.
+pub async fn down(root: &Path) -> Result<()> {
+    let root = std::path::absolute(root)?;
+    let file = pid_file(&root);
+    let Ok(pids) = std::fs::read_to_string(&file) else {
+        println!("Nothing to stop: {} does not exist", file.display());
+        return Ok(());
+    };
+    let pids: Vec<u32> = pids.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+    // the agent first, so its last events reach the server
+    for pid in pids.iter().rev() {
+        terminate(*pid);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    std::fs::remove_file(&file)?;
+    println!("Stopped.");
+    Ok(())
+}
