@@ -2,6 +2,7 @@
 # A throw-away PostgreSQL server for the tests: its own cluster in a temporary folder,
 # listening on 127.0.0.1 only, trust authentication (nothing but the tests reaches it).
 # Usage: scripts/test-postgres.sh start   -> prints the URL to connect with
+#        scripts/test-postgres.sh status  -> running | stopped
 #        scripts/test-postgres.sh stop
 set -euo pipefail
 
@@ -30,11 +31,14 @@ case "${1:-}" in
     fi
     echo "postgres://postgres@127.0.0.1:$port/postgres"
     ;;
+  status)
+    as_postgres "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1 && echo running || echo stopped
+    ;;
   stop)
     [ -d "$dir/data" ] && as_postgres "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
     ;;
   *)
-    echo "usage: $0 start|stop" >&2
+    echo "usage: $0 start|status|stop" >&2
     exit 2
     ;;
 esac

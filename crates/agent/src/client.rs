@@ -106,7 +106,10 @@ impl ServerClient {
 
     /// Downloads the server's CA and checks it against the fingerprint in `token`, in constant
     /// time. The download itself is not trusted: only the fingerprint match makes it so.
-    pub async fn fetch_pinned_ca(base: &str, token: &EnrollmentToken) -> Result<String, ClientError> {
+    pub async fn fetch_pinned_ca(
+        base: &str,
+        token: &EnrollmentToken,
+    ) -> Result<String, ClientError> {
         let http = builder().danger_accept_invalid_certs(true).build()?;
         let url = format!("{}{}", base.trim_end_matches('/'), api::CA_PEM);
         let resp = http.get(url).send().await?;
@@ -137,7 +140,12 @@ impl ServerClient {
 
     /// Enrolls with the token's id and secret.
     pub async fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse, ClientError> {
-        let resp = self.http.post(self.url(api::ENROLL)).json(req).send().await?;
+        let resp = self
+            .http
+            .post(self.url(api::ENROLL))
+            .json(req)
+            .send()
+            .await?;
         if !resp.status().is_success() {
             // 401 here means a bad token, not a bad agent credential
             let status = resp.status();
@@ -156,7 +164,9 @@ impl ServerClient {
         req: &CheckinRequest,
         etag: Option<&str>,
     ) -> Result<CheckinAnswer, ClientError> {
-        let mut builder = self.authorized(self.http.post(self.url(api::CHECKIN))).json(req);
+        let mut builder = self
+            .authorized(self.http.post(self.url(api::CHECKIN)))
+            .json(req);
         if let Some(tag) = etag {
             builder = builder.header(IF_NONE_MATCH, tag);
         }

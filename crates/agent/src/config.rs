@@ -71,7 +71,12 @@ fn read(path: &Path) -> Result<String> {
 
 /// Enrolls this host with the server at `server_url` using `token`, and stores the resulting
 /// configuration, credential (mode 0600) and pinned CA in the configuration store.
-pub async fn enroll(paths: &AgentPaths, server_url: &str, token: &str, force: bool) -> Result<AgentConfig> {
+pub async fn enroll(
+    paths: &AgentPaths,
+    server_url: &str,
+    token: &str,
+    force: bool,
+) -> Result<AgentConfig> {
     if paths.config_file().exists() && !force {
         bail!(
             "this agent is already enrolled ({}); pass --force to enroll again as a new agent",
@@ -98,7 +103,11 @@ pub async fn enroll(paths: &AgentPaths, server_url: &str, token: &str, force: bo
     };
     std::fs::create_dir_all(&paths.config_dir)?;
     write_atomic(&paths.server_ca_file(), ca_pem.as_bytes(), 0o644)?;
-    write_atomic(&paths.credential_file(), answer.credential.as_bytes(), 0o600)?;
+    write_atomic(
+        &paths.credential_file(),
+        answer.credential.as_bytes(),
+        0o600,
+    )?;
     // the configuration file last: its presence means the enrollment is complete
     write_atomic(
         &paths.config_file(),

@@ -90,7 +90,10 @@ pub async fn run(paths: AgentPaths, shutdown: impl Future<Output = ()>) -> Resul
         )
         .await?;
     outbox
-        .push(events::PROTECTION_STATUS, json!({"protections": protections}))
+        .push(
+            events::PROTECTION_STATUS,
+            json!({"protections": protections}),
+        )
         .await?;
     tracing::info!(agent_id = %enrollment.config.agent_id, server = %enrollment.config.server_url, "agent started");
 
@@ -112,7 +115,10 @@ pub async fn run(paths: AgentPaths, shutdown: impl Future<Output = ()>) -> Resul
     }
     uploader.abort();
     outbox
-        .push(events::AGENT_STOPPED, json!({"reason": "stopped by signal"}))
+        .push(
+            events::AGENT_STOPPED,
+            json!({"reason": "stopped by signal"}),
+        )
         .await?;
     // one last attempt to deliver; whatever is not delivered stays in the outbox
     match tokio::time::timeout(Duration::from_secs(3), drain(&client, &outbox)).await {

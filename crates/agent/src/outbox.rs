@@ -147,20 +147,32 @@ mod tests {
         let path = dir.path().join("outbox.db");
         let o = Outbox::open(&path).await.unwrap();
         let seqs = o
-            .push_many(&(0..5).map(|i| ("agent.note".to_owned(), serde_json::json!({"i": i}))).collect::<Vec<_>>())
+            .push_many(
+                &(0..5)
+                    .map(|i| ("agent.note".to_owned(), serde_json::json!({"i": i})))
+                    .collect::<Vec<_>>(),
+            )
             .await
             .unwrap();
         assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
         let batch = o.oldest(3, 1 << 20).await.unwrap();
-        assert_eq!(batch.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(
+            batch.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
         o.acknowledge_through(5).await.unwrap();
         assert_eq!(o.pending().await.unwrap(), 0);
         o.close().await;
         // deleted rows never give their numbers again, also after reopening
         let o = Outbox::open(&path).await.unwrap();
-        assert_eq!(o.push("agent.note", serde_json::json!({})).await.unwrap(), 6);
+        assert_eq!(
+            o.push("agent.note", serde_json::json!({})).await.unwrap(),
+            6
+        );
         // byte limit cuts a batch but never to nothing
-        o.push("agent.note", serde_json::json!({"big": "x".repeat(1000)})).await.unwrap();
+        o.push("agent.note", serde_json::json!({"big": "x".repeat(1000)}))
+            .await
+            .unwrap();
         assert_eq!(o.oldest(10, 10).await.unwrap().len(), 1);
         assert_eq!(o.oldest(10, 1 << 20).await.unwrap().len(), 2);
     }

@@ -92,7 +92,11 @@ impl AdminClient {
 
     /// A client for a saved session.
     pub fn from_session(session: &Session) -> Result<AdminClient> {
-        Self::new(&session.server_url, &session.ca_pem, Some(session.token.clone()))
+        Self::new(
+            &session.server_url,
+            &session.ca_pem,
+            Some(session.token.clone()),
+        )
     }
 
     /// The server URL.
@@ -100,7 +104,10 @@ impl AdminClient {
         &self.base
     }
 
-    async fn send<T: serde::de::DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T> {
         let req = match &self.token {
             Some(t) => req.bearer_auth(t),
             None => req,
@@ -128,12 +135,20 @@ impl AdminClient {
     }
 
     /// Logs in; the returned client carries the session token.
-    pub async fn login(&self, username: &str, password: &str) -> Result<(AdminClient, LoginResponse)> {
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<(AdminClient, LoginResponse)> {
         let r: LoginResponse = self
-            .send(self.http.post(self.url(api::ADMIN_LOGIN)).json(&LoginRequest {
-                username: username.to_owned(),
-                password: password.to_owned(),
-            }))
+            .send(
+                self.http
+                    .post(self.url(api::ADMIN_LOGIN))
+                    .json(&LoginRequest {
+                        username: username.to_owned(),
+                        password: password.to_owned(),
+                    }),
+            )
             .await?;
         let mut c = self.clone();
         c.token = Some(r.token.clone());
@@ -146,18 +161,29 @@ impl AdminClient {
     }
 
     /// Creates a group, with an optional initial policy.
-    pub async fn create_group(&self, name: &str, policy: Option<serde_json::Value>) -> Result<PolicyView> {
-        self.send(self.http.post(self.url(api::ADMIN_GROUPS)).json(&CreateGroupRequest {
-            name: name.to_owned(),
-            policy,
-        }))
+    pub async fn create_group(
+        &self,
+        name: &str,
+        policy: Option<serde_json::Value>,
+    ) -> Result<PolicyView> {
+        self.send(
+            self.http
+                .post(self.url(api::ADMIN_GROUPS))
+                .json(&CreateGroupRequest {
+                    name: name.to_owned(),
+                    policy,
+                }),
+        )
         .await
     }
 
     /// A group's policy.
     pub async fn policy(&self, group: &str) -> Result<PolicyView> {
-        self.send(self.http.get(self.url(&api::path(api::ADMIN_GROUP_POLICY, "group", group))))
-            .await
+        self.send(
+            self.http
+                .get(self.url(&api::path(api::ADMIN_GROUP_POLICY, "group", group))),
+        )
+        .await
     }
 
     /// Replaces a group's policy with `policy_json` (validated by the server).
@@ -178,15 +204,13 @@ impl AdminClient {
         expires_in_seconds: u64,
         max_uses: u64,
     ) -> Result<EnrollmentTokenCreated> {
-        self.send(
-            self.http
-                .post(self.url(api::ADMIN_ENROLLMENT_TOKENS))
-                .json(&CreateEnrollmentTokenRequest {
-                    group: group.to_owned(),
-                    expires_in_seconds,
-                    max_uses,
-                }),
-        )
+        self.send(self.http.post(self.url(api::ADMIN_ENROLLMENT_TOKENS)).json(
+            &CreateEnrollmentTokenRequest {
+                group: group.to_owned(),
+                expires_in_seconds,
+                max_uses,
+            },
+        ))
         .await
     }
 
@@ -197,13 +221,17 @@ impl AdminClient {
 
     /// Revokes an agent.
     pub async fn revoke(&self, id: &str) -> Result<()> {
-        self.send(self.http.post(self.url(&api::path(api::ADMIN_AGENT_REVOKE, "id", id))))
-            .await
+        self.send(
+            self.http
+                .post(self.url(&api::path(api::ADMIN_AGENT_REVOKE, "id", id))),
+        )
+        .await
     }
 
     /// Events matching `q`.
     pub async fn events(&self, q: &EventsQuery) -> Result<Vec<EventRecord>> {
-        self.send(self.http.get(self.url(api::ADMIN_EVENTS)).query(q)).await
+        self.send(self.http.get(self.url(api::ADMIN_EVENTS)).query(q))
+            .await
     }
 
     /// Every event matching `q`, page by page.

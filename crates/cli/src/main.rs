@@ -23,7 +23,11 @@ pub mod exit {
 }
 
 #[derive(Parser)]
-#[command(name = "rampart", version, about = "Rampart endpoint protection: server, agent and administration")]
+#[command(
+    name = "rampart",
+    version,
+    about = "Rampart endpoint protection: server, agent and administration"
+)]
 struct Cli {
     /// Root prefix of every path Rampart uses (install folder, configuration, state).
     #[arg(long, global = true, env = "RAMPART_ROOT", default_value = "/")]

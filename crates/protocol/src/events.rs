@@ -49,7 +49,10 @@ impl Event {
             ));
         }
         if self.seq == 0 || self.seq > i64::MAX as u64 {
-            return Err(format!("event sequence number {} is out of range", self.seq));
+            return Err(format!(
+                "event sequence number {} is out of range",
+                self.seq
+            ));
         }
         Ok(())
     }

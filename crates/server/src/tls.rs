@@ -121,8 +121,8 @@ pub fn server_config(chain_pem: &str, key_pem: &str) -> Result<Arc<rustls::Serve
     let certs = rustls_pemfile::certs(&mut chain_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .context("reading the server certificate")?;
-    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())?
-        .context("no private key in PEM")?;
+    let key =
+        rustls_pemfile::private_key(&mut key_pem.as_bytes())?.context("no private key in PEM")?;
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -111,7 +111,9 @@ async fn policies_are_versioned_per_group() {
         let s = &f.store;
         s.ensure_default_group().await.unwrap();
         s.ensure_default_group().await.unwrap();
-        s.create_group("servers", &Policy::default(), "t").await.unwrap();
+        s.create_group("servers", &Policy::default(), "t")
+            .await
+            .unwrap();
         let dup = s.create_group("servers", &Policy::default(), "t").await;
         assert!(matches!(dup, Err(StoreError::Conflict(_))), "{}", f.name);
         let mut p = Policy::default();
@@ -137,9 +139,16 @@ async fn enrollment_consumes_uses_only_on_success() {
         s.ensure_default_group().await.unwrap();
         let gid = s.group_id("default").await.unwrap();
         let secret = secrets::random_hex(32);
-        s.create_enrollment_token("t1", &gid, &secrets::hash_secret(&secret), now_ms() + 60_000, 2, "t")
-            .await
-            .unwrap();
+        s.create_enrollment_token(
+            "t1",
+            &gid,
+            &secrets::hash_secret(&secret),
+            now_ms() + 60_000,
+            2,
+            "t",
+        )
+        .await
+        .unwrap();
         // wrong secret: refused, use not consumed
         for _ in 0..3 {
             let r = s
@@ -153,16 +162,36 @@ async fn enrollment_consumes_uses_only_on_success() {
                 .enroll_agent("t1", &secret, a, &secrets::hash_secret(a), &identity(a))
                 .await
                 .unwrap();
-            assert_eq!(r, EnrollOutcome::Enrolled { group: "default".into() }, "{}", f.name);
+            assert_eq!(
+                r,
+                EnrollOutcome::Enrolled {
+                    group: "default".into()
+                },
+                "{}",
+                f.name
+            );
         }
         // used up
-        let r = s.enroll_agent("t1", &secret, "a3", "h", &identity("a3")).await.unwrap();
-        assert_eq!(r, EnrollOutcome::Refused);
-        // expired
-        s.create_enrollment_token("t2", &gid, &secrets::hash_secret(&secret), now_ms() - 1, 5, "t")
+        let r = s
+            .enroll_agent("t1", &secret, "a3", "h", &identity("a3"))
             .await
             .unwrap();
-        let r = s.enroll_agent("t2", &secret, "a4", "h", &identity("a4")).await.unwrap();
+        assert_eq!(r, EnrollOutcome::Refused);
+        // expired
+        s.create_enrollment_token(
+            "t2",
+            &gid,
+            &secrets::hash_secret(&secret),
+            now_ms() - 1,
+            5,
+            "t",
+        )
+        .await
+        .unwrap();
+        let r = s
+            .enroll_agent("t2", &secret, "a4", "h", &identity("a4"))
+            .await
+            .unwrap();
         assert_eq!(r, EnrollOutcome::Refused);
         let agents = s.list_agents().await.unwrap();
         assert_eq!(agents.len(), 2, "{}", f.name);
@@ -189,12 +218,25 @@ async fn event_ingest_is_idempotent() {
     for f in engines().await {
         let s = &f.store;
         let first: Vec<Event> = (1..=450).map(event).collect();
-        assert_eq!(s.ingest_events("a", &first, 1).await.unwrap(), (450, 0), "{}", f.name);
+        assert_eq!(
+            s.ingest_events("a", &first, 1).await.unwrap(),
+            (450, 0),
+            "{}",
+            f.name
+        );
         // a retried upload overlapping the first
         let retry: Vec<Event> = (400..=600).map(event).collect();
-        assert_eq!(s.ingest_events("a", &retry, 2).await.unwrap(), (150, 51), "{}", f.name);
+        assert_eq!(
+            s.ingest_events("a", &retry, 2).await.unwrap(),
+            (150, 51),
+            "{}",
+            f.name
+        );
         // another agent's sequence numbers are its own
-        assert_eq!(s.ingest_events("b", &first[..10], 3).await.unwrap(), (10, 0));
+        assert_eq!(
+            s.ingest_events("b", &first[..10], 3).await.unwrap(),
+            (10, 0)
+        );
         let all = s
             .list_events(&EventsQuery {
                 agent: Some("a".into()),
@@ -225,10 +267,20 @@ async fn first_admin_is_created_once_and_sessions_expire() {
         assert!(s.create_first_admin("admin", "h1").await.unwrap());
         assert!(!s.create_first_admin("admin", "h2").await.unwrap());
         assert!(!s.create_first_admin("other", "h3").await.unwrap());
-        assert_eq!(s.admin_password_hash("admin").await.unwrap().as_deref(), Some("h1"));
-        s.create_admin_session("live", "admin", now_ms() + 60_000).await.unwrap();
-        s.create_admin_session("dead", "admin", now_ms() - 1).await.unwrap();
-        assert_eq!(s.session_admin("live").await.unwrap().as_deref(), Some("admin"));
+        assert_eq!(
+            s.admin_password_hash("admin").await.unwrap().as_deref(),
+            Some("h1")
+        );
+        s.create_admin_session("live", "admin", now_ms() + 60_000)
+            .await
+            .unwrap();
+        s.create_admin_session("dead", "admin", now_ms() - 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.session_admin("live").await.unwrap().as_deref(),
+            Some("admin")
+        );
         assert_eq!(s.session_admin("dead").await.unwrap(), None);
         s.set_admin_password("admin", "h4").await.unwrap();
         assert_eq!(s.session_admin("live").await.unwrap(), None, "{}", f.name);

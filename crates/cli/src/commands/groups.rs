@@ -34,7 +34,9 @@ pub async fn run(root: &Path, command: Command) -> Result<()> {
                 Some(file) => {
                     let text = std::fs::read_to_string(&file)
                         .with_context(|| format!("reading {}", file.display()))?;
-                    Some(serde_json::from_str(&super::policy::policy_text_to_json(&text)?)?)
+                    Some(serde_json::from_str(&super::policy::policy_text_to_json(
+                        &text,
+                    )?)?)
                 }
                 None => None,
             };

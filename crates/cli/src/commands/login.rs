@@ -27,9 +27,7 @@ pub struct Args {
 /// Logs in and saves the session below the root.
 pub async fn run(root: &Path, args: Args) -> Result<()> {
     check_server_url(&args.server)?;
-    let ca_path = args
-        .ca
-        .unwrap_or_else(|| ServerPaths::new(root).ca_pem());
+    let ca_path = args.ca.unwrap_or_else(|| ServerPaths::new(root).ca_pem());
     let ca_pem = std::fs::read_to_string(&ca_path).with_context(|| {
         format!(
             "reading the server CA {} (pass --ca FILE with the server's ca.pem)",

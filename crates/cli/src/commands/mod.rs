@@ -62,6 +62,9 @@ mod tests {
     #[test]
     fn formats_times() {
         assert_eq!(super::format_time(0), "never");
-        assert_eq!(super::format_time(1_700_000_000_000), "2023-11-14 22:13:20 UTC");
+        assert_eq!(
+            super::format_time(1_700_000_000_000),
+            "2023-11-14 22:13:20 UTC"
+        );
     }
 }

@@ -74,7 +74,9 @@ pub async fn run(root: &Path, command: Command) -> Result<()> {
                 std::fs::read_to_string(&file)
                     .with_context(|| format!("reading {}", file.display()))?
             };
-            let view = admin.set_policy(&group, policy_text_to_json(&text)?).await?;
+            let view = admin
+                .set_policy(&group, policy_text_to_json(&text)?)
+                .await?;
             report_set(&view);
             Ok(())
         }

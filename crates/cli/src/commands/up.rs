@@ -42,7 +42,8 @@ fn install(paths: &AgentPaths) -> Result<PathBuf> {
     let dir = target.parent().expect("binary path has a folder");
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(".rampart.new");
-    std::fs::copy(&me, &tmp).with_context(|| format!("copying {} to {}", me.display(), tmp.display()))?;
+    std::fs::copy(&me, &tmp)
+        .with_context(|| format!("copying {} to {}", me.display(), tmp.display()))?;
     std::fs::rename(&tmp, &target)?;
     Ok(target)
 }
@@ -57,7 +58,13 @@ fn log_file(paths: &AgentPaths, name: &str) -> Result<std::fs::File> {
         .with_context(|| format!("opening {}", path.display()))
 }
 
-fn spawn(binary: &Path, root: &Path, args: &[&str], log: std::fs::File, detach: bool) -> Result<tokio::process::Child> {
+fn spawn(
+    binary: &Path,
+    root: &Path,
+    args: &[&str],
+    log: std::fs::File,
+    detach: bool,
+) -> Result<tokio::process::Child> {
     let mut cmd = tokio::process::Command::new(binary);
     cmd.arg("--root")
         .arg(root)
@@ -86,7 +93,10 @@ pub async fn run(root: &Path, args: Args) -> Result<()> {
     let agent_paths = AgentPaths::new(&root);
     let server_paths = ServerPaths::new(&root);
     if let Ok(pids) = std::fs::read_to_string(pid_file(&root)) {
-        if pids.split_whitespace().any(|p| Path::new(&format!("/proc/{p}")).exists()) {
+        if pids
+            .split_whitespace()
+            .any(|p| Path::new(&format!("/proc/{p}")).exists())
+        {
             bail!(
                 "Rampart is already running for root {} (pids {}); stop it with `rampart --root {} down`",
                 root.display(),
@@ -95,7 +105,10 @@ pub async fn run(root: &Path, args: Args) -> Result<()> {
             );
         }
     }
-    eprintln!("Installing the rampart binary into {}", agent_paths.install_dir.display());
+    eprintln!(
+        "Installing the rampart binary into {}",
+        agent_paths.install_dir.display()
+    );
     let binary = install(&agent_paths)?;
 
     // First start: the store, the CA, the first administrator, and a one-use token for the
@@ -115,7 +128,10 @@ pub async fn run(root: &Path, args: Args) -> Result<()> {
             secret: secrets::random_hex(32),
             ca_sha256: prepared.ca.fingerprint()?,
         };
-        let group = prepared.store.group_id(rampart_server::store::DEFAULT_GROUP).await?;
+        let group = prepared
+            .store
+            .group_id(rampart_server::store::DEFAULT_GROUP)
+            .await?;
         prepared
             .store
             .create_enrollment_token(
@@ -136,7 +152,13 @@ pub async fn run(root: &Path, args: Args) -> Result<()> {
 
     let _ = std::fs::remove_file(server_paths.listen_address_file());
     let server_args = ["server", "--listen", &args.listen.to_string()];
-    let mut server = spawn(&binary, &root, &server_args, log_file(&agent_paths, "server.log")?, args.detach)?;
+    let mut server = spawn(
+        &binary,
+        &root,
+        &server_args,
+        log_file(&agent_paths, "server.log")?,
+        args.detach,
+    )?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let address = loop {
         if let Ok(a) = std::fs::read_to_string(server_paths.listen_address_file()) {
@@ -149,7 +171,10 @@ pub async fn run(root: &Path, args: Args) -> Result<()> {
             );
         }
         if Instant::now() > deadline {
-            bail!("the server did not start listening within 30 s; see {}", agent_paths.log_dir.join("server.log").display());
+            bail!(
+                "the server did not start listening within 30 s; see {}",
+                agent_paths.log_dir.join("server.log").display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
@@ -167,20 +192,33 @@ pub async fn run(root: &Path, args: Args) -> Result<()> {
         .save(&root)?;
     }
     if let Some(token) = token {
-        let config = rampart_agent::config::enroll(&agent_paths, &url, &token.to_string(), false).await?;
+        let config =
+            rampart_agent::config::enroll(&agent_paths, &url, &token.to_string(), false).await?;
         eprintln!("Local agent enrolled as {}", config.agent_id);
     }
-    let mut agent = spawn(&binary, &root, &["agent", "run"], log_file(&agent_paths, "agent.log")?, args.detach)?;
+    let mut agent = spawn(
+        &binary,
+        &root,
+        &["agent", "run"],
+        log_file(&agent_paths, "agent.log")?,
+        args.detach,
+    )?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if AgentStatus::load(&agent_paths).is_some_and(|s| s.last_checkin_ms > 0 && s.pid != 0) {
             break;
         }
         if let Some(status) = agent.try_wait()? {
-            bail!("the agent exited ({status}) while starting:\n{}", tail(&agent_paths.log_dir.join("agent.log")));
+            bail!(
+                "the agent exited ({status}) while starting:\n{}",
+                tail(&agent_paths.log_dir.join("agent.log"))
+            );
         }
         if Instant::now() > deadline {
-            bail!("the agent did not check in within 30 s; see {}", agent_paths.log_dir.join("agent.log").display());
+            bail!(
+                "the agent did not check in within 30 s; see {}",
+                agent_paths.log_dir.join("agent.log").display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -197,7 +235,10 @@ pub async fn run(root: &Path, args: Args) -> Result<()> {
     println!("  Agent config    {}", agent_paths.config_dir.display());
     println!("  Agent state     {}", agent_paths.state_dir.display());
     println!("  Logs            {}", agent_paths.log_dir.display());
-    println!("  CLI session     rampart --root {} agents list", root.display());
+    println!(
+        "  CLI session     rampart --root {} agents list",
+        root.display()
+    );
 
     if args.detach {
         let pids = format!(
@@ -232,7 +273,10 @@ pub async fn run(root: &Path, args: Args) -> Result<()> {
         if let Some(pid) = child.id() {
             terminate(pid);
         }
-        if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
             let _ = child.kill().await;
         }
     }
@@ -257,7 +301,10 @@ pub async fn down(root: &Path) -> Result<()> {
         println!("Nothing to stop: {} does not exist", file.display());
         return Ok(());
     };
-    let pids: Vec<u32> = pids.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+    let pids: Vec<u32> = pids
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
     // the agent first, so its last events reach the server
     for pid in pids.iter().rev() {
         terminate(*pid);

@@ -8,11 +8,13 @@ impl Store {
     /// Stores `value` under `key` unless a value is there already; returns the stored value
     /// (so concurrent first starts of several replicas agree on one).
     pub async fn meta_put_if_absent(&self, key: &str, value: &str) -> StoreResult<String> {
-        sqlx::query("INSERT INTO server_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
-            .bind(key)
-            .bind(value)
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "INSERT INTO server_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(self.pool())
+        .await?;
         Ok(sqlx::query("SELECT value FROM server_meta WHERE key = $1")
             .bind(key)
             .fetch_one(self.pool())

@@ -1,0 +1,9 @@
+//! End-to-end scenarios with real `rampart` processes on loopback, on each store.
+//! Modules follow capabilities.
+
+mod api;
+mod enrollment;
+mod events;
+mod policy;
+mod replicas;
+mod up;

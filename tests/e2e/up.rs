@@ -1,0 +1,85 @@
+//! `rampart up`: the main job on one machine, end to end.
+
+use std::process::Command;
+
+use rampart_tests::{rampart_bin, run_cli};
+
+/// A free loopback port (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Stops what `up --detach` started, also when the test fails.
+struct Down(std::path::PathBuf);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = run_cli(&self.0, &["down"]);
+    }
+}
+
+#[test]
+fn up_starts_a_server_and_an_enrolled_agent_and_down_stops_them() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _down = Down(root.path().to_path_buf());
+    let out = Command::new(rampart_bin())
+        .arg("--root")
+        .arg(root.path())
+        .args(["up", "--detach", "--listen", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("Console         https://127.0.0.1:{port}/")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("admin / "), "{stdout}");
+    assert!(stdout.contains("Server data"), "{stdout}");
+
+    // installed into its own folder below the root; the build tree is not where it runs from
+    let installed = root.path().join("opt/rampart/bin/rampart");
+    assert!(installed.exists());
+    let pids = std::fs::read_to_string(root.path().join("var/lib/rampart/up.pids")).unwrap();
+    for pid in pids.split_whitespace() {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        assert_eq!(exe, installed, "process {pid} runs {}", exe.display());
+    }
+
+    let (ok, status, err) = run_cli(root.path(), &["agent", "status", "--json"]);
+    assert!(ok, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["running"], true);
+    assert_eq!(status["applied_policy_version"], 1);
+    // the CLI session `up` saved works
+    let (ok, list, err) = run_cli(root.path(), &["agents", "list", "--json"]);
+    assert!(ok, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["id"], status["agent_id"]);
+
+    // a second `up` on the same root refuses
+    let (ok, _, err) = run_cli(
+        root.path(),
+        &["up", "--detach", "--listen", &format!("127.0.0.1:{port}")],
+    );
+    assert!(!ok && err.contains("already running"), "{err}");
+
+    let (ok, out, err) = run_cli(root.path(), &["down"]);
+    assert!(ok, "{out}{err}");
+    for pid in pids.split_whitespace() {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "{pid} still runs"
+        );
+    }
+}

@@ -1,0 +1,467 @@
+//! The end-to-end harness: starts real `rampart` server and agent processes, each below its
+//! own temporary root, on loopback, and stops every one of them when the test ends, also when
+//! it fails (the guards kill on drop).
+//!
+//! The binary under test is `target/<profile>/rampart` (next to the test binary's folder), or
+//! `RAMPART_BIN`. PostgreSQL tests use `RAMPART_TEST_POSTGRES_URL` (a server the test may create
+//! databases in; `scripts/test-postgres.sh start` gives one). With `CI=true` a missing PostgreSQL
+//! fails the test instead of skipping it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rampart_cli::admin_client::AdminClient;
+use sqlx::Connection;
+
+/// Path of the `rampart` binary under test.
+pub fn rampart_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("RAMPART_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/debug/deps/e2e-HASH -> target/debug/rampart
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target folder")
+        .join("rampart");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p rampart-cli) or set RAMPART_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// Whether the test runs in CI, where nothing may be skipped.
+pub fn in_ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// Which store a server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Embedded SQLite below the server's root.
+    Sqlite,
+    /// A fresh database on the test PostgreSQL server.
+    Postgres,
+}
+
+/// The stores to run a scenario on: SQLite always, PostgreSQL when available (always in CI).
+pub fn stores() -> Vec<StoreKind> {
+    let mut v = vec![StoreKind::Sqlite];
+    if postgres_admin_url().is_some() {
+        v.push(StoreKind::Postgres);
+    }
+    v
+}
+
+/// The PostgreSQL server for tests, if any.
+pub fn postgres_admin_url() -> Option<String> {
+    match std::env::var("RAMPART_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ if in_ci() => panic!(
+            "CI=true but RAMPART_TEST_POSTGRES_URL is not set: the PostgreSQL store must be tested"
+        ),
+        _ => {
+            eprintln!("skipping PostgreSQL: RAMPART_TEST_POSTGRES_URL is not set");
+            None
+        }
+    }
+}
+
+/// A database created for one test on the test PostgreSQL server, dropped afterwards.
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+    /// URL of the database.
+    pub url: String,
+}
+
+impl PgDatabase {
+    /// Creates a fresh, empty database.
+    pub async fn create() -> PgDatabase {
+        let admin_url = postgres_admin_url().expect("PostgreSQL for tests");
+        let name = format!("rampart_e2e_{}", random_suffix());
+        let mut c = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("connecting to the test PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut c)
+            .await
+            .expect("creating a test database");
+        let url = format!(
+            "{}/{name}",
+            admin_url.rsplit_once('/').expect("URL with a database").0
+        );
+        PgDatabase {
+            admin_url,
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        // a runtime of its own: Drop may run inside or outside one
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok(mut c) = sqlx::PgConnection::connect(&url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut c)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn random_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends SIGTERM to a process.
+fn terminate(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+/// Waits for `child` to exit, killing it after `timeout`.
+fn wait_or_kill(child: &mut Child, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
+/// Runs `rampart --root ROOT ARGS…` to completion; returns (success, stdout, stderr).
+pub fn run_cli(root: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(rampart_bin())
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running rampart");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A management server process below its own temporary root.
+pub struct TestServer {
+    root: tempfile::TempDir,
+    database: Option<PgDatabase>,
+    child: Option<Child>,
+    /// Where it listens (kept across restarts).
+    pub address: SocketAddr,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// The server's CA.
+    pub ca_pem: String,
+    /// The first administrator's password.
+    pub password: String,
+    /// An administrator session.
+    pub admin: AdminClient,
+}
+
+impl TestServer {
+    /// Starts a server on `store`, logs in as the first administrator.
+    pub async fn start(store: StoreKind) -> TestServer {
+        let database = match store {
+            StoreKind::Sqlite => None,
+            StoreKind::Postgres => Some(PgDatabase::create().await),
+        };
+        let url = database.as_ref().map(|d| d.url.clone());
+        Self::start_on(url, database).await
+    }
+
+    /// Starts a server on the database at `database_url` (another replica's, say).
+    pub async fn start_on(database_url: Option<String>, owned: Option<PgDatabase>) -> TestServer {
+        let root = tempfile::tempdir().expect("temporary root");
+        let (child, address) = spawn_server(root.path(), "127.0.0.1:0", database_url.as_deref());
+        let stdout = std::fs::read_to_string(root.path().join("server.stdout")).unwrap_or_default();
+        let password = stdout
+            .split("one-time password ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .map(str::to_owned)
+            .unwrap_or_default();
+        let url = format!("https://{address}");
+        let ca_pem = std::fs::read_to_string(root.path().join("var/lib/rampart/server/ca.pem"))
+            .expect("server CA");
+        let anonymous = AdminClient::new(&url, &ca_pem, None).expect("client");
+        let admin = if password.is_empty() {
+            anonymous
+        } else {
+            anonymous
+                .login("admin", &password)
+                .await
+                .expect("admin login")
+                .0
+        };
+        TestServer {
+            root,
+            database: owned,
+            child: Some(child),
+            address,
+            url,
+            ca_pem,
+            password,
+            admin,
+        }
+    }
+
+    /// The server's root folder.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The database URL when on PostgreSQL.
+    pub fn database_url(&self) -> Option<String> {
+        self.database.as_ref().map(|d| d.url.clone())
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the server with SIGTERM.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            terminate(c.id());
+            wait_or_kill(&mut c, Duration::from_secs(10));
+        }
+    }
+
+    /// Starts the server again, on the same root, store and port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart() of a running server");
+        let (child, _) = spawn_server(
+            self.root.path(),
+            &self.address.to_string(),
+            self.database_url().as_deref(),
+        );
+        self.child = Some(child);
+    }
+
+    /// A token for `uses` enrollments into `group`.
+    pub async fn enrollment_token(&self, group: &str, uses: u64) -> String {
+        self.admin
+            .create_enrollment_token(group, 600, uses)
+            .await
+            .expect("enrollment token")
+            .token
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("server.stderr")).unwrap_or_default()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn spawn_server(root: &Path, listen: &str, database: Option<&str>) -> (Child, SocketAddr) {
+    let address_file = root.join("var/lib/rampart/server/listen-address");
+    let _ = std::fs::remove_file(&address_file);
+    let open = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.join(name))
+            .expect("log file")
+    };
+    let mut cmd = Command::new(rampart_bin());
+    cmd.arg("--root")
+        .arg(root)
+        .args(["server", "--listen", listen])
+        .stdin(Stdio::null())
+        .stdout(open("server.stdout"))
+        .stderr(open("server.stderr"))
+        .env("RAMPART_LOG", "info,sqlx=warn");
+    if let Some(db) = database {
+        cmd.args(["--database", db]);
+    }
+    let mut child = cmd.spawn().expect("starting rampart server");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(a) = std::fs::read_to_string(&address_file) {
+            if let Ok(addr) = a.trim().parse() {
+                return (child, addr);
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "server exited ({status}) while starting:\n{}",
+                std::fs::read_to_string(root.join("server.stderr")).unwrap_or_default()
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("server did not listen within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An agent below its own temporary root (a host of its own, as far as Rampart can tell).
+pub struct TestAgent {
+    root: tempfile::TempDir,
+    child: Option<Child>,
+    /// The agent id, after enrollment.
+    pub id: String,
+}
+
+impl TestAgent {
+    /// Enrolls a new agent with `server` using `token` (the CLI, as an operator would).
+    pub fn enroll(server_url: &str, token: &str) -> TestAgent {
+        let root = tempfile::tempdir().expect("temporary root");
+        let (ok, stdout, stderr) = run_cli(
+            root.path(),
+            &["agent", "enroll", "--server", server_url, "--token", token],
+        );
+        assert!(ok, "enrollment failed: {stdout}{stderr}");
+        let id = stdout
+            .split("as agent ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .expect("agent id in the output")
+            .to_owned();
+        TestAgent {
+            root,
+            child: None,
+            id,
+        }
+    }
+
+    /// The agent's root folder.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Starts the daemon.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "agent already running");
+        let open = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.root.path().join(name))
+                .expect("log file")
+        };
+        let child = Command::new(rampart_bin())
+            .arg("--root")
+            .arg(self.root.path())
+            .args(["agent", "run"])
+            .stdin(Stdio::null())
+            .stdout(open("agent.stdout"))
+            .stderr(open("agent.stderr"))
+            .env("RAMPART_LOG", "info,sqlx=warn")
+            .spawn()
+            .expect("starting rampart agent");
+        self.child = Some(child);
+    }
+
+    /// Stops the daemon with SIGTERM (it writes `agent.stopped`).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            terminate(c.id());
+            assert!(
+                wait_or_kill(&mut c, Duration::from_secs(15)),
+                "agent did not stop on SIGTERM within 15 s"
+            );
+        }
+    }
+
+    /// Writes `count` numbered notes into the agent's outbox.
+    pub fn note(&self, text: &str, count: u32) {
+        let (ok, out, err) = run_cli(
+            self.root.path(),
+            &["agent", "note", text, "--count", &count.to_string()],
+        );
+        assert!(ok, "agent note failed: {out}{err}");
+    }
+
+    /// `rampart agent status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        let (ok, out, err) = run_cli(self.root.path(), &["agent", "status", "--json"]);
+        assert!(ok, "agent status failed: {out}{err}");
+        serde_json::from_str(&out).expect("status JSON")
+    }
+
+    /// The agent's credential, as stored in its configuration store.
+    pub fn credential(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("etc/rampart/agent.credential"))
+            .expect("credential")
+            .trim()
+            .to_owned()
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("agent.stderr")).unwrap_or_default()
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
