@@ -7,11 +7,15 @@ set -euo pipefail
 purpose=${2:-test}
 [ "${1:-}" = "--for" ] || purpose=test
 
-# Build: a C toolchain for crates with C parts (ring, sqlite), pkg-config.
-packages=(build-essential pkg-config ca-certificates)
+# Build: a C toolchain for crates with C parts (ring, sqlite, libbpf), pkg-config; clang,
+# bpftool and libelf for the kernel tier's BPF programs.
+packages=(build-essential pkg-config ca-certificates clang llvm bpftool libelf-dev zlib1g-dev)
 if [ "$purpose" = test ]; then
   # The PostgreSQL store is tested against a real PostgreSQL server.
   packages+=(postgresql postgresql-client)
+  # The kernel tier is tested in a QEMU guest with a stock Debian kernel (vm/run.sh), attacked
+  # with real tools: busybox and the ones it lacks.
+  packages+=(qemu-system-x86 busybox-static cpio attr strace procps e2fsprogs)
 fi
 
 missing=()

@@ -21,5 +21,7 @@ echo "== build"
 cargo build --workspace --locked --bins
 echo "== tests"
 cargo test --workspace --locked
+echo "== kernel tier, in a QEMU guest with a stock Debian kernel"
+vm/kernel-tier-tests.sh
 
 echo "== whole suite took $(( $(date +%s) - start )) s"

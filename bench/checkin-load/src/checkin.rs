@@ -2,7 +2,7 @@
 //! agent's check-in loop, and each check-in's latency and punctuality is recorded.
 //!
 //! The schedule is open-loop: agent `i` first checks in at a random phase, uniform over one
-//! interval, then every interval ±10 % after its previous *scheduled* time. A slow answer does
+//! interval (see [`first_phase`]), then every interval ±10 % after its previous *scheduled* time. A slow answer does
 //! not slow the offered load down; it makes the next check-ins of that agent late instead, and
 //! lateness is reported. Only check-ins scheduled after the warm-up count.
 
@@ -92,6 +92,9 @@ pub struct CheckinResult {
     pub client_cpu_s: Option<f64>,
     /// Simulator CPU during the window, in cores.
     pub client_cores: Option<f64>,
+    /// The whole machine's busy CPU during the window, in cores: what is beyond the server and
+    /// the simulator was used by other processes.
+    pub machine_busy_cores: Option<f64>,
 }
 
 #[derive(Default)]
@@ -232,12 +235,26 @@ async fn agent_loop(shared: Arc<Shared>, index: usize, phase: f64) {
     }
 }
 
-/// CPU seconds of the server (if known) and of this process.
-fn cpu_now(server_pid: Option<&str>) -> (Option<f64>, Option<f64>) {
-    (
+/// When an agent first checks in, in intervals from the start: a random phase, uniform over
+/// one (jittered) interval. The interval it falls in is drawn in proportion to its length, as
+/// for an agent that has been running for long (the stationary start of a renewal process), so
+/// the fleet offers agents / interval check-ins per second from the first second on; with a
+/// plain uniform phase over [0, 1) the ±10 % jitter would thin out the load around the end of
+/// the first interval.
+fn first_phase(rng: &mut impl Rng) -> f64 {
+    // the interval's length J is uniform over [0.9, 1.1); length-biased, its density is
+    // proportional to j, with distribution function (j² − 0.81) / 0.4
+    let length = (0.81 + 0.4 * rng.gen::<f64>()).sqrt();
+    rng.gen::<f64>() * length
+}
+
+/// CPU seconds of the server (if known), of this process, and of the whole machine.
+fn cpu_now(server_pid: Option<&str>) -> [Option<f64>; 3] {
+    [
         server_pid.and_then(stats::cpu_seconds),
         stats::cpu_seconds("self"),
-    )
+        stats::machine_busy_seconds(),
+    ]
 }
 
 /// Runs the check-in phase for `agents` over `pool` and returns what it measured.
@@ -267,12 +284,8 @@ pub async fn run(agents: Arc<Vec<SimAgent>>, pool: Arc<Pool>, plan: Plan) -> Che
             tokio::time::sleep_until(shared.end).await;
             let after = cpu_now(pid);
             let connections = shared.plan.server_port.map(stats::established_to_port);
-            let diff = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
-            (
-                diff(before.0, after.0),
-                diff(before.1, after.1),
-                connections,
-            )
+            let diff = |i: usize| Some(after[i]? - before[i]?);
+            ([diff(0), diff(1), diff(2)], connections)
         })
     };
     let progress = {
@@ -303,12 +316,16 @@ pub async fn run(agents: Arc<Vec<SimAgent>>, pool: Arc<Pool>, plan: Plan) -> Che
 
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
-        let phase = rand::thread_rng().gen_range(0.0..1.0);
-        tasks.spawn(agent_loop(shared.clone(), i, phase));
+        tasks.spawn(agent_loop(
+            shared.clone(),
+            i,
+            first_phase(&mut rand::thread_rng()),
+        ));
     }
     while tasks.join_next().await.is_some() {}
     progress.abort();
-    let (server_cpu, client_cpu, connections) = sampler.await.unwrap_or((None, None, None));
+    let ([server_cpu, client_cpu, machine_cpu], connections) =
+        sampler.await.unwrap_or(([None; 3], None));
 
     let window = plan.duration.saturating_sub(plan.warmup).as_secs_f64();
     let mut c = std::mem::take(&mut *shared.collector.lock().expect("collector lock"));
@@ -347,5 +364,35 @@ pub async fn run(agents: Arc<Vec<SimAgent>>, pool: Arc<Pool>, plan: Plan) -> Che
         server_cores: server_cpu.map(|s| s / window.max(1e-9)),
         client_cpu_s: client_cpu,
         client_cores: client_cpu.map(|s| s / window.max(1e-9)),
+        machine_busy_cores: machine_cpu.map(|s| s / window.max(1e-9)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Simulates the schedule of many agents and counts check-ins per slice of time: with the
+    /// stationary start every slice gets agents × slice / interval, the first interval too.
+    #[test]
+    fn schedule_offers_a_steady_rate_from_the_start() {
+        let mut rng = rand::thread_rng();
+        let agents = 200_000;
+        let mut per_tenth = [0u64; 30];
+        for _ in 0..agents {
+            let mut t = first_phase(&mut rng);
+            while t < 3.0 {
+                per_tenth[(t * 10.0) as usize] += 1;
+                t += rng.gen_range(0.9..1.1);
+            }
+        }
+        let expected = agents as f64 / 10.0;
+        for (i, &n) in per_tenth.iter().enumerate() {
+            let error = (n as f64 - expected).abs() / expected;
+            assert!(
+                error < 0.02,
+                "slice {i}: {n} check-ins, expected {expected}"
+            );
+        }
     }
 }

@@ -200,12 +200,13 @@ impl RunResult {
             }
             let _ = writeln!(
                 o,
-                "  CPU during the window: server {} ({} cores), simulator {} ({} cores); \
-                 connections held: {}",
+                "  CPU during the window: server {} ({} cores), simulator {} ({} cores), \
+                 whole machine {} cores busy; connections held: {}",
                 opt(c.server_cpu_s, " s", 1),
                 opt(c.server_cores, "", 2),
                 opt(c.client_cpu_s, " s", 1),
                 opt(c.client_cores, "", 2),
+                opt(c.machine_busy_cores, "", 2),
                 c.client_connections
                     .map_or_else(|| "n/a".to_owned(), |n| n.to_string())
             );
@@ -294,17 +295,17 @@ pub fn markdown(results: &[RunResult]) -> String {
     let checkins: Vec<&RunResult> = results.iter().filter(|r| r.checkin.is_some()).collect();
     if !checkins.is_empty() {
         o.push_str(
-            "| store | agents | interval | connections | offered/s | achieved/s | fleet @ 60 s | p50 | p90 | p99 | max | errors | late | server CPU in window | server CPU total | server peak RSS |\n",
+            "| store | agents | interval | connections | offered/s | achieved/s | fleet @ 60 s | p50 | p90 | p99 | max | errors | late | server CPU in window | simulator / machine CPU in window | server CPU total | server peak RSS |\n",
         );
         o.push_str(
-            "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for r in checkins {
             let Some(c) = &r.checkin else { continue };
             let (cpu, rss) = server_cells(r.server.as_ref());
             let _ = writeln!(
                 o,
-                "| {} | {} | {:.0} s | {} × {} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} s | {} × {} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} cores | {} | {} |",
                 r.label,
                 thousands(c.agents as f64),
                 c.interval_s,
@@ -331,6 +332,8 @@ pub fn markdown(results: &[RunResult]) -> String {
                     (Some(s), Some(k)) => format!("{s:.1} s ({k:.2} cores)"),
                     _ => "n/a".to_owned(),
                 },
+                opt(c.client_cores, "", 2),
+                opt(c.machine_busy_cores, "", 2),
                 cpu,
                 rss
             );

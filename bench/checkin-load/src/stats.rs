@@ -147,6 +147,20 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     Some((utime + stime) / USER_HZ)
 }
 
+/// CPU seconds the whole machine has spent busy (every state but idle and I/O wait), from the
+/// first line of `/proc/stat`.
+pub fn machine_busy_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user)
+    let busy: f64 = ticks.iter().take(8).sum::<f64>() - ticks.get(3)? - ticks.get(4)?;
+    Some(busy / USER_HZ)
+}
+
 /// Peak resident memory (`VmHWM`) of process `pid`, in MiB, from `/proc/PID/status`.
 pub fn peak_rss_mib(pid: &str) -> Option<f64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -220,5 +234,6 @@ mod tests {
         let pid = std::process::id().to_string();
         assert!(cpu_seconds(&pid).is_some());
         assert!(peak_rss_mib(&pid).unwrap() > 0.0);
+        assert!(machine_busy_seconds().unwrap() > 0.0);
     }
 }

@@ -12,6 +12,8 @@ pub const AGENT_STARTED: &str = "agent.started";
 pub const AGENT_STOPPED: &str = "agent.stopped";
 /// The state of the agent's protections changed. Body: `{"protections": [...]}`.
 pub const PROTECTION_STATUS: &str = "protection.status";
+/// An attempt against self-protection. Body: a [`crate::tamper::TamperAttempt`].
+pub const TAMPER: &str = "tamper";
 /// An operator's note written on the host (`rampart agent note`). Body: `{"text": "..."}`.
 pub const AGENT_NOTE: &str = "agent.note";
 /// The agent applied a new policy. Body: `{"version": N}`.

@@ -18,6 +18,7 @@ pub mod checkin;
 pub mod enroll;
 pub mod events;
 pub mod policy;
+pub mod tamper;
 
 /// The body of every error answer of the server: a sentence that says what was wrong.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
