@@ -218,7 +218,9 @@ async fn the_cli_shows_sets_and_validates_policies() {
     assert!(!ok);
     assert!(err.contains("unknown policy key `update.colour`"), "{err}");
     // a wrong session token gives the documented exit code 3
-    let session = cli_root.path().join("etc/rampart/admin-session.json");
+    let session = cli_root
+        .path()
+        .join("var/lib/rampart/cli/admin-session.json");
     let mut s: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&session).unwrap()).unwrap();
     s["token"] = json!("0".repeat(64));

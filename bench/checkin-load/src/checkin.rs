@@ -41,6 +41,7 @@ pub struct Plan {
 
 /// What the check-in phase measured, over the window after the warm-up.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CheckinResult {
     /// Mean check-in interval per agent, seconds.
     pub interval_s: f64,
@@ -71,11 +72,18 @@ pub struct CheckinResult {
     pub errors: ErrorTally,
     /// Check-ins sent more than `late_after_s` after their scheduled time.
     pub late: u64,
+    /// Of the late ones, those that fell due while the agent's previous check-in was still
+    /// unanswered (an agent has one check-in in flight at a time, like the real one): late
+    /// because the server answered slowly, not because the simulator fell behind.
+    pub late_behind: u64,
+    /// Check-ins that fell due while the agent's previous check-in was still unanswered.
+    pub behind: u64,
     /// The lateness threshold, seconds.
     pub late_after_s: f64,
     /// Scheduled time → request sent.
     pub send_lag: Latency,
-    /// Largest scheduled time → task woke: the simulator's own CPU lag.
+    /// Largest scheduled time → task woke, over the check-ins whose agent was waiting for them
+    /// (not behind): the simulator's own lag.
     pub timer_lag_max_ms: f64,
     /// Largest wait for a free connection (HTTP/1.1 and new-connection modes).
     pub connection_wait_max_ms: f64,
@@ -104,6 +112,8 @@ struct Collector {
     timer_lag_max_us: u64,
     wait_max_us: u64,
     late: u64,
+    late_behind: u64,
+    behind: u64,
     not_modified: u64,
     changed: u64,
     not_sent: u64,
@@ -182,6 +192,8 @@ async fn agent_loop(shared: Arc<Shared>, index: usize, phase: f64) {
     let mut scheduled = shared.start + interval.mul_f64(phase);
     while scheduled < shared.end {
         let counted = scheduled >= shared.window_start;
+        // due already: the previous check-in was answered after this one's time
+        let behind = Instant::now() >= scheduled;
         tokio::time::sleep_until(scheduled).await;
         let woke = Instant::now();
         if woke > give_up {
@@ -214,9 +226,13 @@ async fn agent_loop(shared: Arc<Shared>, index: usize, phase: f64) {
         if counted {
             let mut c = shared.collector.lock().expect("collector lock");
             c.send_lag_us.push(micros(lag));
-            c.timer_lag_max_us = c.timer_lag_max_us.max(micros(woke - scheduled));
+            if !behind {
+                c.timer_lag_max_us = c.timer_lag_max_us.max(micros(woke - scheduled));
+            }
             c.wait_max_us = c.wait_max_us.max(micros(sent - woke));
             c.late += u64::from(late);
+            c.late_behind += u64::from(late && behind);
+            c.behind += u64::from(behind);
             match outcome {
                 Outcome::NotModified => {
                     c.not_modified += 1;
@@ -354,6 +370,8 @@ pub async fn run(agents: Arc<Vec<SimAgent>>, pool: Arc<Pool>, plan: Plan) -> Che
         latency: Latency::from_micros(&mut c.latency_us),
         errors: c.errors,
         late: c.late,
+        late_behind: c.late_behind,
+        behind: c.behind,
         late_after_s: plan.late_after.as_secs_f64(),
         send_lag: Latency::from_micros(&mut c.send_lag_us),
         timer_lag_max_ms: c.timer_lag_max_us as f64 / 1000.0,

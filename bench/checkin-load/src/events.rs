@@ -27,6 +27,7 @@ pub const KIND: &str = "bench.synthetic";
 
 /// What the events phase measured and verified.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EventsResult {
     /// Agents that uploaded.
     pub agents: u64,

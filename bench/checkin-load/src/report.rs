@@ -16,6 +16,7 @@ pub const RESULT_PREFIX: &str = "RESULT ";
 
 /// What the server process used, from `/proc`, and what its log says.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ServerResult {
     /// Its process id.
     pub pid: u32,
@@ -69,6 +70,7 @@ impl ServerResult {
 
 /// Everything one run measured.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RunResult {
     /// A name for the run (`--label`, else the server's store).
     pub label: String,
@@ -185,10 +187,13 @@ impl RunResult {
             );
             let _ = writeln!(
                 o,
-                "  late (sent > {:.1} s after schedule): {}; send lag p99 {}, max {}; \
-                 simulator timer lag max {}; wait for a connection max {}",
-                c.late_after_s,
-                c.late,
+                "  late (sent > {:.1} s after schedule): {} ({} of them due while the agent's \
+                 previous check-in was unanswered: slow answers; {} due that way in all)",
+                c.late_after_s, c.late, c.late_behind, c.behind
+            );
+            let _ = writeln!(
+                o,
+                "  send lag p99 {}, max {}; simulator timer lag max {}; wait for a connection max {}",
                 ms(c.send_lag.p99_ms),
                 ms(c.send_lag.max_ms),
                 ms(c.timer_lag_max_ms),
@@ -289,6 +294,18 @@ fn server_cells(s: Option<&ServerResult>) -> (String, String) {
     }
 }
 
+/// Late check-ins, with those due to slow answers and those never sent named.
+fn late_cell(c: &CheckinResult) -> String {
+    let mut cell = c.late.to_string();
+    if c.late_behind > 0 {
+        let _ = write!(cell, " ({} behind slow answers)", c.late_behind);
+    }
+    if c.not_sent > 0 {
+        let _ = write!(cell, " + {} not sent", c.not_sent);
+    }
+    cell
+}
+
 /// Markdown tables of check-in and event runs.
 pub fn markdown(results: &[RunResult]) -> String {
     let mut o = String::new();
@@ -323,11 +340,7 @@ pub fn markdown(results: &[RunResult]) -> String {
                 } else {
                     c.errors.summary()
                 },
-                if c.not_sent == 0 {
-                    c.late.to_string()
-                } else {
-                    format!("{} + {} not sent", c.late, c.not_sent)
-                },
+                late_cell(c),
                 match (c.server_cpu_s, c.server_cores) {
                     (Some(s), Some(k)) => format!("{s:.1} s ({k:.2} cores)"),
                     _ => "n/a".to_owned(),

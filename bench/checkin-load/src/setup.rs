@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use rampart_protocol::api;
-use rampart_protocol::checkin::{AgentIdentity, CheckinRequest, DesiredState};
+use rampart_protocol::checkin::{
+    AgentIdentity, CheckinRequest, DesiredState, ProtectionState, ProtectionStatus,
+};
 use rampart_protocol::enroll::{EnrollRequest, EnrollResponse, EnrollmentToken};
 use reqwest::header::{HeaderValue, AUTHORIZATION, ETAG};
 use reqwest::StatusCode;
@@ -36,6 +38,7 @@ pub struct SimAgent {
 
 /// How enrollment went.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EnrollResult {
     /// Agents asked to enroll.
     pub requested: u64,
@@ -55,6 +58,26 @@ pub fn identity(run_tag: &str, i: usize) -> AgentIdentity {
     let mut id = rampart_agent::identity::current();
     id.hostname = format!("bench-{run_tag}-{i:06}");
     id
+}
+
+/// The protections a simulated agent reports: the real agent's three, self-protection
+/// enforced and the other two off with a reason, so each check-in carries a report of the
+/// real size.
+pub fn protections() -> Vec<ProtectionStatus> {
+    let off = |name: &str| ProtectionStatus {
+        name: name.to_owned(),
+        state: ProtectionState::Off,
+        reason: Some("not available in this agent build".to_owned()),
+    };
+    vec![
+        ProtectionStatus {
+            name: "self-protection".to_owned(),
+            state: ProtectionState::Enforced,
+            reason: None,
+        },
+        off("ransomware"),
+        off("on-access-scan"),
+    ]
 }
 
 /// Creates the enrollment token: `max_uses` uses, valid for a day, into `group`.
@@ -128,7 +151,7 @@ async fn enroll_one(
             v
         })
         .map_err(|e| ("credential".to_owned(), e.to_string()))?;
-    let protections = rampart_agent::daemon::protections();
+    let protections = protections();
     let first = CheckinRequest {
         identity: identity.clone(),
         protections: protections.clone(),

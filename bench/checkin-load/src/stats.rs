@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Latency percentiles, in milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Latency {
     /// Number of samples.
     pub count: u64,
@@ -59,6 +60,7 @@ pub fn micros(d: Duration) -> u64 {
 
 /// Failures counted by kind, with the first message seen for each kind.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ErrorTally {
     /// Count per kind (`timeout`, `connect`, `http 500`, …).
     pub counts: BTreeMap<String, u64>,

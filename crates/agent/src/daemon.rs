@@ -7,7 +7,7 @@
 //! them; when the server is away it backs off and the events wait on disk.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -20,11 +20,14 @@ use tokio::sync::Notify;
 
 use crate::client::{CheckinAnswer, ServerClient};
 use crate::config::Enrollment;
+use crate::control::{self, Reply, Request};
 use crate::files::write_atomic;
 use crate::identity;
 use crate::outbox::Outbox;
 use crate::paths::AgentPaths;
+use crate::protection::Protection;
 use crate::status::AgentStatus;
+use crate::tamper;
 
 /// Events per upload.
 const BATCH_EVENTS: usize = 500;
@@ -51,9 +54,9 @@ fn load_held(paths: &AgentPaths) -> Option<HeldState> {
     }
 }
 
-/// The protections this build has, and their state on this host.
-pub fn protections() -> Vec<ProtectionStatus> {
-    ["self-protection", "ransomware", "on-access-scan"]
+/// The protections this build has that are not self-protection, and their state.
+fn other_protections() -> Vec<ProtectionStatus> {
+    ["ransomware", "on-access-scan"]
         .into_iter()
         .map(|name| ProtectionStatus {
             name: name.to_owned(),
@@ -61,6 +64,23 @@ pub fn protections() -> Vec<ProtectionStatus> {
             reason: Some("not available in this agent build".to_owned()),
         })
         .collect()
+}
+
+/// What the loops and the control socket share.
+struct Shared {
+    paths: AgentPaths,
+    outbox: Outbox,
+    wake: Notify,
+    held: Mutex<Option<HeldState>>,
+    protection: Arc<Mutex<Protection>>,
+}
+
+impl Shared {
+    fn protections(&self) -> Vec<ProtectionStatus> {
+        let mut v = vec![self.protection.lock().expect("protection lock").status()];
+        v.extend(other_protections());
+        v
+    }
 }
 
 fn now_ms() -> i64 {
@@ -82,7 +102,22 @@ pub async fn run(paths: AgentPaths, shutdown: impl Future<Output = ()>) -> Resul
     let outbox = Outbox::open(&paths.outbox_db())
         .await
         .with_context(|| format!("opening the outbox {}", paths.outbox_db().display()))?;
-    let protections = protections();
+    // the control socket exists before protection resolves the state folder
+    let _ = std::fs::remove_file(paths.control_socket());
+    let control = tokio::net::UnixListener::bind(paths.control_socket())
+        .with_context(|| format!("listening on {}", paths.control_socket().display()))?;
+    std::fs::set_permissions(
+        paths.control_socket(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    let (protection, tamper_reports) = Protection::start(&paths);
+    let shared = Arc::new(Shared {
+        paths: paths.clone(),
+        outbox: outbox.clone(),
+        wake: Notify::new(),
+        held: Mutex::new(load_held(&paths)),
+        protection: Arc::new(Mutex::new(protection)),
+    });
     outbox
         .push(
             events::AGENT_STARTED,
@@ -92,28 +127,39 @@ pub async fn run(paths: AgentPaths, shutdown: impl Future<Output = ()>) -> Resul
     outbox
         .push(
             events::PROTECTION_STATUS,
-            json!({"protections": protections}),
+            json!({"protections": shared.protections()}),
         )
         .await?;
     tracing::info!(agent_id = %enrollment.config.agent_id, server = %enrollment.config.server_url, "agent started");
 
-    let wake = Arc::new(Notify::new());
     let mut status = AgentStatus {
         pid: std::process::id(),
         started_ms: now_ms(),
         agent_id: enrollment.config.agent_id.clone(),
         group: enrollment.config.group.clone(),
         server_url: enrollment.config.server_url.clone(),
-        protections: protections.clone(),
+        protections: shared.protections(),
         ..Default::default()
     };
-    let uploader = tokio::spawn(upload_loop(client.clone(), outbox.clone(), wake.clone()));
-    let checkins = checkin_loop(&paths, &client, &outbox, &wake, &mut status, protections);
+    let tamper = tamper::spawn(
+        tamper_reports,
+        outbox.clone(),
+        tokio::runtime::Handle::current(),
+    );
+    let uploader = tokio::spawn(upload_loop(client.clone(), shared.clone()));
+    let controller = tokio::spawn(control_loop(control, shared.clone()));
+    let checkins = checkin_loop(&client, &shared, &mut status);
     tokio::select! {
         () = checkins => {}
         () = shutdown => {}
     }
     uploader.abort();
+    controller.abort();
+    // lift the kernel tier before the process goes, so nothing outlives it
+    let protection = shared.protection.clone();
+    tokio::task::spawn_blocking(move || protection.lock().expect("protection lock").unload())
+        .await?;
+    drop(tamper);
     outbox
         .push(
             events::AGENT_STOPPED,
@@ -129,24 +175,39 @@ pub async fn run(paths: AgentPaths, shutdown: impl Future<Output = ()>) -> Resul
     status.pid = 0;
     status.outbox_pending = outbox.pending().await.unwrap_or(0);
     let _ = status.save(&paths);
+    let _ = std::fs::remove_file(paths.control_socket());
     outbox.close().await;
     tracing::info!("agent stopped");
     Ok(())
 }
 
-async fn checkin_loop(
-    paths: &AgentPaths,
-    client: &ServerClient,
-    outbox: &Outbox,
-    wake: &Notify,
-    status: &mut AgentStatus,
-    protections: Vec<ProtectionStatus>,
-) {
-    let mut held = load_held(paths);
+async fn checkin_loop(client: &ServerClient, shared: &Shared, status: &mut AgentStatus) {
+    let paths = &shared.paths;
+    let outbox = &shared.outbox;
+    let mut reported = shared.protections();
     loop {
+        // an unload period that ended locks again by itself
+        let protection = shared.protection.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            protection.lock().expect("protection lock").relock_if_due()
+        })
+        .await;
+        let protections = shared.protections();
+        if protections != reported {
+            let _ = outbox
+                .push(
+                    events::PROTECTION_STATUS,
+                    json!({"protections": protections}),
+                )
+                .await;
+            shared.wake.notify_one();
+            reported = protections.clone();
+        }
+        status.protections = protections.clone();
+        let held = shared.held.lock().expect("held lock").clone();
         let request = CheckinRequest {
             identity: identity::current(),
-            protections: protections.clone(),
+            protections,
             applied_policy_version: held.as_ref().map(|h| h.desired.policy.version),
             components: Vec::new(),
         };
@@ -169,10 +230,10 @@ async fn checkin_loop(
                     tracing::error!(error = %e, "could not apply the desired state");
                     status.last_error = Some(format!("applying policy {version}: {e}"));
                 } else {
-                    held = Some(new);
+                    *shared.held.lock().expect("held lock") = Some(new);
                     // report the applied version at once rather than one interval later
                     again_now = changed;
-                    wake.notify_one();
+                    shared.wake.notify_one();
                 }
             }
             Err(e) => {
@@ -180,6 +241,7 @@ async fn checkin_loop(
                 status.last_error = Some(e.to_string());
             }
         }
+        let held = shared.held.lock().expect("held lock").clone();
         status.applied_policy_version = held.as_ref().map(|h| h.desired.policy.version);
         status.outbox_pending = outbox.pending().await.unwrap_or(status.outbox_pending);
         if let Err(e) = status.save(paths) {
@@ -229,16 +291,16 @@ async fn drain(client: &ServerClient, outbox: &Outbox) -> Result<u64> {
     }
 }
 
-async fn upload_loop(client: ServerClient, outbox: Outbox, wake: Arc<Notify>) {
+async fn upload_loop(client: ServerClient, shared: Arc<Shared>) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(250);
     const MAX_BACKOFF: Duration = Duration::from_secs(15);
     let mut backoff = FIRST_BACKOFF;
     loop {
-        match drain(&client, &outbox).await {
+        match drain(&client, &shared.outbox).await {
             Ok(_) => {
                 backoff = FIRST_BACKOFF;
-                // other processes (`rampart agent note`) write too: look at least every second
-                let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+                // events also arrive from other tasks: look at least every second
+                let _ = tokio::time::timeout(Duration::from_secs(1), shared.wake.notified()).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "event upload failed");
@@ -246,5 +308,139 @@ async fn upload_loop(client: ServerClient, outbox: Outbox, wake: Arc<Notify>) {
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
+    }
+}
+
+/// Serves the local control socket: root only.
+async fn control_loop(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+            let reply = if uid != 0 && uid != effective_uid() {
+                Reply {
+                    ok: false,
+                    message: "only root may control the agent".into(),
+                }
+            } else {
+                match control::read_request(&mut stream).await {
+                    Some(request) => handle(request, &shared).await,
+                    None => Reply {
+                        ok: false,
+                        message: "not a request".into(),
+                    },
+                }
+            };
+            control::write_reply(&mut stream, &reply).await;
+        });
+    }
+}
+
+/// This process's effective user id, from /proc (no unsafe call needed).
+fn effective_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1).and_then(|u| u.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+async fn handle(request: Request, shared: &Shared) -> Reply {
+    match request {
+        Request::Note { text, count } => {
+            if count == 0 || count > 1_000_000 {
+                return Reply {
+                    ok: false,
+                    message: "count must be between 1 and 1000000".into(),
+                };
+            }
+            let notes: Vec<_> = (0..count)
+                .map(|i| {
+                    let body = if count == 1 {
+                        json!({"text": text})
+                    } else {
+                        json!({"text": text, "index": i})
+                    };
+                    (events::AGENT_NOTE.to_owned(), body)
+                })
+                .collect();
+            for chunk in notes.chunks(10_000) {
+                if let Err(e) = shared.outbox.push_many(chunk).await {
+                    return Reply {
+                        ok: false,
+                        message: format!("writing to the outbox: {e}"),
+                    };
+                }
+            }
+            shared.wake.notify_one();
+            Reply {
+                ok: true,
+                message: format!("{count} note(s) written to the outbox"),
+            }
+        }
+        Request::Unload { password } => unload(password, shared).await,
+    }
+}
+
+async fn unload(password: String, shared: &Shared) -> Reply {
+    let hash = shared
+        .held
+        .lock()
+        .expect("held lock")
+        .as_ref()
+        .and_then(|h| h.desired.policy.policy.unload.password_hash.clone());
+    let Some(hash) = hash else {
+        return Reply {
+            ok: false,
+            message: "this agent's policy has no unload password".into(),
+        };
+    };
+    let ok = tokio::task::spawn_blocking(move || crate::unload::password_matches(&password, &hash))
+        .await
+        .unwrap_or(false);
+    if !ok {
+        let _ = shared
+            .outbox
+            .push(
+                events::UNLOAD_REFUSED,
+                json!({"reason": "wrong unload password"}),
+            )
+            .await;
+        shared.wake.notify_one();
+        // slow down guessing
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        return Reply {
+            ok: false,
+            message: "wrong unload password".into(),
+        };
+    }
+    let protection = shared.protection.clone();
+    let _ =
+        tokio::task::spawn_blocking(move || protection.lock().expect("protection lock").unload())
+            .await;
+    let _ = shared
+        .outbox
+        .push(events::UNLOADED, json!({"by": "unload password", "minutes": crate::protection::UNLOAD_PERIOD.as_secs() / 60}))
+        .await;
+    let _ = shared
+        .outbox
+        .push(
+            events::PROTECTION_STATUS,
+            json!({"protections": shared.protections()}),
+        )
+        .await;
+    shared.wake.notify_one();
+    Reply {
+        ok: true,
+        message: format!(
+            "self-protection lifted for {} minutes (or until the agent restarts)",
+            crate::protection::UNLOAD_PERIOD.as_secs() / 60
+        ),
     }
 }

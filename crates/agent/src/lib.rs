@@ -6,11 +6,15 @@
 
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod daemon;
 mod files;
 pub mod identity;
 pub mod outbox;
 pub mod paths;
+pub mod protection;
 pub mod status;
+pub mod tamper;
+pub mod unload;
 
 pub use files::write_atomic;

@@ -35,6 +35,19 @@ impl AgentPaths {
         self.install_dir.join("bin/rampart")
     }
 
+    /// The agent's service unit files (systemd), protected like the install folder.
+    pub fn unit_files(&self) -> Vec<PathBuf> {
+        vec![
+            self.root.join("etc/systemd/system/rampart-agent.service"),
+            self.root.join("lib/systemd/system/rampart-agent.service"),
+        ]
+    }
+
+    /// The agent's local control socket (`rampart agent note`, `rampart agent unload`).
+    pub fn control_socket(&self) -> PathBuf {
+        self.state_dir.join("control.sock")
+    }
+
     /// The agent's configuration (server URL, agent id).
     pub fn config_file(&self) -> PathBuf {
         self.config_dir.join("agent.toml")

@@ -25,7 +25,7 @@ pub struct Session {
 impl Session {
     /// Where the CLI keeps the session below root prefix `root`.
     pub fn path(root: &Path) -> PathBuf {
-        root.join("etc/rampart/admin-session.json")
+        root.join("var/lib/rampart/cli/admin-session.json")
     }
 
     /// Reads the saved session.

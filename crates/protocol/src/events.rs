@@ -14,6 +14,10 @@ pub const AGENT_STOPPED: &str = "agent.stopped";
 pub const PROTECTION_STATUS: &str = "protection.status";
 /// An attempt against self-protection. Body: a [`crate::tamper::TamperAttempt`].
 pub const TAMPER: &str = "tamper";
+/// Self-protection was lifted by an authorized unload. Body: `{"by": "...", "minutes": N}`.
+pub const UNLOADED: &str = "selfprotect.unloaded";
+/// An unload was refused (wrong password or token). Body: `{"reason": "..."}`.
+pub const UNLOAD_REFUSED: &str = "selfprotect.unload-refused";
 /// An operator's note written on the host (`rampart agent note`). Body: `{"text": "..."}`.
 pub const AGENT_NOTE: &str = "agent.note";
 /// The agent applied a new policy. Body: `{"version": N}`.

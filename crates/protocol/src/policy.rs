@@ -18,6 +18,22 @@ pub struct Policy {
     pub checkin: CheckinSettings,
     /// Privileges and Other Settings › Other Settings › Update Settings.
     pub update: UpdateSettings,
+    /// The unload password that lifts self-protection on an agent (`rampart agent unload`).
+    pub unload: UnloadSettings,
+}
+
+/// The unload password. Self-protection itself is always on; this only says who may lift it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnloadSettings {
+    /// A new unload password (8 to 256 characters). Accepted on input only: the server replaces
+    /// it by its argon2 hash before storing the policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// The argon2id hash (PHC string) of the unload password. Without one, only a maintenance
+    /// token signed by the server unloads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
 }
 
 /// How often agents check in.
@@ -205,6 +221,22 @@ impl Policy {
                 message: format!("must be between 1 and 86400 seconds, got {interval}"),
             });
         }
+        if let Some(p) = &self.unload.password {
+            if !(8..=256).contains(&p.chars().count()) {
+                return Err(PolicyError::InvalidValue {
+                    field: "unload.password".into(),
+                    message: "must be 8 to 256 characters".into(),
+                });
+            }
+        }
+        if let Some(h) = &self.unload.password_hash {
+            if !h.starts_with("$argon2") || h.len() > 512 {
+                return Err(PolicyError::InvalidValue {
+                    field: "unload.password_hash".into(),
+                    message: "must be an argon2 hash in PHC form ($argon2id$…); to set a new password use unload.password".into(),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -269,7 +301,7 @@ mod tests {
             err,
             PolicyError::UnknownKey {
                 key: "colour".into(),
-                hint: " (allowed here: `checkin` or `update`)".into()
+                hint: " (allowed here: `checkin`, `update`, `unload`)".into()
             }
         );
     }

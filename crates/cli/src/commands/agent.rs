@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 use rampart_agent::config::{enroll, Enrollment};
+use rampart_agent::control::{self, Request};
 use rampart_agent::outbox::Outbox;
 use rampart_agent::paths::AgentPaths;
 use rampart_agent::status::AgentStatus;
@@ -35,6 +36,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Lift self-protection for 10 minutes with the policy's unload password (read from
+    /// RAMPART_UNLOAD_PASSWORD or standard input).
+    Unload,
     /// Write an operator's note into the agent's event stream (delivered like every event).
     Note {
         /// The note's text.
@@ -63,11 +67,42 @@ pub async fn run(root: &Path, command: Command) -> Result<()> {
             Ok(())
         }
         Command::Status { json } => status(&paths, json).await,
+        Command::Unload => {
+            let password = match std::env::var("RAMPART_UNLOAD_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => {
+                    eprint!("Unload password: ");
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\n', '\r']).to_owned()
+                }
+            };
+            match control::request(&paths.control_socket(), &Request::Unload { password }).await? {
+                Some(reply) if reply.ok => {
+                    println!("{}", reply.message);
+                    Ok(())
+                }
+                Some(reply) => bail!("{}", reply.message),
+                None => bail!("no agent is running below {}", paths.root.display()),
+            }
+        }
         Command::Note { text, count } => {
             if count == 0 || count > 1_000_000 {
                 bail!("--count must be between 1 and 1000000");
             }
             Enrollment::load(&paths)?;
+            // the running agent writes its own outbox; without one, write it directly
+            let request = Request::Note {
+                text: text.clone(),
+                count,
+            };
+            if let Some(reply) = control::request(&paths.control_socket(), &request).await? {
+                if !reply.ok {
+                    bail!("{}", reply.message);
+                }
+                println!("{}", reply.message);
+                return Ok(());
+            }
             let outbox = Outbox::open(&paths.outbox_db()).await?;
             let events: Vec<_> = (0..count)
                 .map(|i| {

@@ -79,6 +79,17 @@ fn check_group_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Replaces a new unload password by its argon2 hash: the plain password is never stored.
+async fn seal_unload_password(policy: &mut Policy) -> Result<(), ApiError> {
+    if let Some(password) = policy.unload.password.take() {
+        let hash = tokio::task::spawn_blocking(move || secrets::hash_password(&password))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        policy.unload.password_hash = Some(hash);
+    }
+    Ok(())
+}
+
 fn policy_error(e: PolicyError) -> ApiError {
     ApiError::Status(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
 }
@@ -90,10 +101,11 @@ pub async fn create_group(
     ApiJson(req): ApiJson<CreateGroupRequest>,
 ) -> Result<(StatusCode, Json<PolicyView>), ApiError> {
     check_group_name(&req.name)?;
-    let parsed = match req.policy {
+    let mut parsed = match req.policy {
         Some(value) => Policy::parse_value(value).map_err(policy_error)?,
         None => Policy::parse_json("{}").map_err(policy_error)?,
     };
+    seal_unload_password(&mut parsed.policy).await?;
     state
         .store
         .create_group(&req.name, &parsed.policy, &admin.admin)
@@ -134,7 +146,8 @@ pub async fn put_policy(
 ) -> Result<Json<PolicyView>, ApiError> {
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::BadRequest("policy is not UTF-8 text".into()))?;
-    let parsed = Policy::parse_json(text).map_err(policy_error)?;
+    let mut parsed = Policy::parse_json(text).map_err(policy_error)?;
+    seal_unload_password(&mut parsed.policy).await?;
     for warning in &parsed.warnings {
         tracing::warn!(%group, "policy: {warning}");
     }
