@@ -80,6 +80,8 @@ mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 hostname rampart-vm
+ip link set lo up
+[ -x /test/rampart ] && export RAMPART_BIN=/test/rampart
 cd /test
 echo "RAMPART-VM-START lsm=\$(cat /sys/kernel/security/lsm)"
 /test/program$args

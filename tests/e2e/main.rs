@@ -6,4 +6,5 @@ mod enrollment;
 mod events;
 mod policy;
 mod replicas;
+mod selfprotect;
 mod up;

@@ -20,6 +20,10 @@ pub fn rampart_bin() -> PathBuf {
     if let Ok(p) = std::env::var("RAMPART_BIN") {
         return PathBuf::from(p);
     }
+    // inside the QEMU guest of vm/run.sh
+    if Path::new("/test/rampart").exists() {
+        return PathBuf::from("/test/rampart");
+    }
     let exe = std::env::current_exe().expect("test binary path");
     // target/debug/deps/e2e-HASH -> target/debug/rampart
     let bin = exe
@@ -173,7 +177,14 @@ fn wait_or_kill(child: &mut Child, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
-    let _ = child.wait();
+    // a process that refuses even SIGKILL (self-protection) is left to the end of the VM
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     false
 }
 
@@ -427,6 +438,31 @@ impl TestAgent {
         }
     }
 
+    /// The agent daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `rampart agent unload` with `password`; returns (success, output).
+    pub fn unload(&self, password: &str) -> (bool, String) {
+        let out = Command::new(rampart_bin())
+            .arg("--root")
+            .arg(self.root.path())
+            .args(["agent", "unload"])
+            .env("RAMPART_UNLOAD_PASSWORD", password)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running rampart agent unload");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
     /// Writes `count` numbered notes into the agent's outbox.
     pub fn note(&self, text: &str, count: u32) {
         let (ok, out, err) = run_cli(
@@ -460,8 +496,9 @@ impl TestAgent {
 impl Drop for TestAgent {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // a self-protected agent refuses SIGKILL: never wait for it without a limit
             let _ = c.kill();
-            let _ = c.wait();
+            wait_or_kill(&mut c, Duration::from_secs(5));
         }
     }
 }

@@ -20,6 +20,8 @@ pub enum Request {
         /// How many numbered notes.
         count: u32,
     },
+    /// How many events wait in the outbox right now.
+    Pending,
     /// Lift self-protection for a while with the policy's unload password.
     Unload {
         /// The unload password.
@@ -35,6 +37,29 @@ pub struct Reply {
     pub ok: bool,
     /// What happened, in words.
     pub message: String,
+    /// Events waiting in the outbox (answer to [`Request::Pending`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<u64>,
+}
+
+impl Reply {
+    /// A request carried out.
+    pub fn done(message: String) -> Reply {
+        Reply {
+            ok: true,
+            message,
+            pending: None,
+        }
+    }
+
+    /// A request refused, with the reason.
+    pub fn refused(message: &str) -> Reply {
+        Reply {
+            ok: false,
+            message: message.to_owned(),
+            pending: None,
+        }
+    }
 }
 
 /// Sends `request` to the agent listening at `socket`. `Ok(None)`: no agent is listening.

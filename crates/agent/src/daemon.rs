@@ -321,17 +321,11 @@ async fn control_loop(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
             let reply = if uid != 0 && uid != effective_uid() {
-                Reply {
-                    ok: false,
-                    message: "only root may control the agent".into(),
-                }
+                Reply::refused("only root may control the agent")
             } else {
                 match control::read_request(&mut stream).await {
                     Some(request) => handle(request, &shared).await,
-                    None => Reply {
-                        ok: false,
-                        message: "not a request".into(),
-                    },
+                    None => Reply::refused("not a request"),
                 }
             };
             control::write_reply(&mut stream, &reply).await;
@@ -355,10 +349,7 @@ async fn handle(request: Request, shared: &Shared) -> Reply {
     match request {
         Request::Note { text, count } => {
             if count == 0 || count > 1_000_000 {
-                return Reply {
-                    ok: false,
-                    message: "count must be between 1 and 1000000".into(),
-                };
+                return Reply::refused("count must be between 1 and 1000000");
             }
             let notes: Vec<_> = (0..count)
                 .map(|i| {
@@ -372,19 +363,21 @@ async fn handle(request: Request, shared: &Shared) -> Reply {
                 .collect();
             for chunk in notes.chunks(10_000) {
                 if let Err(e) = shared.outbox.push_many(chunk).await {
-                    return Reply {
-                        ok: false,
-                        message: format!("writing to the outbox: {e}"),
-                    };
+                    return Reply::refused(&format!("writing to the outbox: {e}"));
                 }
             }
             shared.wake.notify_one();
-            Reply {
-                ok: true,
-                message: format!("{count} note(s) written to the outbox"),
-            }
+            Reply::done(format!("{count} note(s) written to the outbox"))
         }
         Request::Unload { password } => unload(password, shared).await,
+        Request::Pending => match shared.outbox.pending().await {
+            Ok(n) => Reply {
+                ok: true,
+                message: format!("{n} event(s) waiting"),
+                pending: Some(n),
+            },
+            Err(e) => Reply::refused(&e.to_string()),
+        },
     }
 }
 
@@ -396,10 +389,7 @@ async fn unload(password: String, shared: &Shared) -> Reply {
         .as_ref()
         .and_then(|h| h.desired.policy.policy.unload.password_hash.clone());
     let Some(hash) = hash else {
-        return Reply {
-            ok: false,
-            message: "this agent's policy has no unload password".into(),
-        };
+        return Reply::refused("this agent's policy has no unload password");
     };
     let ok = tokio::task::spawn_blocking(move || crate::unload::password_matches(&password, &hash))
         .await
@@ -415,10 +405,7 @@ async fn unload(password: String, shared: &Shared) -> Reply {
         shared.wake.notify_one();
         // slow down guessing
         tokio::time::sleep(Duration::from_secs(1)).await;
-        return Reply {
-            ok: false,
-            message: "wrong unload password".into(),
-        };
+        return Reply::refused("wrong unload password");
     }
     let protection = shared.protection.clone();
     let _ =
@@ -436,11 +423,8 @@ async fn unload(password: String, shared: &Shared) -> Reply {
         )
         .await;
     shared.wake.notify_one();
-    Reply {
-        ok: true,
-        message: format!(
-            "self-protection lifted for {} minutes (or until the agent restarts)",
-            crate::protection::UNLOAD_PERIOD.as_secs() / 60
-        ),
-    }
+    Reply::done(format!(
+        "self-protection lifted for {} minutes (or until the agent restarts)",
+        crate::protection::UNLOAD_PERIOD.as_secs() / 60
+    ))
 }

@@ -53,7 +53,11 @@ fn setup() -> Fixture {
     )
     .unwrap();
     // the protected process stands in for the agent: protected, but not trusted
-    let victim = Command::new("sleep").arg("1000").spawn().expect("sleep");
+    // in a process group of its own, like the agent: a group kill reaches it and nothing else
+    let victim = std::os::unix::process::CommandExt::process_group(&mut Command::new("sleep"), 0)
+        .arg("1000")
+        .spawn()
+        .expect("sleep");
     let scope = Scope {
         trees: vec![install.clone(), config.clone()],
         files: vec![unit.clone()],

@@ -128,13 +128,29 @@ async fn status(paths: &AgentPaths, as_json: bool) -> Result<()> {
     let enrollment = Enrollment::load(paths)?;
     let status = AgentStatus::load(paths).unwrap_or_default();
     let running = status.is_running();
-    let pending = match Outbox::open(&paths.outbox_db()).await {
-        Ok(o) => {
-            let n = o.pending().await.unwrap_or(0);
-            o.close().await;
-            n
+    // a running agent keeps the count in its status file (its outbox is its own to open)
+    let live = if running {
+        control::request(&paths.control_socket(), &Request::Pending)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.pending)
+    } else {
+        None
+    };
+    let pending = if let Some(n) = live {
+        n
+    } else if running {
+        status.outbox_pending
+    } else {
+        match Outbox::open(&paths.outbox_db()).await {
+            Ok(o) => {
+                let n = o.pending().await.unwrap_or(0);
+                o.close().await;
+                n
+            }
+            Err(_) => 0,
         }
-        Err(_) => 0,
     };
     if as_json {
         println!(
