@@ -80,7 +80,7 @@ async fn an_enrolled_agent_refuses_every_attack_and_reports_it_until_an_authoriz
         (format!("kill -9 {pid}"), Action::Signal),
         (format!("kill -15 {pid}"), Action::Signal),
         (format!("kill -STOP {pid}"), Action::Signal),
-        (format!("pkill -9 -f 'agent run'"), Action::Signal),
+        ("pkill -9 -f 'agent run'".to_owned(), Action::Signal),
         (format!("strace -p {pid} -o /dev/null"), Action::Trace),
         (
             format!("echo evil > {r}/etc/rampart/agent.toml"),
