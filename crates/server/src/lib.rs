@@ -100,7 +100,8 @@ pub async fn serve(
     let (chain, key) = prepared.ca.issue_server_certificate(&names)?;
     let tls = tls::server_config(&chain, &key)?;
     let state = api::AppState::new(prepared.store.clone(), prepared.ca.clone())?;
-    let app = api::router(state);
+    let flusher = state.checkins.clone().spawn_flusher(prepared.store.clone());
+    let app = api::router(state.clone());
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("listening on {}", options.listen))?;
@@ -108,6 +109,8 @@ pub async fn serve(
     std::fs::write(prepared.paths.listen_address_file(), local.to_string())?;
     tracing::info!(address = %local, store = ?prepared.store.backend(), "server listening");
     listener::run(listener, tls, app, shutdown).await;
+    flusher.abort();
+    state.checkins.flush(&prepared.store).await;
     prepared.store.close().await;
     Ok(())
 }

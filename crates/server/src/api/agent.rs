@@ -103,25 +103,32 @@ pub async fn checkin(
     headers: HeaderMap,
     ApiJson(req): ApiJson<CheckinRequest>,
 ) -> Result<Response, ApiError> {
+    let Ok(_permit) = state.checkins_in_flight.clone().try_acquire_owned() else {
+        let mut busy = ApiError::Status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is busy; check in again later".into(),
+        )
+        .into_response();
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return Ok(busy);
+    };
     check_identity(&req.identity)?;
     if req.protections.len() > 64 || req.components.len() > 64 {
         return Err(ApiError::BadRequest(
             "at most 64 protections and 64 components per check-in".into(),
         ));
     }
-    state
-        .store
-        .record_checkin(
-            &auth.agent_id,
-            &CheckinUpdate {
-                now_ms: now_ms(),
-                identity: req.identity,
-                protections: req.protections,
-                components: req.components,
-                applied_policy_version: req.applied_policy_version,
-            },
-        )
-        .await?;
+    state.checkins.record(
+        &auth.agent_id,
+        CheckinUpdate {
+            now_ms: now_ms(),
+            identity: req.identity,
+            protections: req.protections,
+            components: req.components,
+            applied_policy_version: req.applied_policy_version,
+        },
+    );
     let row = &auth.row;
     let etag = desired_etag(&row.group_id, row.policy_version);
     let current = headers

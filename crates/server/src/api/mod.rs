@@ -4,6 +4,7 @@
 
 mod admin;
 mod agent;
+pub mod checkins;
 mod console;
 mod errors;
 
@@ -40,7 +41,15 @@ pub struct AppState {
     pub ca_fingerprint: Arc<str>,
     /// Stored policy versions never change, so they are cached by (group id, version).
     policy_cache: Arc<Mutex<PolicyCache>>,
+    /// Check-ins noted for the next batched write.
+    pub checkins: Arc<checkins::CheckinRecorder>,
+    /// Check-ins being answered right now; past the limit the server answers 503 at once
+    /// rather than letting requests queue past the agents' timeouts.
+    checkins_in_flight: Arc<tokio::sync::Semaphore>,
 }
+
+/// Check-ins answered at the same time before the server sheds load.
+pub const MAX_CHECKINS_IN_FLIGHT: usize = 1024;
 
 impl AppState {
     /// State over `store` serving under `ca`.
@@ -51,6 +60,8 @@ impl AppState {
             ca: Arc::new(ca),
             ca_fingerprint: fingerprint.into(),
             policy_cache: Arc::default(),
+            checkins: Arc::default(),
+            checkins_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_CHECKINS_IN_FLIGHT)),
         })
     }
 

@@ -66,23 +66,42 @@ impl Store {
         .transpose()
     }
 
-    /// Records a check-in.
-    pub async fn record_checkin(&self, id: &str, update: &CheckinUpdate) -> StoreResult<()> {
-        let report = Report {
-            protections: update.protections.clone(),
-            components: update.components.clone(),
-        };
-        sqlx::query(
-            "UPDATE agents SET last_seen_ms = $1, identity = $2, report = $3,
-                    applied_policy_version = $4 WHERE id = $5",
-        )
-        .bind(update.now_ms)
-        .bind(json(&update.identity))
-        .bind(json(&report))
-        .bind(update.applied_policy_version.map(|v| v as i64))
-        .bind(id)
-        .execute(self.pool())
-        .await?;
+    /// Records a batch of check-ins in one transaction: `(agent id, last seen, report)`, the
+    /// report only where it changed.
+    pub async fn record_checkins(
+        &self,
+        rows: &[(String, i64, Option<CheckinUpdate>)],
+    ) -> StoreResult<()> {
+        let mut tx = self.pool().begin().await?;
+        for (id, seen, update) in rows {
+            match update {
+                None => {
+                    sqlx::query("UPDATE agents SET last_seen_ms = $1 WHERE id = $2")
+                        .bind(*seen)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Some(update) => {
+                    let report = Report {
+                        protections: update.protections.clone(),
+                        components: update.components.clone(),
+                    };
+                    sqlx::query(
+                        "UPDATE agents SET last_seen_ms = $1, identity = $2, report = $3,
+                                applied_policy_version = $4 WHERE id = $5",
+                    )
+                    .bind(*seen)
+                    .bind(json(&update.identity))
+                    .bind(json(&report))
+                    .bind(update.applied_policy_version.map(|v| v as i64))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -61,17 +61,38 @@ impl Store {
     pub async fn list_events(&self, q: &EventsQuery) -> StoreResult<Vec<EventRecord>> {
         let limit = q.limit.unwrap_or(1000).min(10_000) as i64;
         let offset = q.offset.unwrap_or(0).min(i64::MAX as u64) as i64;
-        let rows = sqlx::query(
-            "SELECT agent_id, seq, kind, time_ms, received_ms, body FROM events
-             WHERE ($1 = '' OR agent_id = $1) AND ($2 = '' OR kind = $2)
-             ORDER BY agent_id, seq LIMIT $3 OFFSET $4",
-        )
-        .bind(q.agent.clone().unwrap_or_default())
-        .bind(q.kind.clone().unwrap_or_default())
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(self.pool())
-        .await?;
+        // only the filters asked for, so each can use its index
+        let mut sql = String::from(
+            "SELECT agent_id, seq, kind, time_ms, received_ms, body FROM events WHERE 1 = 1",
+        );
+        let mut n = 0;
+        let mut param = || {
+            n += 1;
+            format!("${n}")
+        };
+        if q.agent.is_some() {
+            sql.push_str(&format!(" AND agent_id = {}", param()));
+        }
+        if q.kind.is_some() {
+            sql.push_str(&format!(" AND kind = {}", param()));
+        }
+        sql.push_str(&format!(
+            " ORDER BY agent_id, seq LIMIT {} OFFSET {}",
+            param(),
+            param()
+        ));
+        let mut query = sqlx::query(&sql);
+        if let Some(a) = &q.agent {
+            query = query.bind(a.clone());
+        }
+        if let Some(k) = &q.kind {
+            query = query.bind(k.clone());
+        }
+        let rows = query
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(self.pool())
+            .await?;
         rows.iter()
             .map(|r| {
                 let body: String = r.try_get("body")?;
