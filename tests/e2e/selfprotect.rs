@@ -195,3 +195,90 @@ async fn an_enrolled_agent_refuses_every_attack_and_reports_it_until_an_authoriz
     agent.stop();
     assert!(state_of(pid).is_none());
 }
+
+#[tokio::test]
+async fn on_this_kernel_the_agent_guards_its_files_and_reports_the_tier_it_uses() {
+    let server = TestServer::start(StoreKind::Sqlite).await;
+    let token = server.enrollment_token("default", 1).await;
+    let mut agent = TestAgent::enroll(&server.url, &token);
+    agent.start();
+    let status = eventually(
+        Duration::from_secs(30),
+        "self-protection reported",
+        || async {
+            let s = agent.status();
+            (s["protections"][0]["state"] != serde_json::Value::Null && s["running"] == true)
+                .then_some(s)
+        },
+    )
+    .await;
+    let state = status["protections"][0]["state"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reason = status["protections"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    match state.as_str() {
+        "enforced" => {}
+        "degraded" => assert!(reason.contains("userspace tier"), "{reason}"),
+        _ => {
+            if rampart_tests::in_ci() {
+                panic!("CI=true and self-protection is {state}: {reason}");
+            }
+            eprintln!("skipping: self-protection is {state} here: {reason}");
+            return;
+        }
+    }
+    let conf = agent.root().join("etc/rampart/agent.toml");
+    let before = std::fs::read(&conf).unwrap();
+    assert!(!sh(&format!("echo evil > {}", conf.display())));
+    assert!(!sh(&format!("truncate -s 0 {}", conf.display())));
+    assert_eq!(std::fs::read(&conf).unwrap(), before);
+    let tamper = eventually(
+        Duration::from_secs(30),
+        "tamper events on the server",
+        || async {
+            let events = server
+                .admin
+                .events(&EventsQuery {
+                    kind: Some("tamper".into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let attempts: Vec<TamperAttempt> = events
+                .into_iter()
+                .map(|e| serde_json::from_value(e.body).unwrap())
+                .collect();
+            (attempts.iter().map(|a| a.count).sum::<u64>() >= 2).then_some(attempts)
+        },
+    )
+    .await;
+    assert!(
+        tamper.iter().all(|a| a.action == Action::Write),
+        "{tamper:?}"
+    );
+    assert_eq!(
+        tamper[0].target.path.as_deref(),
+        Some(conf.to_str().unwrap()),
+        "{tamper:?}"
+    );
+    // the agent's own state keeps flowing: it is not blocked by its own guard
+    agent.note("still working", 3);
+    eventually(Duration::from_secs(20), "notes delivered", || async {
+        let n = server
+            .admin
+            .events(&EventsQuery {
+                kind: Some("agent.note".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len();
+        (n == 3).then_some(())
+    })
+    .await;
+    agent.stop();
+}

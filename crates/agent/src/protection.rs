@@ -10,8 +10,14 @@ use std::time::{Duration, Instant};
 
 use rampart_protocol::checkin::{ProtectionState, ProtectionStatus};
 use rampart_protocol::tamper::TamperAttempt;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
 use rampart_selfprotect::kernel::{KernelTier, KernelTierError};
 use rampart_selfprotect::scope::Scope;
+use rampart_selfprotect::userspace::guard::FileGuard;
+use rampart_selfprotect::userspace::immutable;
 
 use crate::paths::AgentPaths;
 
@@ -25,6 +31,8 @@ pub const UNLOAD_PERIOD: Duration = Duration::from_secs(600);
 pub struct Protection {
     paths: AgentPaths,
     kernel: Option<KernelTier>,
+    guard: Option<FileGuard>,
+    immutable: Vec<PathBuf>,
     state: ProtectionStatus,
     unloaded_until: Option<Instant>,
     reports: mpsc::Sender<TamperAttempt>,
@@ -53,6 +61,8 @@ impl Protection {
         let mut p = Protection {
             paths: paths.clone(),
             kernel: None,
+            guard: None,
+            immutable: Vec::new(),
             state: off("starting"),
             unloaded_until: None,
             reports,
@@ -90,12 +100,49 @@ impl Protection {
                     }
                     KernelTierError::Failed(m) => format!("kernel tier failed: {m}"),
                 };
-                self.state = off(&format!(
-                    "{why}; the userspace tier is not in this agent build yet"
-                ));
-                tracing::warn!(reason = %why, "self-protection: kernel tier unavailable");
+                tracing::warn!(reason = %why, "self-protection: kernel tier unavailable, using the userspace tier");
+                self.lock_userspace(&resolved, &why);
             }
         }
+    }
+
+    /// The userspace tier: the fanotify file guard and the immutable install files.
+    fn lock_userspace(&mut self, resolved: &rampart_selfprotect::scope::Resolved, why: &str) {
+        let trusted = Arc::new(RwLock::new(HashSet::from([std::process::id()])));
+        match FileGuard::start(resolved, trusted, self.reports.clone()) {
+            Ok(g) => self.guard = Some(g),
+            Err(e) => {
+                self.state = off(&format!("{why}; the userspace file guard failed too: {e}"));
+                tracing::error!(error = %e, "self-protection: fanotify file guard failed");
+                return;
+            }
+        }
+        let trees: Vec<PathBuf> = [&self.paths.install_dir]
+            .into_iter()
+            .filter(|d| d.is_dir())
+            .cloned()
+            .collect();
+        let units: Vec<PathBuf> = self
+            .paths
+            .unit_files()
+            .into_iter()
+            .filter(|f| f.exists())
+            .collect();
+        match immutable::set(&trees, &units) {
+            Ok(done) => self.immutable = done,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not set the immutable attribute on the install files")
+            }
+        }
+        self.state = ProtectionStatus {
+            name: NAME.to_owned(),
+            state: ProtectionState::Degraded,
+            reason: Some(format!(
+                "userspace tier: {why}; files are guarded (fanotify, immutable install files), \
+                 processes are not yet"
+            )),
+        };
+        tracing::info!("self-protection enforced by the userspace tier (fanotify)");
     }
 
     /// The state to report.
@@ -108,6 +155,8 @@ impl Protection {
         if let Some(k) = self.kernel.take() {
             k.unload();
         }
+        self.guard = None;
+        immutable::clear(&std::mem::take(&mut self.immutable));
         self.unloaded_until = Some(Instant::now() + UNLOAD_PERIOD);
         self.state = off(&format!(
             "unloaded by an authorized administrator; locks again within {} minutes or at restart",

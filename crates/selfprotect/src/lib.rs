@@ -5,7 +5,8 @@
 //! an authorized unload lifts it. Two tiers do it:
 //!
 //! - the **kernel tier** ([`kernel`]): BPF LSM programs refuse the attempt in the kernel;
-//! - the **userspace tier**, where the kernel cannot load BPF LSM programs.
+//! - the **userspace tier** ([`userspace`]), where the kernel cannot load BPF LSM programs:
+//!   fanotify permission events and the immutable attribute.
 //!
 //! What is protected is an explicit [`scope::Scope`]: nothing outside it is touched. Every
 //! refused or observed attempt becomes a [`rampart_protocol::tamper::TamperAttempt`] naming its
@@ -15,3 +16,4 @@ pub mod kernel;
 pub mod procinfo;
 pub mod scope;
 mod sys;
+pub mod userspace;

@@ -1,0 +1,318 @@
+//! The userspace tier's file guard: fanotify permission events on the protected folders and
+//! files. An open by anyone but the agent that could change a protected file — for writing, with
+//! truncation, or the way `chattr` opens a file to change its flags — is answered `FAN_DENY`, so
+//! it fails with EPERM. fanotify does not say how a file is being opened; the blocked thread's
+//! `/proc/TID/syscall` does (the group reports thread ids).
+//!
+//! Every event is answered from memory and `/proc`, never after waiting on the network or on a
+//! protected file, and the group is closed on drop, which makes the kernel allow what is pending.
+
+use std::collections::HashSet;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, RwLock};
+use std::thread::JoinHandle;
+
+use rampart_protocol::tamper::{Action, Outcome, TamperAttempt, Target, Tier};
+
+use crate::procinfo;
+use crate::scope::{Resolved, CONTENTS, OBJECT};
+use crate::sys;
+
+/// What an open will do, as far as the guard cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenKind {
+    /// Read only.
+    Read,
+    /// Write, read-write, or truncate.
+    Write,
+    /// Read-only with O_NONBLOCK and O_NOFOLLOW: how chattr opens a file to change its flags.
+    FlagChange,
+    /// Could not be told (io_uring, an unknown system call): treated as a write.
+    Unknown,
+}
+
+const O_ACCMODE: u64 = 0o3;
+const O_TRUNC: u64 = 0o1000;
+const O_NONBLOCK: u64 = 0o4000;
+const O_NOFOLLOW: u64 = 0o400000;
+
+fn classify_flags(flags: u64) -> OpenKind {
+    if flags & O_ACCMODE != 0 || flags & O_TRUNC != 0 {
+        OpenKind::Write
+    } else if flags & O_NONBLOCK != 0 && flags & O_NOFOLLOW != 0 {
+        OpenKind::FlagChange
+    } else {
+        OpenKind::Read
+    }
+}
+
+/// Classifies the open a thread is blocked in, from its `/proc/TID/syscall` line (x86-64
+/// numbers). `read_open_how` reads the flags of an `openat2` from the thread's memory.
+pub fn classify(syscall_line: &str, read_open_how: impl FnOnce(u64) -> Option<u64>) -> OpenKind {
+    let mut parts = syscall_line.split_whitespace();
+    let nr: i64 = match parts.next().and_then(|n| n.parse().ok()) {
+        Some(n) => n,
+        None => return OpenKind::Unknown,
+    };
+    let args: Vec<u64> = parts
+        .take(6)
+        .filter_map(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+        .collect();
+    let arg = |i: usize| args.get(i).copied();
+    match nr {
+        2 => arg(1).map(classify_flags).unwrap_or(OpenKind::Unknown), // open
+        257 => arg(2).map(classify_flags).unwrap_or(OpenKind::Unknown), // openat
+        85 => OpenKind::Write,                                        // creat
+        437 => arg(2)
+            .and_then(read_open_how)
+            .map(classify_flags)
+            .unwrap_or(OpenKind::Unknown), // openat2
+        59 | 322 => OpenKind::Read, // execve, execveat: the kernel opens for execution
+        _ => OpenKind::Unknown,
+    }
+}
+
+/// Thread `tid`'s process id.
+fn tgid_of(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Reads the flags of the `struct open_how` at `addr` in thread `tid`'s memory.
+fn open_how_flags(tid: u32, addr: u64) -> Option<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut mem = std::fs::File::open(format!("/proc/{tid}/mem")).ok()?;
+    mem.seek(SeekFrom::Start(addr)).ok()?;
+    let mut b = [0u8; 8];
+    mem.read_exact(&mut b).ok()?;
+    Some(u64::from_ne_bytes(b))
+}
+
+/// The running guard.
+pub struct FileGuard {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FileGuard {
+    /// Marks the scope and starts answering. `trusted` holds the process ids whose opens are
+    /// always allowed (the agent's own).
+    pub fn start(
+        scope: &Resolved,
+        trusted: Arc<RwLock<HashSet<u32>>>,
+        reports: mpsc::Sender<TamperAttempt>,
+    ) -> std::io::Result<FileGuard> {
+        let group = sys::fanotify_permission_group()?;
+        for (key, flags) in &scope.inodes {
+            let Some(path) = scope.path_of(key) else {
+                continue;
+            };
+            if flags & CONTENTS != 0 {
+                // the folder and every file in it, also files created later
+                sys::fanotify_mark_inode(
+                    &group,
+                    libc::FAN_OPEN_PERM | libc::FAN_EVENT_ON_CHILD | libc::FAN_ONDIR,
+                    path,
+                )?;
+            } else if flags & OBJECT != 0 {
+                let in_guarded_folder = path
+                    .parent()
+                    .and_then(|p| std::fs::symlink_metadata(p).ok())
+                    .map(|m| crate::scope::InodeKey::of(&m))
+                    .and_then(|k| scope.inodes.get(&k))
+                    .is_some_and(|f| f & CONTENTS != 0);
+                if !in_guarded_folder {
+                    sys::fanotify_mark_inode(&group, libc::FAN_OPEN_PERM, path)?;
+                }
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("selfprotect-fanotify".into())
+            .spawn(move || answer_loop(group, trusted, reports, flag))?;
+        Ok(FileGuard {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for FileGuard {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Size of `struct fanotify_event_metadata`.
+const META: usize = 24;
+
+fn answer_loop(
+    group: OwnedFd,
+    trusted: Arc<RwLock<HashSet<u32>>>,
+    reports: mpsc::Sender<TamperAttempt>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while !stop.load(Ordering::SeqCst) {
+        if !sys::poll_readable(&group, 200) {
+            continue;
+        }
+        let n = match sys::read_fd(&group, &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "fanotify read failed");
+                continue;
+            }
+        };
+        let mut at = 0;
+        while at + META <= n {
+            let event_len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4")) as usize;
+            let fd = i32::from_ne_bytes(buf[at + 16..at + 20].try_into().expect("4"));
+            let tid = i32::from_ne_bytes(buf[at + 20..at + 24].try_into().expect("4")) as u32;
+            if event_len < META {
+                break;
+            }
+            if fd >= 0 {
+                let tgid = tgid_of(tid).unwrap_or(tid);
+                let is_trusted = trusted.read().map(|t| t.contains(&tgid)).unwrap_or(false);
+                let kind = if is_trusted {
+                    OpenKind::Read
+                } else {
+                    let line =
+                        std::fs::read_to_string(format!("/proc/{tid}/syscall")).unwrap_or_default();
+                    classify(&line, |addr| open_how_flags(tid, addr))
+                };
+                let allow = matches!(kind, OpenKind::Read);
+                if let Err(e) = sys::fanotify_answer(&group, fd, allow) {
+                    tracing::error!(error = %e, "answering a fanotify permission event failed");
+                }
+                if !allow {
+                    let path = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                        .ok()
+                        .map(|p| p.display().to_string());
+                    let comm = std::fs::read_to_string(format!("/proc/{tid}/comm"))
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned();
+                    let ppid = parent_of(tgid).unwrap_or(0);
+                    let _ = reports.send(TamperAttempt {
+                        action: if kind == OpenKind::FlagChange {
+                            Action::Flags
+                        } else {
+                            Action::Write
+                        },
+                        detail: None,
+                        target: Target { path, pid: None },
+                        actor: procinfo::actor(tgid, tid, uid_of(tgid).unwrap_or(0), &comm, ppid),
+                        tier: Tier::Userspace,
+                        outcome: Outcome::Refused,
+                        count: 1,
+                    });
+                }
+                sys::close_raw(fd);
+            }
+            at += event_len;
+        }
+    }
+    // dropping the group allows whatever is still pending
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn uid_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1).and_then(|u| u.parse().ok()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_opens_from_the_syscall_line() {
+        let no_mem = |_| None;
+        // openat(AT_FDCWD, path, O_RDONLY|O_CLOEXEC)
+        assert_eq!(
+            classify(
+                "257 0xffffff9c 0x7ffd1 0x80000 0x0 0x0 0x0 0x7ffd 0x7f",
+                no_mem
+            ),
+            OpenKind::Read
+        );
+        // openat(…, O_WRONLY|O_CREAT|O_TRUNC)
+        assert_eq!(
+            classify(
+                "257 0xffffff9c 0x7ffd1 0x241 0x1b6 0x0 0x0 0x7ffd 0x7f",
+                no_mem
+            ),
+            OpenKind::Write
+        );
+        // openat(…, O_RDWR)
+        assert_eq!(
+            classify("257 0xffffff9c 0x7ffd1 0x2 0x0 0x0 0x0 0x7ffd 0x7f", no_mem),
+            OpenKind::Write
+        );
+        // open(path, O_RDONLY|O_TRUNC)
+        assert_eq!(
+            classify("2 0x7ffd1 0x200 0x0 0x0 0x0 0x0 0x7ffd 0x7f", no_mem),
+            OpenKind::Write
+        );
+        // chattr: O_RDONLY|O_NONBLOCK|O_LARGEFILE|O_NOFOLLOW
+        assert_eq!(
+            classify(
+                "257 0xffffff9c 0x7ffd1 0x28800 0x0 0x0 0x0 0x7ffd 0x7f",
+                no_mem
+            ),
+            OpenKind::FlagChange
+        );
+        // openat2 reads its flags from memory
+        assert_eq!(
+            classify(
+                "437 0xffffff9c 0x7ffd1 0x7ffd2 0x18 0x0 0x0 0x7ffd 0x7f",
+                |_| Some(1)
+            ),
+            OpenKind::Write
+        );
+        assert_eq!(
+            classify(
+                "437 0xffffff9c 0x7ffd1 0x7ffd2 0x18 0x0 0x0 0x7ffd 0x7f",
+                |_| Some(0)
+            ),
+            OpenKind::Read
+        );
+        assert_eq!(
+            classify(
+                "437 0xffffff9c 0x7ffd1 0x7ffd2 0x18 0x0 0x0 0x7ffd 0x7f",
+                no_mem
+            ),
+            OpenKind::Unknown
+        );
+        // execve, and lines that tell nothing
+        assert_eq!(
+            classify("59 0x1 0x2 0x3 0x0 0x0 0x0 0x7ffd 0x7f", no_mem),
+            OpenKind::Read
+        );
+        assert_eq!(classify("running", no_mem), OpenKind::Unknown);
+        assert_eq!(
+            classify("426 0x3 0x1 0x0 0x0 0x0 0x0 0x7ffd 0x7f", no_mem),
+            OpenKind::Unknown
+        );
+    }
+}

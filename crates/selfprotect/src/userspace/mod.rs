@@ -1,0 +1,6 @@
+//! The userspace tier, for kernels that do not load BPF LSM programs: the fanotify file guard
+//! ([`guard`]) refuses opens that would change protected files, and the immutable attribute
+//! ([`immutable`]) makes the install files refuse unlink, rename, chmod and link even for root.
+
+pub mod guard;
+pub mod immutable;
