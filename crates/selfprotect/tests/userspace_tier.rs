@@ -74,7 +74,7 @@ fn setup() -> Option<Fixture> {
             return None;
         }
     };
-    let immutable = match immutable::set(&[install.clone()], &[]) {
+    let immutable = match immutable::set(std::slice::from_ref(&install), &[]) {
         Ok(done) => done,
         Err(e) => {
             skip_or_fail(&format!("the immutable attribute is unavailable here: {e}"));
