@@ -18,6 +18,7 @@ use rampart_selfprotect::kernel::{KernelTier, KernelTierError};
 use rampart_selfprotect::scope::Scope;
 use rampart_selfprotect::userspace::guard::FileGuard;
 use rampart_selfprotect::userspace::immutable;
+use rampart_selfprotect::userspace::mounts::{self, MountRepair};
 
 use crate::paths::AgentPaths;
 
@@ -32,6 +33,7 @@ pub struct Protection {
     paths: AgentPaths,
     kernel: Option<KernelTier>,
     guard: Option<FileGuard>,
+    mounts: Option<MountRepair>,
     immutable: Vec<PathBuf>,
     state: ProtectionStatus,
     unloaded_until: Option<Instant>,
@@ -62,6 +64,7 @@ impl Protection {
             paths: paths.clone(),
             kernel: None,
             guard: None,
+            mounts: None,
             immutable: Vec::new(),
             state: off("starting"),
             unloaded_until: None,
@@ -128,6 +131,13 @@ impl Protection {
             .into_iter()
             .filter(|f| f.exists())
             .collect();
+        match MountRepair::start(
+            mounts::guarded_points(&scope(&self.paths).trees),
+            self.reports.clone(),
+        ) {
+            Ok(m) => self.mounts = Some(m),
+            Err(e) => tracing::warn!(error = %e, "mount repair could not start"),
+        }
         match immutable::set(&trees, &units) {
             Ok(done) => self.immutable = done,
             Err(e) => {
@@ -138,8 +148,8 @@ impl Protection {
             name: NAME.to_owned(),
             state: ProtectionState::Degraded,
             reason: Some(format!(
-                "userspace tier: {why}; files are guarded (fanotify, immutable install files), \
-                 processes are not yet"
+                "userspace tier: {why}; files are guarded (fanotify, immutable install files, \
+                 mount repair), processes are not yet"
             )),
         };
         tracing::info!("self-protection enforced by the userspace tier (fanotify)");
@@ -156,6 +166,7 @@ impl Protection {
             k.unload();
         }
         self.guard = None;
+        self.mounts = None;
         immutable::clear(&std::mem::take(&mut self.immutable));
         self.unloaded_until = Some(Instant::now() + UNLOAD_PERIOD);
         self.state = off(&format!(

@@ -183,3 +183,22 @@ pub fn is_immutable(path: &Path) -> io::Result<bool> {
     check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags) })?;
     Ok(flags & FS_IMMUTABLE_FL != 0)
 }
+
+/// Detaches whatever is mounted at `path` (`umount2(MNT_DETACH)`).
+pub fn detach_mount(path: &Path) -> io::Result<()> {
+    let p = cpath(path)?;
+    // SAFETY: p is a valid NUL-terminated path.
+    check(unsafe { libc::umount2(p.as_ptr(), libc::MNT_DETACH) })
+}
+
+/// Waits until the mount table behind `mountinfo` changes (POLLPRI) or `timeout_ms` passes.
+pub fn poll_mount_change(mountinfo: &std::fs::File, timeout_ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd: mountinfo.as_raw_fd(),
+        events: libc::POLLPRI,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    n > 0 && (p.revents & (libc::POLLPRI | libc::POLLERR)) != 0
+}

@@ -118,6 +118,42 @@ fn refused(f: &Fixture, cmd: &str, reported: Option<Action>) {
 }
 
 #[test]
+fn a_mount_over_a_protected_folder_is_detached_at_once_and_reported() {
+    let Some(f) = setup() else { return };
+    let (tx, reports) = mpsc::channel();
+    let repair = rampart_selfprotect::userspace::mounts::MountRepair::start(
+        rampart_selfprotect::userspace::mounts::guarded_points(std::slice::from_ref(&f.config)),
+        tx,
+    )
+    .unwrap();
+    let conf = f.config.join("agent.toml");
+    let before = contents(&conf);
+    for cmd in [
+        format!("mount -t tmpfs tmpfs {}", f.config.display()),
+        format!("mount --bind /tmp {}", f.config.display()),
+        format!(
+            "mount -t tmpfs tmpfs {}",
+            f.config.parent().unwrap().display()
+        ),
+    ] {
+        // the mount itself succeeds (fanotify cannot refuse it) and is undone at once
+        assert!(sh(&cmd), "{cmd}");
+        let r = reports
+            .recv_timeout(Duration::from_secs(3))
+            .unwrap_or_else(|_| panic!("no repair for: {cmd}"));
+        assert_eq!(r.action, Action::Mount);
+        assert_eq!(r.outcome, rampart_protocol::tamper::Outcome::Repaired);
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mountinfo.contains(&f.dir.path().display().to_string()),
+            "still mounted after: {cmd}"
+        );
+        assert_eq!(contents(&conf), before);
+    }
+    drop(repair);
+}
+
+#[test]
 fn the_file_guard_and_the_immutable_attribute_refuse_changes() {
     let Some(f) = setup() else { return };
     let bin = f.install.join("bin/rampart").display().to_string();

@@ -191,10 +191,8 @@ fn answer_loop(
                     classify(&line, |addr| open_how_flags(tid, addr))
                 };
                 let allow = matches!(kind, OpenKind::Read);
-                if let Err(e) = sys::fanotify_answer(&group, fd, allow) {
-                    tracing::error!(error = %e, "answering a fanotify permission event failed");
-                }
-                if !allow {
+                // name the actor while it is still blocked in its open, then answer
+                let attempt = (!allow).then(|| {
                     let path = std::fs::read_link(format!("/proc/self/fd/{fd}"))
                         .ok()
                         .map(|p| p.display().to_string());
@@ -203,7 +201,7 @@ fn answer_loop(
                         .trim()
                         .to_owned();
                     let ppid = parent_of(tgid).unwrap_or(0);
-                    let _ = reports.send(TamperAttempt {
+                    TamperAttempt {
                         action: if kind == OpenKind::FlagChange {
                             Action::Flags
                         } else {
@@ -215,7 +213,13 @@ fn answer_loop(
                         tier: Tier::Userspace,
                         outcome: Outcome::Refused,
                         count: 1,
-                    });
+                    }
+                });
+                if let Err(e) = sys::fanotify_answer(&group, fd, allow) {
+                    tracing::error!(error = %e, "answering a fanotify permission event failed");
+                }
+                if let Some(a) = attempt {
+                    let _ = reports.send(a);
                 }
                 sys::close_raw(fd);
             }
