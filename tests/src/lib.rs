@@ -323,7 +323,16 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            eprintln!("--- server log ({}):\n{}", self.url, tail(&self.log(), 40));
+        }
     }
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn spawn_server(root: &Path, listen: &str, database: Option<&str>) -> (Child, SocketAddr) {
@@ -425,6 +434,17 @@ impl TestAgent {
             .spawn()
             .expect("starting rampart agent");
         self.child = Some(child);
+        // ready once its control socket answers: local commands then reach the running agent
+        let socket = self.root.path().join("var/lib/rampart/agent/control.sock");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "agent did not start within 30 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Stops the daemon with SIGTERM (it writes `agent.stopped`).
@@ -495,6 +515,9 @@ impl TestAgent {
 
 impl Drop for TestAgent {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- agent {} log:\n{}", self.id, tail(&self.log(), 40));
+        }
         if let Some(mut c) = self.child.take() {
             // a self-protected agent refuses SIGKILL: never wait for it without a limit
             let _ = c.kill();
