@@ -282,3 +282,73 @@ async fn on_this_kernel_the_agent_guards_its_files_and_reports_the_tier_it_uses(
     .await;
     agent.stop();
 }
+
+#[tokio::test]
+async fn a_maintenance_token_unloads_once_and_only_the_agent_it_names() {
+    let server = TestServer::start(StoreKind::Sqlite).await;
+    let token = server.enrollment_token("default", 2).await;
+    let mut a = TestAgent::enroll(&server.url, &token);
+    let mut b = TestAgent::enroll(&server.url, &token);
+    a.start();
+    b.start();
+    let for_a = server
+        .admin
+        .maintenance_token(&a.id, 600)
+        .await
+        .unwrap()
+        .token;
+    // another agent refuses it, and so does anyone holding a changed copy
+    let (ok, out) = b.unload_with_token(&for_a);
+    assert!(!ok && out.contains("another agent"), "{out}");
+    // one character of the signature changed
+    let at = for_a.len() - 10;
+    let c = &for_a[at..at + 1];
+    let forged = format!(
+        "{}{}{}",
+        &for_a[..at],
+        if c == "A" { "B" } else { "A" },
+        &for_a[at + 1..]
+    );
+    let (ok, out) = a.unload_with_token(&forged);
+    assert!(!ok && out.contains("not signed"), "{out}");
+    let (ok, out) = a.unload_with_token("rampart-maint.e30.AAAA");
+    assert!(!ok, "{out}");
+    // the right agent takes it once
+    let (ok, out) = a.unload_with_token(&for_a);
+    assert!(ok, "{out}");
+    assert_eq!(a.status()["protections"][0]["state"], "off");
+    let (ok, out) = a.unload_with_token(&for_a);
+    assert!(!ok && out.contains("used already"), "{out}");
+    // b is untouched
+    assert_ne!(b.status()["protections"][0]["state"], "off");
+    // tokens are issued for known agents only
+    let err = server
+        .admin
+        .maintenance_token("no-such-agent", 600)
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("404"), "{err:#}");
+    let refused = eventually(
+        Duration::from_secs(20),
+        "unload events on the server",
+        || async {
+            let events = server.admin.events(&EventsQuery::default()).await.unwrap();
+            let refused = events
+                .iter()
+                .filter(|e| e.kind == "selfprotect.unload-refused")
+                .count();
+            let unloaded: Vec<_> = events
+                .iter()
+                .filter(|e| e.kind == "selfprotect.unloaded")
+                .collect();
+            (refused >= 4 && unloaded.len() == 1).then_some((refused, unloaded[0].body.clone()))
+        },
+    )
+    .await;
+    assert!(refused.1["by"]
+        .as_str()
+        .unwrap()
+        .contains("maintenance token issued by admin"));
+    a.stop();
+    b.stop();
+}

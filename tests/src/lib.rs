@@ -463,12 +463,22 @@ impl TestAgent {
         self.child.as_ref().map(Child::id)
     }
 
+    /// `rampart agent unload --token TOKEN`; returns (success, output).
+    pub fn unload_with_token(&self, token: &str) -> (bool, String) {
+        self.unload_with(&["--token", token], "")
+    }
+
     /// `rampart agent unload` with `password`; returns (success, output).
     pub fn unload(&self, password: &str) -> (bool, String) {
+        self.unload_with(&[], password)
+    }
+
+    fn unload_with(&self, args: &[&str], password: &str) -> (bool, String) {
         let out = Command::new(rampart_bin())
             .arg("--root")
             .arg(self.root.path())
             .args(["agent", "unload"])
+            .args(args)
             .env("RAMPART_UNLOAD_PASSWORD", password)
             .stdin(Stdio::null())
             .output()

@@ -108,6 +108,11 @@ pub async fn enroll(
         answer.credential.as_bytes(),
         0o600,
     )?;
+    write_atomic(
+        &paths.server_signing_key_file(),
+        answer.signing_key.as_bytes(),
+        0o644,
+    )?;
     // the configuration file last: its presence means the enrollment is complete
     write_atomic(
         &paths.config_file(),

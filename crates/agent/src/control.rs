@@ -20,12 +20,17 @@ pub enum Request {
         /// How many numbered notes.
         count: u32,
     },
-    /// How many events wait in the outbox right now.
-    Pending,
+    /// The live state: events waiting in the outbox, protections.
+    Status,
     /// Lift self-protection for a while with the policy's unload password.
     Unload {
         /// The unload password.
         password: String,
+    },
+    /// Lift self-protection for a while with a one-time maintenance token signed by the server.
+    UnloadWithToken {
+        /// The token from `rampart agents maintenance-token`.
+        token: String,
     },
 }
 
@@ -37,9 +42,12 @@ pub struct Reply {
     pub ok: bool,
     /// What happened, in words.
     pub message: String,
-    /// Events waiting in the outbox (answer to [`Request::Pending`]).
+    /// Events waiting in the outbox (answer to [`Request::Status`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<u64>,
+    /// The protections' state right now (answer to [`Request::Status`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protections: Option<Vec<rampart_protocol::checkin::ProtectionStatus>>,
 }
 
 impl Reply {
@@ -49,6 +57,7 @@ impl Reply {
             ok: true,
             message,
             pending: None,
+            protections: None,
         }
     }
 
@@ -58,6 +67,7 @@ impl Reply {
             ok: false,
             message: message.to_owned(),
             pending: None,
+            protections: None,
         }
     }
 }

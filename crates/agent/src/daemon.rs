@@ -370,15 +370,84 @@ async fn handle(request: Request, shared: &Shared) -> Reply {
             Reply::done(format!("{count} note(s) written to the outbox"))
         }
         Request::Unload { password } => unload(password, shared).await,
-        Request::Pending => match shared.outbox.pending().await {
+        Request::UnloadWithToken { token } => unload_with_token(&token, shared).await,
+        Request::Status => match shared.outbox.pending().await {
             Ok(n) => Reply {
                 ok: true,
                 message: format!("{n} event(s) waiting"),
                 pending: Some(n),
+                protections: Some(shared.protections()),
             },
             Err(e) => Reply::refused(&e.to_string()),
         },
     }
+}
+
+async fn refuse_unload(shared: &Shared, reason: &str) -> Reply {
+    let _ = shared
+        .outbox
+        .push(events::UNLOAD_REFUSED, json!({ "reason": reason }))
+        .await;
+    shared.wake.notify_one();
+    // slow down guessing
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Reply::refused(reason)
+}
+
+async fn lift(shared: &Shared, by: String) -> Reply {
+    let protection = shared.protection.clone();
+    let _ =
+        tokio::task::spawn_blocking(move || protection.lock().expect("protection lock").unload())
+            .await;
+    let minutes = crate::protection::UNLOAD_PERIOD.as_secs() / 60;
+    let _ = shared
+        .outbox
+        .push(events::UNLOADED, json!({"by": by, "minutes": minutes}))
+        .await;
+    let _ = shared
+        .outbox
+        .push(
+            events::PROTECTION_STATUS,
+            json!({"protections": shared.protections()}),
+        )
+        .await;
+    shared.wake.notify_one();
+    Reply::done(format!(
+        "self-protection lifted for {minutes} minutes (or until the agent restarts)"
+    ))
+}
+
+async fn unload_with_token(token: &str, shared: &Shared) -> Reply {
+    let paths = &shared.paths;
+    let Ok(key) = std::fs::read_to_string(paths.server_signing_key_file()) else {
+        return Reply::refused(
+            "this agent has no server signing key (enrolled by an older server)",
+        );
+    };
+    let agent_id = match crate::config::Enrollment::load(paths) {
+        Ok(e) => e.config.agent_id,
+        Err(e) => return Reply::refused(&format!("{e:#}")),
+    };
+    let claims = match rampart_protocol::maintenance::verify(token, &key, &agent_id, now_ms()) {
+        Ok(c) => c,
+        Err(e) => return refuse_unload(shared, &e.to_string()).await,
+    };
+    // once only: the nonce is recorded before the unload takes effect
+    let used_file = paths.used_tokens_file();
+    let mut used = std::fs::read_to_string(&used_file).unwrap_or_default();
+    if used.lines().any(|n| n == claims.nonce) {
+        return refuse_unload(shared, "this maintenance token was used already").await;
+    }
+    used.push_str(&claims.nonce);
+    used.push('\n');
+    if let Err(e) = write_atomic(&used_file, used.as_bytes(), 0o600) {
+        return Reply::refused(&format!("recording the token: {e}"));
+    }
+    lift(
+        shared,
+        format!("maintenance token issued by {}", claims.issued_by),
+    )
+    .await
 }
 
 async fn unload(password: String, shared: &Shared) -> Reply {
@@ -395,36 +464,7 @@ async fn unload(password: String, shared: &Shared) -> Reply {
         .await
         .unwrap_or(false);
     if !ok {
-        let _ = shared
-            .outbox
-            .push(
-                events::UNLOAD_REFUSED,
-                json!({"reason": "wrong unload password"}),
-            )
-            .await;
-        shared.wake.notify_one();
-        // slow down guessing
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        return Reply::refused("wrong unload password");
+        return refuse_unload(shared, "wrong unload password").await;
     }
-    let protection = shared.protection.clone();
-    let _ =
-        tokio::task::spawn_blocking(move || protection.lock().expect("protection lock").unload())
-            .await;
-    let _ = shared
-        .outbox
-        .push(events::UNLOADED, json!({"by": "unload password", "minutes": crate::protection::UNLOAD_PERIOD.as_secs() / 60}))
-        .await;
-    let _ = shared
-        .outbox
-        .push(
-            events::PROTECTION_STATUS,
-            json!({"protections": shared.protections()}),
-        )
-        .await;
-    shared.wake.notify_one();
-    Reply::done(format!(
-        "self-protection lifted for {} minutes (or until the agent restarts)",
-        crate::protection::UNLOAD_PERIOD.as_secs() / 60
-    ))
+    lift(shared, "unload password".to_owned()).await
 }

@@ -63,6 +63,16 @@ impl AgentPaths {
         self.config_dir.join("server-ca.pem")
     }
 
+    /// The server's public key for maintenance tokens, received at enrollment.
+    pub fn server_signing_key_file(&self) -> PathBuf {
+        self.config_dir.join("server-signing-key")
+    }
+
+    /// Nonces of the maintenance tokens already used (each works once).
+    pub fn used_tokens_file(&self) -> PathBuf {
+        self.state_dir.join("used-maintenance-tokens")
+    }
+
     /// The outbox database.
     pub fn outbox_db(&self) -> PathBuf {
         self.state_dir.join("outbox.db")

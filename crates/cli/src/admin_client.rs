@@ -228,6 +228,22 @@ impl AdminClient {
         .await
     }
 
+    /// A one-time maintenance token that lifts self-protection on agent `id`.
+    pub async fn maintenance_token(
+        &self,
+        id: &str,
+        valid_seconds: u64,
+    ) -> Result<rampart_protocol::admin::MaintenanceToken> {
+        self.send(
+            self.http
+                .post(self.url(&api::path(api::ADMIN_AGENT_MAINTENANCE_TOKEN, "id", id)))
+                .json(&rampart_protocol::admin::MaintenanceTokenRequest {
+                    valid_seconds: Some(valid_seconds),
+                }),
+        )
+        .await
+    }
+
     /// Events matching `q`.
     pub async fn events(&self, q: &EventsQuery) -> Result<Vec<EventRecord>> {
         self.send(self.http.get(self.url(api::ADMIN_EVENTS)).query(q))

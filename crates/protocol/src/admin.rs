@@ -143,3 +143,22 @@ pub struct EventsQuery {
     /// At most this many (default 1,000, at most 10,000).
     pub limit: Option<u64>,
 }
+
+/// Ask for a maintenance token.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceTokenRequest {
+    /// How long it may be used, seconds (60 to 86,400; default 3,600).
+    #[serde(default)]
+    pub valid_seconds: Option<u64>,
+}
+
+/// A maintenance token (shown once; usable once).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceToken {
+    /// Give it to `rampart agent unload --token` on the agent's host.
+    pub token: String,
+    /// When it stops working.
+    pub expires_at_ms: i64,
+}

@@ -25,6 +25,8 @@ pub const ADMIN_ENROLLMENT_TOKENS: &str = "/api/v1/admin/enrollment-tokens";
 pub const ADMIN_AGENTS: &str = "/api/v1/admin/agents";
 /// Revoke one agent (`{id}` is the agent id).
 pub const ADMIN_AGENT_REVOKE: &str = "/api/v1/admin/agents/{id}/revoke";
+/// A one-time maintenance token that lifts self-protection on one agent (`{id}`).
+pub const ADMIN_AGENT_MAINTENANCE_TOKEN: &str = "/api/v1/admin/agents/{id}/maintenance-token";
 /// Events received from agents, filtered by query parameters.
 pub const ADMIN_EVENTS: &str = "/api/v1/admin/events";
 

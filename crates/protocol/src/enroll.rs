@@ -30,6 +30,8 @@ pub struct EnrollResponse {
     pub credential: String,
     /// The group the agent joined.
     pub group: String,
+    /// The server's ed25519 public key (hex): maintenance tokens must carry its signature.
+    pub signing_key: String,
 }
 
 /// The enrollment token as handed to an operator: `rampart-enroll.ID.SECRET.CA_SHA256`.

@@ -17,6 +17,7 @@ pub mod api;
 pub mod checkin;
 pub mod enroll;
 pub mod events;
+pub mod maintenance;
 pub mod policy;
 pub mod tamper;
 

@@ -99,7 +99,8 @@ pub async fn serve(
     names.dedup();
     let (chain, key) = prepared.ca.issue_server_certificate(&names)?;
     let tls = tls::server_config(&chain, &key)?;
-    let state = api::AppState::new(prepared.store.clone(), prepared.ca.clone())?;
+    let signing_key = signing_key(&prepared.store).await?;
+    let state = api::AppState::new(prepared.store.clone(), prepared.ca.clone(), signing_key)?;
     let flusher = state.checkins.clone().spawn_flusher(prepared.store.clone());
     let app = api::router(state.clone());
     let listener = tokio::net::TcpListener::bind(options.listen)
@@ -113,6 +114,18 @@ pub async fn serve(
     state.checkins.flush(&prepared.store).await;
     prepared.store.close().await;
     Ok(())
+}
+
+/// The server's maintenance-token signing key, created on the first start and kept in the store
+/// (shared by every replica).
+async fn signing_key(store: &Store) -> Result<ed25519_dalek::SigningKey> {
+    let fresh = secrets::random_hex(32);
+    let stored = store.meta_put_if_absent("signing_key", &fresh).await?;
+    let bytes = hex::decode(stored.trim()).context("reading the stored signing key")?;
+    let secret: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("the stored signing key is not 32 bytes"))?;
+    Ok(rampart_protocol::maintenance::signing_key(secret))
 }
 
 fn hostname() -> Result<String> {

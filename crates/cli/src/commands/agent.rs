@@ -36,9 +36,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Lift self-protection for 10 minutes with the policy's unload password (read from
+    /// Lift self-protection for 10 minutes: with a maintenance token from the server
+    /// (`rampart agents maintenance-token`), or with the policy's unload password (read from
     /// RAMPART_UNLOAD_PASSWORD or standard input).
-    Unload,
+    Unload {
+        /// A one-time maintenance token signed by the server.
+        #[arg(long, env = "RAMPART_MAINTENANCE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Write an operator's note into the agent's event stream (delivered like every event).
     Note {
         /// The note's text.
@@ -67,17 +72,23 @@ pub async fn run(root: &Path, command: Command) -> Result<()> {
             Ok(())
         }
         Command::Status { json } => status(&paths, json).await,
-        Command::Unload => {
-            let password = match std::env::var("RAMPART_UNLOAD_PASSWORD") {
-                Ok(p) => p,
-                Err(_) => {
-                    eprint!("Unload password: ");
-                    let mut line = String::new();
-                    std::io::stdin().read_line(&mut line)?;
-                    line.trim_end_matches(['\n', '\r']).to_owned()
+        Command::Unload { token } => {
+            let request = match token {
+                Some(token) => Request::UnloadWithToken { token },
+                None => {
+                    let password = match std::env::var("RAMPART_UNLOAD_PASSWORD") {
+                        Ok(p) => p,
+                        Err(_) => {
+                            eprint!("Unload password: ");
+                            let mut line = String::new();
+                            std::io::stdin().read_line(&mut line)?;
+                            line.trim_end_matches(['\n', '\r']).to_owned()
+                        }
+                    };
+                    Request::Unload { password }
                 }
             };
-            match control::request(&paths.control_socket(), &Request::Unload { password }).await? {
+            match control::request(&paths.control_socket(), &request).await? {
                 Some(reply) if reply.ok => {
                     println!("{}", reply.message);
                     Ok(())
@@ -129,15 +140,20 @@ async fn status(paths: &AgentPaths, as_json: bool) -> Result<()> {
     let status = AgentStatus::load(paths).unwrap_or_default();
     let running = status.is_running();
     // a running agent keeps the count in its status file (its outbox is its own to open)
+    // a running agent answers with its live state; its files are its own to open
     let live = if running {
-        control::request(&paths.control_socket(), &Request::Pending)
+        control::request(&paths.control_socket(), &Request::Status)
             .await
             .ok()
             .flatten()
-            .and_then(|r| r.pending)
     } else {
         None
     };
+    let mut status = status;
+    if let Some(p) = live.as_ref().and_then(|r| r.protections.clone()) {
+        status.protections = p;
+    }
+    let live = live.and_then(|r| r.pending);
     let pending = if let Some(n) = live {
         n
     } else if running {

@@ -20,6 +20,15 @@ pub enum Command {
         /// The agent id.
         id: String,
     },
+    /// Print a one-time maintenance token that lifts self-protection on one agent
+    /// (`rampart agent unload --token` on its host).
+    MaintenanceToken {
+        /// The agent id.
+        id: String,
+        /// How long it may be used: a number with s, m, h or d.
+        #[arg(long, default_value = "1h")]
+        valid: String,
+    },
 }
 
 /// Runs an agents subcommand.
@@ -59,6 +68,15 @@ pub async fn run(root: &Path, command: Command) -> Result<()> {
         Command::Revoke { id } => {
             admin.revoke(&id).await?;
             println!("Agent {id} revoked");
+        }
+        Command::MaintenanceToken { id, valid } => {
+            let seconds = super::enroll_token::parse_duration(&valid)?;
+            let t = admin.maintenance_token(&id, seconds).await?;
+            eprintln!(
+                "One-time maintenance token for agent {id}, valid until {}:",
+                format_time(t.expires_at_ms)
+            );
+            println!("{}", t.token);
         }
     }
     Ok(())

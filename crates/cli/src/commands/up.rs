@@ -293,6 +293,24 @@ pub fn terminate(pid: u32) {
     }
 }
 
+/// Lifts the local agent's self-protection with a maintenance token from the local server,
+/// through the administrator session `up` saved.
+async fn unload_local_agent(root: &Path) -> Result<()> {
+    let paths = AgentPaths::new(root);
+    let enrollment = rampart_agent::config::Enrollment::load(&paths)?;
+    let admin = AdminClient::from_session(&Session::load(root)?)?;
+    let token = admin
+        .maintenance_token(&enrollment.config.agent_id, 300)
+        .await?
+        .token;
+    let request = rampart_agent::control::Request::UnloadWithToken { token };
+    match rampart_agent::control::request(&paths.control_socket(), &request).await? {
+        Some(reply) if reply.ok => Ok(()),
+        Some(reply) => anyhow::bail!("{}", reply.message),
+        None => Ok(()), // no agent running
+    }
+}
+
 /// `rampart down`: stops what `rampart up --detach` started.
 pub async fn down(root: &Path) -> Result<()> {
     let root = std::path::absolute(root)?;
@@ -305,6 +323,10 @@ pub async fn down(root: &Path) -> Result<()> {
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect();
+    // self-protection refuses to be stopped: lift it first with a token from the local server
+    if let Err(e) = unload_local_agent(&root).await {
+        eprintln!("warning: could not lift the local agent's self-protection: {e:#}");
+    }
     // the agent first, so its last events reach the server
     for pid in pids.iter().rev() {
         terminate(*pid);

@@ -6,7 +6,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use rampart_protocol::admin::{
     AgentInfo, CreateEnrollmentTokenRequest, CreateGroupRequest, EnrollmentTokenCreated,
-    EventRecord, EventsQuery, GroupInfo, LoginRequest, LoginResponse, PolicyView,
+    EventRecord, EventsQuery, GroupInfo, LoginRequest, LoginResponse, MaintenanceToken,
+    MaintenanceTokenRequest, PolicyView,
 };
 use rampart_protocol::enroll::EnrollmentToken;
 use rampart_protocol::policy::{Policy, PolicyError};
@@ -235,4 +236,41 @@ pub async fn list_events(
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Json<Vec<EventRecord>>, ApiError> {
     Ok(Json(state.store.list_events(&query).await?))
+}
+
+/// `POST /api/v1/admin/agents/{id}/maintenance-token`: a one-time token, signed by the server,
+/// that lifts self-protection on that agent.
+pub async fn maintenance_token(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<MaintenanceTokenRequest>,
+) -> Result<(StatusCode, Json<MaintenanceToken>), ApiError> {
+    let valid = req.valid_seconds.unwrap_or(3600);
+    if !(60..=86_400).contains(&valid) {
+        return Err(ApiError::BadRequest(
+            "valid_seconds must be between 60 and 86400".into(),
+        ));
+    }
+    match state.store.agent_auth(&id).await? {
+        Some(row) if !row.revoked => {}
+        _ => return Err(ApiError::NotFound(format!("agent {id:?} not found"))),
+    }
+    let now = now_ms();
+    let claims = rampart_protocol::maintenance::MaintenanceClaims {
+        agent_id: id.clone(),
+        nonce: secrets::random_hex(16),
+        issued_ms: now,
+        expires_ms: now + valid as i64 * 1000,
+        issued_by: admin.admin.clone(),
+    };
+    let token = rampart_protocol::maintenance::issue(&state.signing_key, &claims);
+    tracing::warn!(agent_id = %id, admin = %admin.admin, "maintenance token issued");
+    Ok((
+        StatusCode::CREATED,
+        Json(MaintenanceToken {
+            token,
+            expires_at_ms: claims.expires_ms,
+        }),
+    ))
 }

@@ -65,6 +65,7 @@ pub async fn enroll(
                 credential: format!("{agent_id}.{secret}"),
                 agent_id,
                 group,
+                signing_key: rampart_protocol::maintenance::public_key_hex(&state.signing_key),
             }))
         }
         EnrollOutcome::Refused => Err(ApiError::Status(

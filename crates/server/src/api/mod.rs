@@ -39,6 +39,8 @@ pub struct AppState {
     pub ca: Arc<CaMaterial>,
     /// Its fingerprint, carried by enrollment tokens.
     pub ca_fingerprint: Arc<str>,
+    /// The key that signs maintenance tokens.
+    pub signing_key: Arc<ed25519_dalek::SigningKey>,
     /// Stored policy versions never change, so they are cached by (group id, version).
     policy_cache: Arc<Mutex<PolicyCache>>,
     /// Check-ins noted for the next batched write.
@@ -53,12 +55,17 @@ pub const MAX_CHECKINS_IN_FLIGHT: usize = 1024;
 
 impl AppState {
     /// State over `store` serving under `ca`.
-    pub fn new(store: Store, ca: CaMaterial) -> anyhow::Result<Self> {
+    pub fn new(
+        store: Store,
+        ca: CaMaterial,
+        signing_key: ed25519_dalek::SigningKey,
+    ) -> anyhow::Result<Self> {
         let fingerprint = ca.fingerprint()?;
         Ok(AppState {
             store,
             ca: Arc::new(ca),
             ca_fingerprint: fingerprint.into(),
+            signing_key: Arc::new(signing_key),
             policy_cache: Arc::default(),
             checkins: Arc::default(),
             checkins_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_CHECKINS_IN_FLIGHT)),
@@ -108,6 +115,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route(api::ADMIN_AGENTS, get(admin::list_agents))
         .route(api::ADMIN_AGENT_REVOKE, post(admin::revoke_agent))
+        .route(
+            api::ADMIN_AGENT_MAINTENANCE_TOKEN,
+            post(admin::maintenance_token),
+        )
         .route(api::ADMIN_EVENTS, get(admin::list_events))
         .fallback(errors::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
