@@ -194,6 +194,9 @@ async fn an_enrolled_agent_refuses_every_attack_and_reports_it_until_an_authoriz
     // now an operator may stop it
     agent.stop();
     assert!(state_of(pid).is_none());
+    // and the server, which protects itself the same way, after an administrator lifts it
+    let lifted = server.admin.unload_server().await.unwrap();
+    assert_eq!(lifted["self_protection"]["state"], "off", "{lifted}");
 }
 
 #[tokio::test]
@@ -351,4 +354,58 @@ async fn a_maintenance_token_unloads_once_and_only_the_agent_it_names() {
         .contains("maintenance token issued by admin"));
     a.stop();
     b.stop();
+}
+
+#[tokio::test]
+async fn the_server_protects_its_data_folder_and_an_administrator_can_lift_it() {
+    let server = TestServer::start(StoreKind::Sqlite).await;
+    let health = server.admin.health().await.unwrap();
+    let state = health["self_protection"]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    if state == "off" {
+        if rampart_tests::in_ci() {
+            panic!("CI=true and server self-protection is off: {health}");
+        }
+        eprintln!("skipping: server self-protection is off here: {health}");
+        return;
+    }
+    let data = server.root().join("var/lib/rampart/server");
+    let ca = data.join("ca.pem");
+    let before = std::fs::read(&ca).unwrap();
+    assert!(!sh(&format!("echo evil > {}", ca.display())));
+    assert!(!sh(&format!("truncate -s 0 {}/rampart.db", data.display())));
+    assert_eq!(std::fs::read(&ca).unwrap(), before);
+    let tamper = eventually(
+        Duration::from_secs(20),
+        "the server's own tamper events",
+        || async {
+            let events = server
+                .admin
+                .events(&EventsQuery {
+                    kind: Some("tamper".into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            (events.len() >= 2 && events.iter().all(|e| e.agent_id.starts_with("server:")))
+                .then_some(events)
+        },
+    )
+    .await;
+    assert!(tamper
+        .iter()
+        .any(|e| e.body["target"]["path"] == ca.display().to_string()));
+    // the server keeps working on its own data meanwhile
+    let token = server.enrollment_token("default", 1).await;
+    TestAgent::enroll(&server.url, &token);
+    // an administrator lifts it
+    let lifted = server.admin.unload_server().await.unwrap();
+    assert_eq!(lifted["self_protection"]["state"], "off", "{lifted}");
+    assert!(sh(&format!(
+        "cat {} > /dev/null && touch {}/operator-was-here",
+        ca.display(),
+        data.display()
+    )));
 }

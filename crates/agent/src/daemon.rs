@@ -110,7 +110,7 @@ pub async fn run(paths: AgentPaths, shutdown: impl Future<Output = ()>) -> Resul
         paths.control_socket(),
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )?;
-    let (protection, tamper_reports) = Protection::start(&paths);
+    let (protection, tamper_reports) = Protection::start(crate::protection::target(&paths));
     let shared = Arc::new(Shared {
         paths: paths.clone(),
         outbox: outbox.clone(),

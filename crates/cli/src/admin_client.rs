@@ -244,6 +244,12 @@ impl AdminClient {
         .await
     }
 
+    /// Lifts the server's own self-protection for a while.
+    pub async fn unload_server(&self) -> Result<serde_json::Value> {
+        self.send(self.http.post(self.url(api::ADMIN_SERVER_UNLOAD)))
+            .await
+    }
+
     /// Events matching `q`.
     pub async fn events(&self, q: &EventsQuery) -> Result<Vec<EventRecord>> {
         self.send(self.http.get(self.url(api::ADMIN_EVENTS)).query(q))

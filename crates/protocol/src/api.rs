@@ -27,6 +27,8 @@ pub const ADMIN_AGENTS: &str = "/api/v1/admin/agents";
 pub const ADMIN_AGENT_REVOKE: &str = "/api/v1/admin/agents/{id}/revoke";
 /// A one-time maintenance token that lifts self-protection on one agent (`{id}`).
 pub const ADMIN_AGENT_MAINTENANCE_TOKEN: &str = "/api/v1/admin/agents/{id}/maintenance-token";
+/// Lift the server's own self-protection for a while (an administrator's authorization).
+pub const ADMIN_SERVER_UNLOAD: &str = "/api/v1/admin/server/unload";
 /// Events received from agents, filtered by query parameters.
 pub const ADMIN_EVENTS: &str = "/api/v1/admin/events";
 

@@ -12,8 +12,10 @@
 //! refused or observed attempt becomes a [`rampart_protocol::tamper::TamperAttempt`] naming its
 //! actor ([`procinfo`]).
 
+pub mod guardian;
 pub mod kernel;
 pub mod procinfo;
+pub mod report;
 pub mod scope;
 mod sys;
 pub mod userspace;

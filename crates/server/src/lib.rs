@@ -102,6 +102,7 @@ pub async fn serve(
     let signing_key = signing_key(&prepared.store).await?;
     let state = api::AppState::new(prepared.store.clone(), prepared.ca.clone(), signing_key)?;
     let flusher = state.checkins.clone().spawn_flusher(prepared.store.clone());
+    let reporter = start_self_protection(&prepared, &state);
     let app = api::router(state.clone());
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -112,8 +113,107 @@ pub async fn serve(
     listener::run(listener, tls, app, shutdown).await;
     flusher.abort();
     state.checkins.flush(&prepared.store).await;
+    // lift self-protection before the process goes, so nothing outlives it
+    let guardian = state.guardian.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Some(g) = guardian.lock().expect("guardian lock").as_mut() {
+            g.unload();
+        }
+        *guardian.lock().expect("guardian lock") = None;
+    })
+    .await;
+    let _ = reporter.join();
     prepared.store.close().await;
     Ok(())
+}
+
+/// Puts the server's own self-protection in force (its data folder, the install folder when it
+/// runs from there, its service unit) and records its tamper reports as events of the server
+/// itself (agent id `server:HOST`).
+fn start_self_protection(
+    prepared: &Prepared,
+    state: &api::AppState,
+) -> std::thread::JoinHandle<()> {
+    use rampart_selfprotect::guardian::{Guardian, Target};
+    let paths = &prepared.paths;
+    let install = paths.install_dir();
+    let runs_installed = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.canonicalize().ok())
+        .zip(install.canonicalize().ok())
+        .is_some_and(|(exe, dir)| exe.starts_with(dir));
+    let mut target = Target {
+        trees: vec![paths.data_dir.clone()],
+        files: paths.unit_files(),
+        immutable_trees: Vec::new(),
+    };
+    if runs_installed {
+        target.trees.push(install.clone());
+        target.immutable_trees.push(install);
+    }
+    let (guardian, reports) = Guardian::start(target);
+    tracing::info!(state = %guardian.status().describe(), "server self-protection");
+    *state.guardian.lock().expect("guardian lock") = Some(guardian);
+    let store = prepared.store.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let source = format!(
+        "server:{}",
+        hostname().unwrap_or_else(|_| "localhost".into())
+    );
+    std::thread::spawn(move || report_tampering(reports, store, runtime, source))
+}
+
+/// Stores the server's own tamper reports, aggregated per second, as events.
+fn report_tampering(
+    reports: std::sync::mpsc::Receiver<rampart_protocol::tamper::TamperAttempt>,
+    store: Store,
+    runtime: tokio::runtime::Handle,
+    source: String,
+) {
+    use rampart_selfprotect::report::{Aggregator, WINDOW};
+    let mut next_seq = runtime
+        .block_on(store.list_events(&rampart_protocol::admin::EventsQuery {
+            agent: Some(source.clone()),
+            limit: Some(10_000),
+            ..Default::default()
+        }))
+        .map(|e| e.last().map(|e| e.seq + 1).unwrap_or(1))
+        .unwrap_or(1);
+    let mut agg = Aggregator::new();
+    loop {
+        let closed = match reports.recv_timeout(WINDOW) {
+            Ok(a) => {
+                tracing::warn!(action = ?a.action, actor = %a.actor.comm, "tamper attempt on the server");
+                agg.add(a);
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => false,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => true,
+        };
+        let events: Vec<rampart_protocol::events::Event> = agg
+            .take()
+            .into_iter()
+            .map(|a| {
+                let e = rampart_protocol::events::Event {
+                    seq: next_seq,
+                    kind: rampart_protocol::events::TAMPER.to_owned(),
+                    time_ms: store::now_ms(),
+                    body: serde_json::to_value(a).expect("attempts serialize"),
+                };
+                next_seq += 1;
+                e
+            })
+            .collect();
+        if !events.is_empty() {
+            if let Err(e) = runtime.block_on(store.ingest_events(&source, &events, store::now_ms()))
+            {
+                tracing::error!(error = %e, "could not store the server's tamper events");
+            }
+        }
+        if closed {
+            return;
+        }
+    }
 }
 
 /// The server's maintenance-token signing key, created on the first start and kept in the store

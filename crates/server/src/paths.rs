@@ -39,6 +39,19 @@ impl ServerPaths {
         self.data_dir.join("ca.pem")
     }
 
+    /// The install folder (`ROOT/opt/rampart`), shared with the agent.
+    pub fn install_dir(&self) -> PathBuf {
+        self.root.join("opt/rampart")
+    }
+
+    /// The server's service unit files (systemd).
+    pub fn unit_files(&self) -> Vec<PathBuf> {
+        vec![
+            self.root.join("etc/systemd/system/rampart-server.service"),
+            self.root.join("lib/systemd/system/rampart-server.service"),
+        ]
+    }
+
     /// The address the server listens on, written once it listens (`127.0.0.1:8443`).
     pub fn listen_address_file(&self) -> PathBuf {
         self.data_dir.join("listen-address")

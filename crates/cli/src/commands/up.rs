@@ -293,8 +293,8 @@ pub fn terminate(pid: u32) {
     }
 }
 
-/// Lifts the local agent's self-protection with a maintenance token from the local server,
-/// through the administrator session `up` saved.
+/// Lifts the local agent's self-protection with a maintenance token from the local server, then
+/// the server's own, through the administrator session `up` saved.
 async fn unload_local_agent(root: &Path) -> Result<()> {
     let paths = AgentPaths::new(root);
     let enrollment = rampart_agent::config::Enrollment::load(&paths)?;
@@ -305,10 +305,11 @@ async fn unload_local_agent(root: &Path) -> Result<()> {
         .token;
     let request = rampart_agent::control::Request::UnloadWithToken { token };
     match rampart_agent::control::request(&paths.control_socket(), &request).await? {
-        Some(reply) if reply.ok => Ok(()),
-        Some(reply) => anyhow::bail!("{}", reply.message),
-        None => Ok(()), // no agent running
+        Some(reply) if !reply.ok => anyhow::bail!("{}", reply.message),
+        _ => {}
     }
+    admin.unload_server().await?;
+    Ok(())
 }
 
 /// `rampart down`: stops what `rampart up --detach` started.
@@ -323,7 +324,7 @@ pub async fn down(root: &Path) -> Result<()> {
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect();
-    // self-protection refuses to be stopped: lift it first with a token from the local server
+    // self-protection refuses to be stopped: lift it first, through the local server
     if let Err(e) = unload_local_agent(&root).await {
         eprintln!("warning: could not lift the local agent's self-protection: {e:#}");
     }

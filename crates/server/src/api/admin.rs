@@ -274,3 +274,29 @@ pub async fn maintenance_token(
         }),
     ))
 }
+
+/// `POST /api/v1/admin/server/unload`: lifts the server's own self-protection for a while, so an
+/// operator can stop, upgrade or uninstall it.
+pub async fn unload_server(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let guardian = state.guardian.clone();
+    let status = tokio::task::spawn_blocking(move || {
+        let mut g = guardian.lock().expect("guardian lock");
+        g.as_mut().map(|g| {
+            g.unload();
+            g.status()
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    tracing::warn!(admin = %admin.admin, "server self-protection unloaded");
+    Ok(Json(serde_json::json!({
+        "message": format!(
+            "server self-protection lifted for {} minutes (or until the server restarts)",
+            rampart_selfprotect::guardian::UNLOAD_PERIOD.as_secs() / 60
+        ),
+        "self_protection": status,
+    })))
+}

@@ -26,8 +26,15 @@ pub async fn ca_pem(State(state): State<AppState>) -> Response {
 /// `GET /api/v1/health`.
 pub async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let schema = state.store.schema_version().await?;
+    let protection = state
+        .guardian
+        .lock()
+        .expect("guardian lock")
+        .as_ref()
+        .map(|g| g.status());
     Ok(Json(json!({
         "status": "ok",
+        "self_protection": protection,
         "version": env!("CARGO_PKG_VERSION"),
         "store": format!("{:?}", state.store.backend()).to_lowercase(),
         "schema_version": schema,

@@ -41,6 +41,8 @@ pub struct AppState {
     pub ca_fingerprint: Arc<str>,
     /// The key that signs maintenance tokens.
     pub signing_key: Arc<ed25519_dalek::SigningKey>,
+    /// The server's own self-protection.
+    pub guardian: Arc<Mutex<Option<rampart_selfprotect::guardian::Guardian>>>,
     /// Stored policy versions never change, so they are cached by (group id, version).
     policy_cache: Arc<Mutex<PolicyCache>>,
     /// Check-ins noted for the next batched write.
@@ -66,6 +68,7 @@ impl AppState {
             ca: Arc::new(ca),
             ca_fingerprint: fingerprint.into(),
             signing_key: Arc::new(signing_key),
+            guardian: Arc::default(),
             policy_cache: Arc::default(),
             checkins: Arc::default(),
             checkins_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_CHECKINS_IN_FLIGHT)),
@@ -120,6 +123,7 @@ pub fn router(state: AppState) -> Router {
             post(admin::maintenance_token),
         )
         .route(api::ADMIN_EVENTS, get(admin::list_events))
+        .route(api::ADMIN_SERVER_UNLOAD, post(admin::unload_server))
         .fallback(errors::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
