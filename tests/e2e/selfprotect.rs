@@ -37,6 +37,21 @@ fn files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
+/// The `tamper` events the server holds, as attempts.
+async fn tamper_attempts(server: &TestServer) -> Vec<TamperAttempt> {
+    server
+        .admin
+        .events(&EventsQuery {
+            kind: Some("tamper".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| serde_json::from_value(e.body).unwrap())
+        .collect()
+}
+
 fn state_of(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit(')')
@@ -130,18 +145,7 @@ async fn an_enrolled_agent_refuses_every_attack_and_reports_it_until_an_authoriz
         Duration::from_secs(30),
         "tamper events on the server",
         || async {
-            let events = server
-                .admin
-                .events(&EventsQuery {
-                    kind: Some("tamper".into()),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            let attempts: Vec<TamperAttempt> = events
-                .into_iter()
-                .map(|e| serde_json::from_value(e.body).unwrap())
-                .collect();
+            let attempts = tamper_attempts(&server).await;
             let all_seen = attacks
                 .iter()
                 .all(|(_, action)| attempts.iter().any(|a| a.action == *action));
@@ -243,18 +247,7 @@ async fn on_this_kernel_the_agent_guards_its_files_and_reports_the_tier_it_uses(
         Duration::from_secs(30),
         "tamper events on the server",
         || async {
-            let events = server
-                .admin
-                .events(&EventsQuery {
-                    kind: Some("tamper".into()),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            let attempts: Vec<TamperAttempt> = events
-                .into_iter()
-                .map(|e| serde_json::from_value(e.body).unwrap())
-                .collect();
+            let attempts = tamper_attempts(&server).await;
             (attempts.iter().map(|a| a.count).sum::<u64>() >= 2).then_some(attempts)
         },
     )

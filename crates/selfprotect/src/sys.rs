@@ -133,8 +133,9 @@ const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
 /// The immutable attribute (`chattr +i`).
 pub const FS_IMMUTABLE_FL: libc::c_long = 0x0000_0010;
 
-/// Sets or clears the immutable attribute of `path` (a file or folder; links are not followed).
-pub fn set_immutable(path: &Path, on: bool) -> io::Result<()> {
+/// Opens `path` (file or folder, links not followed) to carry inode-flag ioctls, and reads its
+/// flags.
+fn inode_flags(path: &Path) -> io::Result<(OwnedFd, libc::c_long)> {
     let p = cpath(path)?;
     // SAFETY: opens a path we own for reading only, to carry the ioctl.
     let fd = unsafe {
@@ -151,6 +152,12 @@ pub fn set_immutable(path: &Path, on: bool) -> io::Result<()> {
     let mut flags: libc::c_long = 0;
     // SAFETY: FS_IOC_GETFLAGS writes one long into `flags`.
     check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags) })?;
+    Ok((fd, flags))
+}
+
+/// Sets or clears the immutable attribute of `path` (a file or folder; links are not followed).
+pub fn set_immutable(path: &Path, on: bool) -> io::Result<()> {
+    let (fd, flags) = inode_flags(path)?;
     let wanted = if on {
         flags | FS_IMMUTABLE_FL
     } else {
@@ -165,23 +172,7 @@ pub fn set_immutable(path: &Path, on: bool) -> io::Result<()> {
 
 /// Whether `path` carries the immutable attribute.
 pub fn is_immutable(path: &Path) -> io::Result<bool> {
-    let p = cpath(path)?;
-    // SAFETY: as in set_immutable.
-    let fd = unsafe {
-        libc::open(
-            p.as_ptr(),
-            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd was just opened and is owned here.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut flags: libc::c_long = 0;
-    // SAFETY: FS_IOC_GETFLAGS writes one long into `flags`.
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags) })?;
-    Ok(flags & FS_IMMUTABLE_FL != 0)
+    Ok(inode_flags(path)?.1 & FS_IMMUTABLE_FL != 0)
 }
 
 /// Detaches whatever is mounted at `path` (`umount2(MNT_DETACH)`).
