@@ -323,6 +323,7 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill9();
+        clear_immutable(self.root.path());
         if std::thread::panicking() {
             eprintln!("--- server log ({}):\n{}", self.url, tail(&self.log(), 40));
         }
@@ -533,5 +534,16 @@ impl Drop for TestAgent {
             let _ = c.kill();
             wait_or_kill(&mut c, Duration::from_secs(5));
         }
+        // an agent killed without an unload leaves its immutable attributes behind
+        clear_immutable(self.root.path());
     }
+}
+
+/// Clears the immutable attribute below `root`, so the temporary folder can be removed.
+fn clear_immutable(root: &Path) {
+    let _ = Command::new("chattr")
+        .args(["-R", "-f", "-i"])
+        .arg(root)
+        .stderr(Stdio::null())
+        .status();
 }

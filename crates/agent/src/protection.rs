@@ -17,6 +17,8 @@ pub fn target(paths: &AgentPaths) -> Target {
             paths.state_dir.clone(),
         ],
         files: paths.unit_files(),
+        // the configuration store stays without the immutable attribute: a write the kernel
+        // refuses for immutability never reaches the file guard, so it could not be reported
         immutable_trees: vec![paths.install_dir.clone()],
     }
 }
