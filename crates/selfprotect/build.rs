@@ -24,17 +24,19 @@ fn main() {
         );
         std::fs::write(&vmlinux, output.stdout).expect("writing vmlinux.h");
     }
-    let source = "src/bpf/selfprotect.bpf.c";
-    libbpf_cargo::SkeletonBuilder::new()
-        .source(source)
-        .clang_args([
-            format!("-I{}", include.display()),
-            "-Isrc/bpf".to_owned(),
-            "-Wall".to_owned(),
-            "-O2".to_owned(),
-        ])
-        .build_and_generate(out.join("selfprotect.skel.rs"))
-        .unwrap_or_else(|e| panic!("building {source} (needs clang and libelf-dev): {e:#}"));
+    for name in ["selfprotect", "observer"] {
+        let source = format!("src/bpf/{name}.bpf.c");
+        libbpf_cargo::SkeletonBuilder::new()
+            .source(&source)
+            .clang_args([
+                format!("-I{}", include.display()),
+                "-Isrc/bpf".to_owned(),
+                "-Wall".to_owned(),
+                "-O2".to_owned(),
+            ])
+            .build_and_generate(out.join(format!("{name}.skel.rs")))
+            .unwrap_or_else(|e| panic!("building {source} (needs clang and libelf-dev): {e:#}"));
+    }
     println!("cargo:rerun-if-changed=src/bpf");
     println!("cargo:rerun-if-env-changed=RAMPART_VMLINUX_BTF");
 }

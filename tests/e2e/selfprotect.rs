@@ -243,24 +243,39 @@ async fn on_this_kernel_the_agent_guards_its_files_and_reports_the_tier_it_uses(
     assert!(!sh(&format!("echo evil > {}", conf.display())));
     assert!(!sh(&format!("truncate -s 0 {}", conf.display())));
     assert_eq!(std::fs::read(&conf).unwrap(), before);
+    // a harmless signal: refused in the kernel tier, observed with its author in the userspace tier
+    let pid = agent.pid().unwrap();
+    sh(&format!("kill -CONT {pid}"));
     let tamper = eventually(
         Duration::from_secs(30),
         "tamper events on the server",
         || async {
             let attempts = tamper_attempts(&server).await;
-            (attempts.iter().map(|a| a.count).sum::<u64>() >= 2).then_some(attempts)
+            (attempts
+                .iter()
+                .filter(|a| a.action == Action::Write)
+                .map(|a| a.count)
+                .sum::<u64>()
+                >= 2
+                && attempts
+                    .iter()
+                    .any(|a| a.action == Action::Signal && a.target.pid == Some(pid)))
+            .then_some(attempts)
         },
     )
     .await;
+    let writes: Vec<_> = tamper
+        .iter()
+        .filter(|a| a.action == Action::Write)
+        .collect();
     assert!(
-        tamper.iter().all(|a| a.action == Action::Write),
+        writes
+            .iter()
+            .all(|a| a.target.path.as_deref() == Some(conf.to_str().unwrap())),
         "{tamper:?}"
     );
-    assert_eq!(
-        tamper[0].target.path.as_deref(),
-        Some(conf.to_str().unwrap()),
-        "{tamper:?}"
-    );
+    let signal = tamper.iter().find(|a| a.action == Action::Signal).unwrap();
+    assert_eq!(signal.detail, Some(18), "{signal:?}");
     // the agent's own state keeps flowing: it is not blocked by its own guard
     agent.note("still working", 3);
     eventually(Duration::from_secs(20), "notes delivered", || async {

@@ -17,6 +17,7 @@ use crate::scope::Scope;
 use crate::userspace::guard::FileGuard;
 use crate::userspace::immutable;
 use crate::userspace::mounts::{self, MountRepair};
+use crate::userspace::observer::Observer;
 
 /// The protection's name in check-ins.
 pub const NAME: &str = "self-protection";
@@ -52,6 +53,7 @@ pub struct Guardian {
     kernel: Option<KernelTier>,
     guard: Option<FileGuard>,
     mounts: Option<MountRepair>,
+    observer: Option<Observer>,
     immutable: Vec<PathBuf>,
     state: ProtectionStatus,
     unloaded_until: Option<Instant>,
@@ -67,6 +69,7 @@ impl Guardian {
             kernel: None,
             guard: None,
             mounts: None,
+            observer: None,
             immutable: Vec::new(),
             state: off("starting"),
             unloaded_until: None,
@@ -143,6 +146,13 @@ impl Guardian {
             Ok(m) => self.mounts = Some(m),
             Err(e) => tracing::warn!(error = %e, "mount repair could not start"),
         }
+        let me = std::process::id();
+        match Observer::start(vec![me], vec![me], self.reports.clone()) {
+            Ok(o) => self.observer = Some(o),
+            Err(e) => {
+                tracing::warn!(error = %e, "the signal and debugger observer could not start")
+            }
+        }
         match immutable::set(&trees, &units) {
             Ok(done) => self.immutable = done,
             Err(e) => {
@@ -154,7 +164,7 @@ impl Guardian {
             state: ProtectionState::Degraded,
             reason: Some(format!(
                 "userspace tier: {why}; files are guarded (fanotify, immutable install files, \
-                 mount repair), processes are not yet"
+                 mount repair), signals and debuggers are observed but not refused"
             )),
         };
         tracing::info!("self-protection enforced by the userspace tier (fanotify)");
@@ -172,6 +182,7 @@ impl Guardian {
         }
         self.guard = None;
         self.mounts = None;
+        self.observer = None;
         immutable::clear(&std::mem::take(&mut self.immutable));
         self.unloaded_until = Some(Instant::now() + UNLOAD_PERIOD);
         self.state = off(&format!(

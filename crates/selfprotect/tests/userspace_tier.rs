@@ -198,3 +198,66 @@ fn the_file_guard_and_the_immutable_attribute_refuse_changes() {
         Some(Action::Write),
     );
 }
+
+#[test]
+fn signals_and_debuggers_aimed_at_a_protected_process_are_observed_with_their_author() {
+    use rampart_selfprotect::userspace::observer::Observer;
+    let mut victim =
+        std::os::unix::process::CommandExt::process_group(&mut Command::new("sleep"), 0)
+            .arg("100")
+            .spawn()
+            .unwrap();
+    let pid = victim.id();
+    let (tx, reports) = mpsc::channel();
+    let observer = match Observer::start(vec![pid], vec![std::process::id()], tx) {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = victim.kill();
+            let _ = victim.wait();
+            skip_or_fail(&format!("the tp_btf observer does not load here: {e}"));
+            return;
+        }
+    };
+    let expect = |cmd: &str, action: Action, detail: Option<i64>, comm: &[&str]| {
+        while reports.try_recv().is_ok() {}
+        sh(cmd);
+        let r = reports
+            .recv_timeout(Duration::from_secs(3))
+            .unwrap_or_else(|_| panic!("nothing observed for: {cmd}"));
+        assert_eq!(r.action, action, "{cmd}: {r:?}");
+        assert_eq!(r.outcome, rampart_protocol::tamper::Outcome::Observed);
+        assert_eq!(r.tier, Tier::Userspace);
+        assert_eq!(r.target.pid, Some(pid), "{r:?}");
+        if detail.is_some() {
+            assert_eq!(r.detail, detail, "{cmd}: {r:?}");
+        }
+        assert!(comm.contains(&r.actor.comm.as_str()), "{cmd}: {r:?}");
+    };
+    expect(
+        &format!("kill -STOP {pid}"),
+        Action::Signal,
+        Some(19),
+        &["sh", "kill"],
+    );
+    expect(
+        &format!("kill -CONT {pid}"),
+        Action::Signal,
+        Some(18),
+        &["sh", "kill"],
+    );
+    expect(
+        &format!("/bin/kill -HUP {pid}; true"),
+        Action::Signal,
+        Some(1),
+        &["kill"],
+    );
+    expect(
+        &format!("timeout 1 strace -p {pid} -o /dev/null"),
+        Action::Trace,
+        None,
+        &["strace"],
+    );
+    drop(observer);
+    let _ = victim.kill();
+    let _ = victim.wait();
+}

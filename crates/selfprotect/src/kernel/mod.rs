@@ -7,7 +7,7 @@
 //! [`KernelTier`] (or [`KernelTier::unload`]) detaches every program: nothing is pinned, so
 //! nothing outlives the agent.
 
-mod events;
+pub(crate) mod events;
 
 use std::mem::MaybeUninit;
 use std::sync::mpsc;

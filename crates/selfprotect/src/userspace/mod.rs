@@ -6,3 +6,4 @@
 pub mod guard;
 pub mod immutable;
 pub mod mounts;
+pub mod observer;
