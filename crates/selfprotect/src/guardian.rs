@@ -150,7 +150,7 @@ impl Guardian {
         match Observer::start(vec![me], vec![me], self.reports.clone()) {
             Ok(o) => self.observer = Some(o),
             Err(e) => {
-                tracing::warn!(error = %e, "the signal and debugger observer could not start")
+                tracing::warn!(error = %e, "the signal observer could not start")
             }
         }
         match immutable::set(&trees, &units) {
@@ -164,7 +164,7 @@ impl Guardian {
             state: ProtectionState::Degraded,
             reason: Some(format!(
                 "userspace tier: {why}; files are guarded (fanotify, immutable install files, \
-                 mount repair), signals and debuggers are observed but not refused"
+                 mount repair), signals are observed but not refused, debuggers are not yet"
             )),
         };
         tracing::info!("self-protection enforced by the userspace tier (fanotify)");

@@ -200,7 +200,7 @@ fn the_file_guard_and_the_immutable_attribute_refuse_changes() {
 }
 
 #[test]
-fn signals_and_debuggers_aimed_at_a_protected_process_are_observed_with_their_author() {
+fn signals_aimed_at_a_protected_process_are_observed_with_their_author() {
     use rampart_selfprotect::userspace::observer::Observer;
     let mut victim =
         std::os::unix::process::CommandExt::process_group(&mut Command::new("sleep"), 0)
@@ -250,12 +250,6 @@ fn signals_and_debuggers_aimed_at_a_protected_process_are_observed_with_their_au
         Action::Signal,
         Some(1),
         &["kill"],
-    );
-    expect(
-        &format!("timeout 1 strace -p {pid} -o /dev/null"),
-        Action::Trace,
-        None,
-        &["strace"],
     );
     drop(observer);
     let _ = victim.kill();

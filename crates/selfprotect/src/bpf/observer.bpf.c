@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * Rampart self-protection, userspace tier: a tp_btf observer of system calls aimed at the
- * protected processes. Where the kernel will not load BPF LSM programs, signals and ptrace
- * cannot be refused; this names who tried, so every attempt is reported with its author. It
- * decides nothing: one map lookup per matching system call, then a ring buffer record.
+ * Rampart self-protection, userspace tier: an observer of signals aimed at the protected
+ * processes. Where the kernel will not load BPF LSM programs, signals cannot be refused; this
+ * names who sent them, so every attempt is reported with its author. It decides nothing, and
+ * runs only when a signal is generated, never on other work (a sys_enter hook would tax every
+ * system call of the host, and kprobes are not available on every kernel we run on).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -13,16 +14,8 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-#define NR_PTRACE 101
-#define NR_KILL 62
-#define NR_RT_SIGQUEUEINFO 129
-#define NR_TKILL 200
-#define NR_TGKILL 234
-#define NR_PROCESS_VM_WRITEV 311
-#define PTRACE_ATTACH 16
-#define PTRACE_SEIZE 0x4206
 
-/* protected process ids (tgid) and process groups (as negative pids), and trusted tgids */
+/* protected process ids (tgid), and trusted tgids */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
@@ -48,36 +41,11 @@ static __always_inline bool caller_trusted(void)
 	return f && (*f & RP_TASK_TRUSTED);
 }
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(rp_observe_sys_enter, struct pt_regs *regs, long id)
+static __always_inline void report(__u32 hook, __s32 target, __s64 detail)
 {
-	__u32 hook = 0;
-	__s32 target = 0;
-	__s64 detail = 0;
-	if (id == NR_KILL || id == NR_RT_SIGQUEUEINFO || id == NR_TKILL || id == NR_TGKILL) {
-		target = (__s32)BPF_CORE_READ(regs, di);
-		detail = id == NR_TGKILL ? BPF_CORE_READ(regs, dx) : BPF_CORE_READ(regs, si);
-		hook = RP_HOOK_TASK_KILL;
-	} else if (id == NR_PTRACE) {
-		long request = BPF_CORE_READ(regs, di);
-		if (request != PTRACE_ATTACH && request != PTRACE_SEIZE)
-			return 0;
-		target = (__s32)BPF_CORE_READ(regs, si);
-		detail = request;
-		hook = RP_HOOK_PTRACE;
-	} else if (id == NR_PROCESS_VM_WRITEV) {
-		target = (__s32)BPF_CORE_READ(regs, di);
-		hook = RP_HOOK_PTRACE;
-	} else {
-		return 0;
-	}
-	if (hook == RP_HOOK_TASK_KILL && detail == 0)
-		return 0; /* signal 0 only asks whether the process exists */
-	if (!is_watched(target) || caller_trusted())
-		return 0;
 	struct rp_event *e = bpf_ringbuf_reserve(&observed, sizeof(*e), 0);
 	if (!e)
-		return 0;
+		return;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	e->hook = hook;
@@ -85,11 +53,29 @@ int BPF_PROG(rp_observe_sys_enter, struct pt_regs *regs, long id)
 	e->tgid = pid_tgid >> 32;
 	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	e->uid = (__u32)bpf_get_current_uid_gid();
-	e->target_tgid = target < 0 ? 0 : target;
+	e->target_tgid = target;
 	e->detail = detail;
 	e->dev = 0;
 	e->ino = 0;
 	bpf_get_current_comm(&e->comm, sizeof(e->comm));
 	bpf_ringbuf_submit(e, 0);
+}
+
+/* A signal being generated for a protected process: fires only when a signal is sent, so it
+ * costs nothing to other system calls. Signals the kernel raises itself (si_code > 0) are not
+ * attempts by anyone. */
+SEC("tp_btf/signal_generate")
+int BPF_PROG(rp_observe_signal, int sig, struct kernel_siginfo *info, struct task_struct *task)
+{
+	if (sig == 0)
+		return 0;
+	if ((unsigned long)info == 1) /* SEND_SIG_PRIV: from the kernel */
+		return 0;
+	if ((unsigned long)info > 1 && BPF_CORE_READ(info, si_code) > 0)
+		return 0;
+	__s32 target = BPF_CORE_READ(task, tgid);
+	if (!is_watched(target) || caller_trusted())
+		return 0;
+	report(RP_HOOK_TASK_KILL, target, sig);
 	return 0;
 }

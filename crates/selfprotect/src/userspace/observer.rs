@@ -1,6 +1,6 @@
-//! The userspace tier's observer: a `tp_btf/sys_enter` program (`src/bpf/observer.bpf.c`) that
-//! sees signals, ptrace attaches and `process_vm_writev` aimed at the protected processes. It
-//! refuses nothing (this tier cannot), but every attempt is reported with its author.
+//! The userspace tier's observer: a `tp_btf/signal_generate` program (`src/bpf/observer.bpf.c`)
+//! that sees every signal sent to a protected process. It refuses nothing (this tier cannot),
+//! but every attempt is reported with its author, at no cost to other work.
 
 use std::mem::MaybeUninit;
 use std::sync::mpsc;
@@ -25,17 +25,6 @@ use skel::ObserverSkelBuilder;
 pub struct Observer {
     stop: mpsc::Sender<()>,
     thread: Option<JoinHandle<()>>,
-}
-
-/// This process's process group.
-fn own_process_group() -> Option<i32> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    stat.rsplit(')')
-        .next()?
-        .split_whitespace()
-        .nth(2)?
-        .parse()
-        .ok()
 }
 
 impl Observer {
@@ -91,12 +80,6 @@ fn load<'obj>(
     };
     for pid in protected {
         put(&mut skel, *pid as i32, TASK_PROTECTED)?;
-    }
-    // a kill of the whole process group, `kill -- -PGID`
-    if let Some(pgid) = own_process_group() {
-        if protected.contains(&std::process::id()) {
-            put(&mut skel, -pgid, TASK_PROTECTED)?;
-        }
     }
     for pid in trusted {
         let flags = if protected.contains(pid) {
