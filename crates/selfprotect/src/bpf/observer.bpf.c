@@ -10,7 +10,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
-#include "selfprotect.h"
+#include "event.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -46,18 +46,7 @@ static __always_inline void report(__u32 hook, __s32 target, __s64 detail)
 	struct rp_event *e = bpf_ringbuf_reserve(&observed, sizeof(*e), 0);
 	if (!e)
 		return;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	e->hook = hook;
-	e->pid = (__u32)pid_tgid;
-	e->tgid = pid_tgid >> 32;
-	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	e->uid = (__u32)bpf_get_current_uid_gid();
-	e->target_tgid = target;
-	e->detail = detail;
-	e->dev = 0;
-	e->ino = 0;
-	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	rp_fill_event(e, hook, 0, 0, target, detail);
 	bpf_ringbuf_submit(e, 0);
 }
 

@@ -14,7 +14,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
-#include "selfprotect.h"
+#include "event.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -127,18 +127,7 @@ static __always_inline int refuse(__u32 hook, struct rp_inode *key, __u32 target
 			*n += 1;
 		return -EPERM;
 	}
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-	__u64 id = bpf_get_current_pid_tgid();
-	e->hook = hook;
-	e->pid = (__u32)id;
-	e->tgid = id >> 32;
-	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	e->uid = (__u32)bpf_get_current_uid_gid();
-	e->target_tgid = target_tgid;
-	e->detail = detail;
-	e->dev = key ? key->dev : 0;
-	e->ino = key ? key->ino : 0;
-	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	rp_fill_event(e, hook, key ? key->dev : 0, key ? key->ino : 0, target_tgid, detail);
 	bpf_ringbuf_submit(e, 0);
 	return -EPERM;
 }
