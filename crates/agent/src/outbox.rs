@@ -131,6 +131,23 @@ impl Outbox {
         Ok(row.try_get::<i64, _>("n")? as u64)
     }
 
+    /// How many events wait in the outbox at `path`, read without writing to it (for a
+    /// process other than the agent).
+    pub async fn pending_read_only(path: &Path) -> Result<u64, OutboxError> {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox")
+            .fetch_one(&pool)
+            .await?;
+        pool.close().await;
+        Ok(row.try_get::<i64, _>("n")? as u64)
+    }
+
     /// Closes the database.
     pub async fn close(&self) {
         self.pool.close().await;

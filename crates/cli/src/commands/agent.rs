@@ -137,36 +137,23 @@ pub async fn run(root: &Path, command: Command) -> Result<()> {
 
 async fn status(paths: &AgentPaths, as_json: bool) -> Result<()> {
     let enrollment = Enrollment::load(paths)?;
-    let status = AgentStatus::load(paths).unwrap_or_default();
-    let running = status.is_running();
-    // a running agent keeps the count in its status file (its outbox is its own to open)
+    let mut status = AgentStatus::load(paths).unwrap_or_default();
     // a running agent answers with its live state; its files are its own to open
-    let live = if running {
-        control::request(&paths.control_socket(), &Request::Status)
-            .await
-            .ok()
-            .flatten()
-    } else {
-        None
-    };
-    let mut status = status;
+    let live = control::request(&paths.control_socket(), &Request::Status)
+        .await
+        .ok()
+        .flatten();
+    let running = live.is_some() || status.is_running();
     if let Some(p) = live.as_ref().and_then(|r| r.protections.clone()) {
         status.protections = p;
     }
-    let live = live.and_then(|r| r.pending);
-    let pending = if let Some(n) = live {
-        n
-    } else if running {
-        status.outbox_pending
-    } else {
-        match Outbox::open(&paths.outbox_db()).await {
-            Ok(o) => {
-                let n = o.pending().await.unwrap_or(0);
-                o.close().await;
-                n
-            }
-            Err(_) => 0,
-        }
+    let pending = match live.and_then(|r| r.pending) {
+        Some(n) => n,
+        None if running => status.outbox_pending,
+        // no agent: read the outbox without writing to it
+        None => Outbox::pending_read_only(&paths.outbox_db())
+            .await
+            .unwrap_or(0),
     };
     if as_json {
         println!(
