@@ -2,6 +2,14 @@
 
 use rampart_tests::{run_cli, stores, TestAgent, TestServer};
 
+/// `rampart agent enroll` below `root`: (success, stdout, stderr).
+fn enroll_in(root: &std::path::Path, url: &str, token: &str) -> (bool, String, String) {
+    run_cli(
+        root,
+        &["agent", "enroll", "--server", url, "--token", token],
+    )
+}
+
 #[tokio::test]
 async fn agents_enroll_with_a_token_and_check_in() {
     for store in stores() {
@@ -12,17 +20,7 @@ async fn agents_enroll_with_a_token_and_check_in() {
         assert_ne!(a.id, b.id);
         // the token is used up
         let dir = tempfile::tempdir().unwrap();
-        let (ok, _, err) = run_cli(
-            dir.path(),
-            &[
-                "agent",
-                "enroll",
-                "--server",
-                &server.url,
-                "--token",
-                &token,
-            ],
-        );
+        let (ok, _, err) = enroll_in(dir.path(), &server.url, &token);
         assert!(!ok && err.contains("used up"), "{store:?}: {err}");
         assert!(!dir.path().join("etc/rampart/agent.toml").exists());
 
@@ -95,17 +93,7 @@ async fn enrollment_refuses_a_server_whose_ca_is_not_the_one_in_the_token() {
         .collect();
     let forged = format!("{head}.{flipped}");
     let dir = tempfile::tempdir().unwrap();
-    let (ok, _, err) = run_cli(
-        dir.path(),
-        &[
-            "agent",
-            "enroll",
-            "--server",
-            &server.url,
-            "--token",
-            &forged,
-        ],
-    );
+    let (ok, _, err) = enroll_in(dir.path(), &server.url, &forged);
     assert!(!ok);
     assert!(
         err.contains("not the one the enrollment token names"),

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use rampart_protocol::admin::EventsQuery;
 use rampart_tests::{eventually, postgres_admin_url, TestAgent, TestServer};
 use serde_json::json;
 
@@ -29,14 +28,7 @@ async fn two_replicas_on_one_postgres_serve_the_same_fleet() {
         Duration::from_secs(20),
         "replica b sees the agent's events",
         || async {
-            let n = b_admin
-                .events(&EventsQuery {
-                    kind: Some("agent.note".into()),
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .len();
+            let n = rampart_tests::count_events(&b_admin, "agent.note").await;
             (n == 10).then_some(())
         },
     )

@@ -279,15 +279,7 @@ async fn on_this_kernel_the_agent_guards_its_files_and_reports_the_tier_it_uses(
     // the agent's own state keeps flowing: it is not blocked by its own guard
     agent.note("still working", 3);
     eventually(Duration::from_secs(20), "notes delivered", || async {
-        let n = server
-            .admin
-            .events(&EventsQuery {
-                kind: Some("agent.note".into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .len();
+        let n = rampart_tests::count_events(&server.admin, "agent.note").await;
         (n == 3).then_some(())
     })
     .await;

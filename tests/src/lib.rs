@@ -141,6 +141,18 @@ fn random_suffix() -> String {
     format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
 }
 
+/// How many events of `kind` the server holds (up to 10,000).
+pub async fn count_events(admin: &AdminClient, kind: &str) -> usize {
+    admin
+        .events(&rampart_protocol::admin::EventsQuery {
+            kind: Some(kind.to_owned()),
+            ..Default::default()
+        })
+        .await
+        .expect("listing events")
+        .len()
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where

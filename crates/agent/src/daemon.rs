@@ -460,9 +460,10 @@ async fn unload(password: String, shared: &Shared) -> Reply {
     let Some(hash) = hash else {
         return Reply::refused("this agent's policy has no unload password");
     };
-    let ok = tokio::task::spawn_blocking(move || crate::unload::password_matches(&password, &hash))
-        .await
-        .unwrap_or(false);
+    let ok =
+        tokio::task::spawn_blocking(move || rampart_protocol::passwords::matches(&password, &hash))
+            .await
+            .unwrap_or(false);
     if !ok {
         return refuse_unload(shared, "wrong unload password").await;
     }

@@ -15,6 +15,5 @@ pub mod paths;
 pub mod protection;
 pub mod status;
 pub mod tamper;
-pub mod unload;
 
 pub use files::write_atomic;

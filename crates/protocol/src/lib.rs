@@ -18,6 +18,7 @@ pub mod checkin;
 pub mod enroll;
 pub mod events;
 pub mod maintenance;
+pub mod passwords;
 pub mod policy;
 pub mod tamper;
 

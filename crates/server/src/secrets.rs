@@ -4,7 +4,7 @@
 //! Agent credentials, enrollment-token secrets and session tokens are 256-bit random values, so
 //! a SHA-256 of them is what the store keeps; passwords are low-entropy, so they get argon2id.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::Argon2;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -49,12 +49,7 @@ pub fn hash_password(password: &str) -> String {
 
 /// Checks a password against an argon2 PHC string (constant time inside argon2).
 pub fn password_matches(password: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(hash) => Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok(),
-        Err(_) => false,
-    }
+    rampart_protocol::passwords::matches(password, phc)
 }
 
 /// A well-formed argon2 hash of no known password, checked when the user does not exist so
