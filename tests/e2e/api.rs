@@ -43,7 +43,7 @@ async fn bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving() {
         let http = client(&server.ca_pem);
         let url = |p: &str| format!("{}{p}", server.url);
         let token = server.enrollment_token("default", 2).await;
-        let agent = TestAgent::enroll(&server.url, &token);
+        let agent = TestAgent::enroll(&server, &token);
         let cred = agent.credential();
         let bearer = format!("Bearer {cred}");
         let ctx = format!("{store:?}");

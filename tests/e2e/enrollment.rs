@@ -15,8 +15,8 @@ async fn agents_enroll_with_a_token_and_check_in() {
     for store in stores() {
         let server = TestServer::start(store).await;
         let token = server.enrollment_token("default", 2).await;
-        let mut a = TestAgent::enroll(&server.url, &token);
-        let b = TestAgent::enroll(&server.url, &token);
+        let mut a = TestAgent::enroll(&server, &token);
+        let b = TestAgent::enroll(&server, &token);
         assert_ne!(a.id, b.id);
         // the token is used up
         let dir = tempfile::tempdir().unwrap();
@@ -101,7 +101,7 @@ async fn enrollment_refuses_a_server_whose_ca_is_not_the_one_in_the_token() {
     );
     assert!(!dir.path().join("etc/rampart").exists());
     // the genuine token still works: the refused attempt used nothing
-    TestAgent::enroll(&server.url, &token);
+    TestAgent::enroll(&server, &token);
 }
 
 #[tokio::test]
@@ -109,7 +109,7 @@ async fn a_revoked_agent_is_refused_and_its_events_wait() {
     for store in stores() {
         let server = TestServer::start(store).await;
         let token = server.enrollment_token("default", 1).await;
-        let mut agent = TestAgent::enroll(&server.url, &token);
+        let mut agent = TestAgent::enroll(&server, &token);
         agent.start();
         rampart_tests::eventually(
             std::time::Duration::from_secs(20),

@@ -57,7 +57,7 @@ async fn a_server_killed_in_the_middle_of_an_upload_loses_and_duplicates_nothing
     for store in stores() {
         let mut server = TestServer::start(store).await;
         let token = server.enrollment_token("default", 1).await;
-        let mut agent = TestAgent::enroll(&server.url, &token);
+        let mut agent = TestAgent::enroll(&server, &token);
         // a backlog that takes many uploads of 500
         agent.note("backlog", NOTES);
         agent.start();
@@ -108,15 +108,32 @@ async fn events_produced_while_the_server_is_down_arrive_exactly_once_after_it_r
     for store in stores() {
         let mut server = TestServer::start(store).await;
         let token = server.enrollment_token("default", 2).await;
-        let mut a = TestAgent::enroll(&server.url, &token);
-        let mut b = TestAgent::enroll(&server.url, &token);
+        // while the server is away, an operator stops an agent with the policy's unload password
+        let password = "outage unload password";
+        server
+            .admin
+            .set_policy(
+                "default",
+                serde_json::json!({"unload": {"password": password}}).to_string(),
+            )
+            .await
+            .unwrap();
+        let mut a = TestAgent::enroll(&server, &token);
+        let mut b = TestAgent::enroll(&server, &token);
+        a.unload_password = Some(password.to_owned());
         a.start();
         b.start();
         let admin = server.admin.clone();
         for agent in [&a, &b] {
-            eventually(Duration::from_secs(20), "agent online", || async {
-                (events_of(&admin, &agent.id).await.len() >= 3).then_some(())
-            })
+            eventually(
+                Duration::from_secs(20),
+                "agent online with the policy",
+                || async {
+                    let events = events_of(&admin, &agent.id).await;
+                    (events.len() >= 3 && events.iter().any(|e| e.kind == "policy.applied"))
+                        .then_some(())
+                },
+            )
             .await;
         }
         server.stop();

@@ -24,8 +24,8 @@ async fn two_agents_apply_a_policy_change_within_one_interval() {
             .unwrap();
         let token = server.enrollment_token("fleet", 2).await;
         let mut agents = [
-            TestAgent::enroll(&server.url, &token),
-            TestAgent::enroll(&server.url, &token),
+            TestAgent::enroll(&server, &token),
+            TestAgent::enroll(&server, &token),
         ];
         for a in agents.iter_mut() {
             a.start();

@@ -21,7 +21,7 @@ async fn two_replicas_on_one_postgres_serve_the_same_fleet() {
     let (b_admin, _) = b.admin.login("admin", &a.password).await.unwrap();
 
     let token = a.enrollment_token("default", 1).await;
-    let mut agent = TestAgent::enroll(&a.url, &token);
+    let mut agent = TestAgent::enroll(&a, &token);
     agent.start();
     agent.note("via replica a", 10);
     eventually(

@@ -75,7 +75,7 @@ async fn an_enrolled_agent_refuses_every_attack_and_reports_it_until_an_authoriz
         .await
         .unwrap();
     let token = server.enrollment_token("default", 1).await;
-    let mut agent = TestAgent::enroll(&server.url, &token);
+    let mut agent = TestAgent::enroll(&server, &token);
     agent.start();
     let pid = agent.pid().unwrap();
     eventually(
@@ -207,7 +207,7 @@ async fn an_enrolled_agent_refuses_every_attack_and_reports_it_until_an_authoriz
 async fn on_this_kernel_the_agent_guards_its_files_and_reports_the_tier_it_uses() {
     let server = TestServer::start(StoreKind::Sqlite).await;
     let token = server.enrollment_token("default", 1).await;
-    let mut agent = TestAgent::enroll(&server.url, &token);
+    let mut agent = TestAgent::enroll(&server, &token);
     agent.start();
     let status = eventually(
         Duration::from_secs(30),
@@ -290,8 +290,8 @@ async fn on_this_kernel_the_agent_guards_its_files_and_reports_the_tier_it_uses(
 async fn a_maintenance_token_unloads_once_and_only_the_agent_it_names() {
     let server = TestServer::start(StoreKind::Sqlite).await;
     let token = server.enrollment_token("default", 2).await;
-    let mut a = TestAgent::enroll(&server.url, &token);
-    let mut b = TestAgent::enroll(&server.url, &token);
+    let mut a = TestAgent::enroll(&server, &token);
+    let mut b = TestAgent::enroll(&server, &token);
     a.start();
     b.start();
     let for_a = server
@@ -399,7 +399,7 @@ async fn the_server_protects_its_data_folder_and_an_administrator_can_lift_it() 
         .any(|e| e.body["target"]["path"] == ca.display().to_string()));
     // the server keeps working on its own data meanwhile
     let token = server.enrollment_token("default", 1).await;
-    TestAgent::enroll(&server.url, &token);
+    TestAgent::enroll(&server, &token);
     // an administrator lifts it
     let lifted = server.admin.unload_server().await.unwrap();
     assert_eq!(lifted["self_protection"]["state"], "off", "{lifted}");

@@ -49,10 +49,17 @@ fn up_starts_a_server_and_an_enrolled_agent_and_down_stops_them() {
     // installed into its own folder below the root; the build tree is not where it runs from
     let installed = root.path().join("opt/rampart/bin/rampart");
     assert!(installed.exists());
-    let pids = std::fs::read_to_string(root.path().join("var/lib/rampart/up.pids")).unwrap();
-    for pid in pids.split_whitespace() {
+    let processes = rampart_tests::processes_below(root.path());
+    // the server, the agent and (in the userspace tier) their supervisors
+    assert!(processes.len() >= 2, "{processes:?}");
+    for (pid, args) in &processes {
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
-        assert_eq!(exe, installed, "process {pid} runs {}", exe.display());
+        assert_eq!(
+            exe,
+            installed,
+            "process {pid} ({args:?}) runs {}",
+            exe.display()
+        );
     }
 
     let (ok, status, err) = run_cli(root.path(), &["agent", "status", "--json"]);
@@ -76,10 +83,6 @@ fn up_starts_a_server_and_an_enrolled_agent_and_down_stops_them() {
 
     let (ok, out, err) = run_cli(root.path(), &["down"]);
     assert!(ok, "{out}{err}");
-    for pid in pids.split_whitespace() {
-        assert!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            "{pid} still runs"
-        );
-    }
+    let left = rampart_tests::processes_below(root.path());
+    assert!(left.is_empty(), "still running after down: {left:?}");
 }

@@ -8,6 +8,7 @@
 //! fails the test instead of skipping it.
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -179,25 +180,63 @@ fn terminate(pid: u32) {
         .status();
 }
 
-/// Waits for `child` to exit, killing it after `timeout`.
-fn wait_or_kill(child: &mut Child, timeout: Duration) -> bool {
+pub use rampart_selfprotect::procinfo::{processes_below, running_below as process_running};
+
+/// Kills every process below `root` with SIGKILL, again until none is left: the userspace
+/// tier's supervisor starts a killed process again, so one pass is not enough.
+pub fn kill_all_below(root: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut quiet = 0;
+    while quiet < 3 && Instant::now() < deadline {
+        let found = processes_below(root);
+        if found.is_empty() {
+            quiet += 1;
+        } else {
+            quiet = 0;
+            for (pid, _) in found {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until no process below `root` runs `words`; false after `timeout`.
+fn wait_gone(root: &Path, words: &[&str], timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
+        if process_running(root, words).is_none() {
             return true;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = child.kill();
-    // a process that refuses even SIGKILL (self-protection) is left to the end of the VM
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
     false
+}
+
+/// A client of its own for `server`'s administrator session (its connections belong to the
+/// runtime that uses it, so it works from [`block_on`] while the test's runtime is blocked).
+fn fresh_admin(server_url: &str, ca_pem: &str, admin: &AdminClient) -> AdminClient {
+    AdminClient::new(server_url, ca_pem, admin.token().map(str::to_owned)).expect("client")
+}
+
+/// Runs `future` to completion on a runtime of its own (for the harness's synchronous parts,
+/// which may be called inside or outside a runtime).
+fn block_on<F>(future: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(future)
+    })
+    .join()
+    .expect("harness thread")
 }
 
 /// Runs `rampart --root ROOT ARGS…` to completion; returns (success, stdout, stderr).
@@ -290,20 +329,35 @@ impl TestServer {
         self.database.as_ref().map(|d| d.url.clone())
     }
 
-    /// Kills the server with SIGKILL, as a crash would.
+    /// Kills the server with SIGKILL, as a crash would (its supervisor too, so that nothing
+    /// starts it again).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
-            // a self-protected server (kernel tier) refuses: never wait for it without a limit
-            wait_or_kill(&mut c, Duration::ZERO);
+            kill_all_below(self.root.path());
+            let _ = c.try_wait();
         }
     }
 
-    /// Stops the server with SIGTERM.
+    /// Stops the server as an operator would: an administrator lifts its self-protection,
+    /// then SIGTERM.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            terminate(c.id());
-            wait_or_kill(&mut c, Duration::from_secs(10));
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let admin = fresh_admin(&self.url, &self.ca_pem, &self.admin);
+        let _ = block_on(async move { admin.unload_server().await });
+        if let Some(pid) = process_running(self.root.path(), &["server"]) {
+            terminate(pid);
         }
+        if !wait_gone(self.root.path(), &["server"], Duration::from_secs(10)) {
+            kill_all_below(self.root.path());
+        }
+        let _ = c.wait();
+    }
+
+    /// The server's process id right now (a supervisor may have started it again).
+    pub fn pid(&self) -> Option<u32> {
+        process_running(self.root.path(), &["server"])
     }
 
     /// Starts the server again, on the same root, store and port.
@@ -334,7 +388,11 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        self.kill9();
+        // everything below its root, also when a test failed half-way through a stop
+        kill_all_below(self.root.path());
+        if let Some(mut c) = self.child.take() {
+            let _ = c.try_wait();
+        }
         clear_immutable(self.root.path());
         if std::thread::panicking() {
             eprintln!("--- server log ({}):\n{}", self.url, tail(&self.log(), 40));
@@ -365,7 +423,8 @@ fn spawn_server(root: &Path, listen: &str, database: Option<&str>) -> (Child, So
         .stdin(Stdio::null())
         .stdout(open("server.stdout"))
         .stderr(open("server.stderr"))
-        .env("RAMPART_LOG", "info,sqlx=warn");
+        .env("RAMPART_LOG", "info,sqlx=warn")
+        .process_group(0);
     if let Some(db) = database {
         cmd.args(["--database", db]);
     }
@@ -395,17 +454,22 @@ fn spawn_server(root: &Path, listen: &str, database: Option<&str>) -> (Child, So
 pub struct TestAgent {
     root: tempfile::TempDir,
     child: Option<Child>,
+    /// The server's administrator, who issues maintenance tokens to stop the agent (a client
+    /// used only from [`block_on`]).
+    admin: AdminClient,
+    /// The policy's unload password, for stopping the agent while the server is away.
+    pub unload_password: Option<String>,
     /// The agent id, after enrollment.
     pub id: String,
 }
 
 impl TestAgent {
     /// Enrolls a new agent with `server` using `token` (the CLI, as an operator would).
-    pub fn enroll(server_url: &str, token: &str) -> TestAgent {
+    pub fn enroll(server: &TestServer, token: &str) -> TestAgent {
         let root = tempfile::tempdir().expect("temporary root");
         let (ok, stdout, stderr) = run_cli(
             root.path(),
-            &["agent", "enroll", "--server", server_url, "--token", token],
+            &["agent", "enroll", "--server", &server.url, "--token", token],
         );
         assert!(ok, "enrollment failed: {stdout}{stderr}");
         let id = stdout
@@ -417,6 +481,8 @@ impl TestAgent {
         TestAgent {
             root,
             child: None,
+            admin: fresh_admin(&server.url, &server.ca_pem, &server.admin),
+            unload_password: None,
             id,
         }
     }
@@ -444,6 +510,7 @@ impl TestAgent {
             .stdout(open("agent.stdout"))
             .stderr(open("agent.stderr"))
             .env("RAMPART_LOG", "info,sqlx=warn")
+            .process_group(0)
             .spawn()
             .expect("starting rampart agent");
         self.child = Some(child);
@@ -460,20 +527,39 @@ impl TestAgent {
         }
     }
 
-    /// Stops the daemon with SIGTERM (it writes `agent.stopped`).
+    /// Stops the daemon as an operator would: a maintenance token from the server lifts its
+    /// self-protection, then SIGTERM (it writes `agent.stopped`).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            terminate(c.id());
+        let running = self.pid();
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        if let Some(pid) = running {
+            let (admin, id) = (self.admin.clone(), self.id.clone());
+            match block_on(async move { admin.maintenance_token(&id, 600).await }) {
+                // refused when protection is off already: SIGTERM works then
+                Ok(t) => drop(self.unload_with_token(&t.token)),
+                // the server is away: the policy's unload password, if the test set one
+                Err(_) => {
+                    if let Some(p) = self.unload_password.clone() {
+                        let _ = self.unload(&p);
+                    }
+                }
+            }
+            terminate(pid);
             assert!(
-                wait_or_kill(&mut c, Duration::from_secs(15)),
+                wait_gone(self.root.path(), &["agent", "run"], Duration::from_secs(15)),
                 "agent did not stop on SIGTERM within 15 s"
             );
         }
+        kill_all_below(self.root.path());
+        let _ = c.wait();
     }
 
-    /// The agent daemon's process id, while it runs.
+    /// The agent daemon's process id right now (its supervisor may have started it again).
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref()?;
+        process_running(self.root.path(), &["agent", "run"])
     }
 
     /// `rampart agent unload --token TOKEN`; returns (success, output).
@@ -541,10 +627,11 @@ impl Drop for TestAgent {
         if std::thread::panicking() {
             eprintln!("--- agent {} log:\n{}", self.id, tail(&self.log(), 40));
         }
+        // everything below its root, also when a test failed half-way through a stop (a
+        // self-protected agent in the kernel tier refuses SIGKILL: this gives up after a while)
+        kill_all_below(self.root.path());
         if let Some(mut c) = self.child.take() {
-            // a self-protected agent refuses SIGKILL: never wait for it without a limit
-            let _ = c.kill();
-            wait_or_kill(&mut c, Duration::from_secs(5));
+            let _ = c.try_wait();
         }
         // an agent killed without an unload leaves its immutable attributes behind
         clear_immutable(self.root.path());

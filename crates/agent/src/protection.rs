@@ -2,7 +2,7 @@
 //! folder and service unit, all below the agent's root prefix) handed to the
 //! [`Guardian`](rampart_selfprotect::guardian::Guardian), which picks the tier.
 
-use rampart_selfprotect::guardian::Target;
+use rampart_selfprotect::guardian::{Supervision, Target};
 
 use crate::paths::AgentPaths;
 
@@ -20,5 +20,6 @@ pub fn target(paths: &AgentPaths) -> Target {
         // the configuration store stays without the immutable attribute: a write the kernel
         // refuses for immutability never reaches the file guard, so it could not be reported
         immutable_trees: vec![paths.install_dir.clone()],
+        supervision: Some(Supervision::of_this_process(&paths.root)),
     }
 }

@@ -104,6 +104,11 @@ impl AdminClient {
         &self.base
     }
 
+    /// The session token, when logged in.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     async fn send<T: serde::de::DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,

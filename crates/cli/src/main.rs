@@ -63,6 +63,9 @@ enum Command {
     EnrollToken(commands::enroll_token::Command),
     /// List events the server received from agents.
     Events(commands::events::Args),
+    /// The userspace tier's supervisor, started by the agent or the server themselves.
+    #[command(hide = true, name = "selfprotect-supervisor")]
+    SelfprotectSupervisor,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +78,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Command::SelfprotectSupervisor = cli.command {
+        let code = rampart_selfprotect::userspace::supervisor::main();
+        return ExitCode::from(u8::try_from(code).unwrap_or(exit::FAILURE));
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -95,6 +102,7 @@ fn main() -> ExitCode {
             Command::Agents(cmd) => commands::agents::run(&root, cmd).await,
             Command::EnrollToken(cmd) => commands::enroll_token::run(&root, cmd).await,
             Command::Events(args) => commands::events::run(&root, args).await,
+            Command::SelfprotectSupervisor => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

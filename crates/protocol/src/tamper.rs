@@ -125,4 +125,8 @@ pub struct TamperAttempt {
     pub outcome: Outcome,
     /// How many identical attempts this stands for (a flood is aggregated, never dropped).
     pub count: u64,
+    /// For a repair: microseconds from noticing the attempt to having undone it (a process
+    /// running again, a file back in place).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair_micros: Option<u64>,
 }

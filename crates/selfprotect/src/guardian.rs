@@ -12,12 +12,18 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use crate::kernel::{KernelTier, KernelTierError};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use rampart_protocol::tamper::Outcome;
+
+use crate::kernel::{KernelTier, KernelTierError, TASK_PROTECTED, TASK_TRUSTED};
 use crate::scope::Scope;
-use crate::userspace::guard::FileGuard;
+use crate::userspace::guard::{self, FileGuard};
+use crate::userspace::handover::{Handover, ObserverFds};
 use crate::userspace::immutable;
 use crate::userspace::mounts::{self, MountRepair};
-use crate::userspace::observer::Observer;
+use crate::userspace::observer::{Observer, OutcomeOf};
+use crate::userspace::watchdog::{OnSupervisor, Watchdog};
 
 /// The protection's name in check-ins.
 pub const NAME: &str = "self-protection";
@@ -35,6 +41,34 @@ pub struct Target {
     /// Folders that do not change while the process runs, which also get the immutable
     /// attribute in the userspace tier (the install folder).
     pub immutable_trees: Vec<PathBuf>,
+    /// How the userspace tier's supervisor is started and how it starts this process again;
+    /// without it, this process runs unsupervised.
+    pub supervision: Option<Supervision>,
+}
+
+/// The command lines of the userspace tier's pair.
+#[derive(Debug, Clone, Default)]
+pub struct Supervision {
+    /// The arguments (after the program) that run `rampart selfprotect-supervisor`.
+    pub supervisor_args: Vec<String>,
+    /// The command line that starts this process again, program name first.
+    pub restart_args: Vec<String>,
+}
+
+impl Supervision {
+    /// For a process of the `rampart` binary below `root`: the supervisor runs as `rampart
+    /// --root ROOT selfprotect-supervisor`, and this process is started again with the command
+    /// line it has now.
+    pub fn of_this_process(root: &std::path::Path) -> Supervision {
+        Supervision {
+            supervisor_args: vec![
+                "--root".to_owned(),
+                root.display().to_string(),
+                "selfprotect-supervisor".to_owned(),
+            ],
+            restart_args: std::env::args().collect(),
+        }
+    }
 }
 
 impl Target {
@@ -50,10 +84,13 @@ impl Target {
 /// Self-protection of this process and its target.
 pub struct Guardian {
     target: Target,
+    /// What the supervisor handed this process when it started it again.
+    inherited: Option<Handover>,
     kernel: Option<KernelTier>,
     guard: Option<FileGuard>,
     mounts: Option<MountRepair>,
-    observer: Option<Observer>,
+    observer: Option<Arc<Observer>>,
+    watchdog: Option<Watchdog>,
     immutable: Vec<PathBuf>,
     state: ProtectionStatus,
     unloaded_until: Option<Instant>,
@@ -64,12 +101,22 @@ impl Guardian {
     /// Puts self-protection in force with the strongest tier this host allows.
     pub fn start(target: Target) -> (Guardian, mpsc::Receiver<TamperAttempt>) {
         let (reports, rx) = mpsc::channel();
+        let inherited = match Handover::inherited() {
+            Some(Ok(h)) => Some(h),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "ignoring the supervisor's handover");
+                None
+            }
+            None => None,
+        };
         let mut p = Guardian {
             target,
+            inherited,
             kernel: None,
             guard: None,
             mounts: None,
             observer: None,
+            watchdog: None,
             immutable: Vec::new(),
             state: off("starting"),
             unloaded_until: None,
@@ -88,6 +135,12 @@ impl Guardian {
                 return;
             }
         };
+        if self.inherited.is_some() {
+            // started again by the userspace tier's supervisor: that tier it is
+            let why = "started again by its supervisor".to_owned();
+            self.lock_userspace(&resolved, &why);
+            return;
+        }
         match KernelTier::start(&resolved, &[std::process::id()], self.reports.clone()) {
             Ok(k) => {
                 self.kernel = Some(k);
@@ -114,10 +167,22 @@ impl Guardian {
         }
     }
 
-    /// The userspace tier: the fanotify file guard and the immutable install files.
+    /// The userspace tier: the fanotify file guard, mount repair, the signal observer, the
+    /// immutable install files, and the supervisor pair.
     fn lock_userspace(&mut self, resolved: &crate::scope::Resolved, why: &str) {
-        let trusted = Arc::new(RwLock::new(HashSet::from([std::process::id()])));
-        match FileGuard::start(resolved, trusted, self.reports.clone()) {
+        let me = std::process::id();
+        let inherited = self.inherited.take();
+        let trusted = Arc::new(RwLock::new(HashSet::from([me])));
+        if let Some(h) = &inherited {
+            trusted.write().expect("trusted lock").insert(h.peer);
+        }
+        let guard = match &inherited {
+            Some(h) => guard::mark(&h.guard, resolved)
+                .and_then(|()| h.guard.try_clone())
+                .and_then(|g| FileGuard::answer(g, trusted.clone(), self.reports.clone())),
+            None => FileGuard::start(resolved, trusted.clone(), self.reports.clone()),
+        };
+        match guard {
             Ok(g) => self.guard = Some(g),
             Err(e) => {
                 self.state = off(&format!("{why}; the userspace file guard failed too: {e}"));
@@ -125,33 +190,32 @@ impl Guardian {
                 return;
             }
         }
-        let trees: Vec<PathBuf> = self
-            .target
-            .immutable_trees
-            .iter()
-            .filter(|d| d.is_dir())
-            .cloned()
-            .collect();
-        let units: Vec<PathBuf> = self
-            .target
-            .files
-            .iter()
-            .filter(|f| f.exists())
-            .cloned()
-            .collect();
+        let trees: Vec<PathBuf> = existing(&self.target.immutable_trees);
+        let units: Vec<PathBuf> = existing(&self.target.files);
         match MountRepair::start(
             mounts::guarded_points(&self.target.scope().trees),
+            inherited.as_ref().map(|h| h.mount_baseline.clone()),
             self.reports.clone(),
         ) {
             Ok(m) => self.mounts = Some(m),
             Err(e) => tracing::warn!(error = %e, "mount repair could not start"),
         }
-        let me = std::process::id();
-        match Observer::start(vec![me], vec![me], self.reports.clone()) {
-            Ok(o) => self.observer = Some(o),
-            Err(e) => {
-                tracing::warn!(error = %e, "the signal observer could not start")
-            }
+        let supervisor = Arc::new(AtomicU32::new(inherited.as_ref().map_or(0, |h| h.peer)));
+        let outcome = outcome_of(me, supervisor.clone());
+        let observer = match inherited
+            .as_ref()
+            .and_then(|h| clone_observer(h.observer.as_ref()))
+        {
+            Some(fds) => Observer::adopt(fds, self.reports.clone(), outcome).inspect(|o| {
+                // the predecessor's entries go; this process and its supervisor come in
+                o.forget_all();
+                o.watch(me, TASK_PROTECTED | TASK_TRUSTED);
+            }),
+            None => Observer::start(vec![me], vec![me], self.reports.clone(), outcome),
+        };
+        match observer {
+            Ok(o) => self.observer = Some(Arc::new(o)),
+            Err(e) => tracing::warn!(error = %e, "the signal observer could not start"),
         }
         match immutable::set(&trees, &units) {
             Ok(done) => self.immutable = done,
@@ -159,15 +223,95 @@ impl Guardian {
                 tracing::warn!(error = %e, "could not set the immutable attribute on the install files")
             }
         }
+        let supervised = match self.target.supervision.clone() {
+            Some(s) => match self.start_watchdog(s, inherited, trusted, supervisor) {
+                Ok(w) => {
+                    self.watchdog = Some(w);
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "self-protection: the supervisor could not start");
+                    false
+                }
+            },
+            None => false,
+        };
+        let processes = if supervised {
+            "signals are held back by the supervisor, which starts a killed process again at \
+             once and keeps debuggers from attaching"
+        } else {
+            "signals are observed but not refused, debuggers are not kept out (no supervisor)"
+        };
         self.state = ProtectionStatus {
             name: NAME.to_owned(),
             state: ProtectionState::Degraded,
             reason: Some(format!(
                 "userspace tier: {why}; files are guarded (fanotify, immutable install files, \
-                 mount repair), signals are observed but not refused, debuggers are not yet"
+                 mount repair); {processes}"
             )),
         };
-        tracing::info!("self-protection enforced by the userspace tier (fanotify)");
+        tracing::info!(
+            supervised,
+            "self-protection enforced by the userspace tier (fanotify)"
+        );
+    }
+
+    /// Starts (or, after a restart, finds) the supervisor and hands it the shared objects.
+    fn start_watchdog(
+        &self,
+        supervision: Supervision,
+        inherited: Option<Handover>,
+        trusted: Arc<RwLock<HashSet<u32>>>,
+        supervisor: Arc<AtomicU32>,
+    ) -> std::io::Result<Watchdog> {
+        let guard = self
+            .guard
+            .as_ref()
+            .expect("the guard runs")
+            .group()
+            .try_clone()?;
+        let (reports_read, reports_write, existing) = match inherited {
+            Some(h) => (h.reports_read, h.reports_write, Some(h.peer)),
+            None => {
+                let (r, w) = crate::sys::pipe()?;
+                (r, w, None)
+            }
+        };
+        let handover = Handover {
+            guard,
+            observer: clone_observer(self.observer.as_ref().map(|o| o.fds())),
+            reports_read,
+            reports_write,
+            mount_baseline: self
+                .mounts
+                .as_ref()
+                .map(|m| m.baseline().to_vec())
+                .unwrap_or_default(),
+            peer: 0,
+            restart_args: supervision.restart_args,
+        };
+        let observer = self.observer.clone();
+        let on_supervisor: OnSupervisor = Arc::new(move |old, new| {
+            let mut t = trusted.write().expect("trusted lock");
+            if let Some(old) = old {
+                t.remove(&old);
+            }
+            t.insert(new);
+            if let Some(o) = &observer {
+                if let Some(old) = old {
+                    o.forget(old);
+                }
+                o.watch(new, TASK_PROTECTED | TASK_TRUSTED);
+            }
+            supervisor.store(new, Ordering::SeqCst);
+        });
+        Watchdog::start(
+            handover,
+            supervision.supervisor_args,
+            existing,
+            on_supervisor,
+            self.reports.clone(),
+        )
     }
 
     /// The state to report.
@@ -179,6 +323,10 @@ impl Guardian {
     pub fn unload(&mut self) {
         if let Some(k) = self.kernel.take() {
             k.unload();
+        }
+        // the supervisor first: it holds the shared objects and traces this process
+        if let Some(w) = self.watchdog.take() {
+            w.stand_down();
         }
         self.guard = None;
         self.mounts = None;
@@ -208,6 +356,37 @@ impl Guardian {
     pub fn is_unloaded(&self) -> bool {
         self.unloaded_until.is_some()
     }
+}
+
+/// The paths of `paths` that exist.
+fn existing(paths: &[PathBuf]) -> Vec<PathBuf> {
+    paths.iter().filter(|p| p.exists()).cloned().collect()
+}
+
+fn clone_observer(fds: Option<&ObserverFds>) -> Option<ObserverFds> {
+    let fds = fds?;
+    Some(ObserverFds {
+        link: fds.link.try_clone().ok()?,
+        ring: fds.ring.try_clone().ok()?,
+        watched: fds.watched.try_clone().ok()?,
+    })
+}
+
+/// What became of an observed signal, given this process and its supervisor (0: none): held
+/// back by the supervisor, ignored by it, undone (a stopped supervisor is continued), or —
+/// SIGKILL, which nothing can hold back — only observed, a restart following.
+fn outcome_of(me: u32, supervisor: Arc<AtomicU32>) -> OutcomeOf {
+    Arc::new(move |a: &TamperAttempt| {
+        let sup = supervisor.load(Ordering::SeqCst);
+        let signal = a.detail.unwrap_or(0) as i32;
+        match a.target.pid {
+            _ if signal == libc::SIGKILL || sup == 0 => Outcome::Observed,
+            Some(p) if p == me => Outcome::Refused,
+            Some(p) if p == sup && signal == libc::SIGSTOP => Outcome::Repaired,
+            Some(p) if p == sup => Outcome::Refused,
+            _ => Outcome::Observed,
+        }
+    })
 }
 
 fn off(reason: &str) -> ProtectionStatus {

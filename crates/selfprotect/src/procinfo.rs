@@ -71,6 +71,45 @@ pub fn actor(tgid: u32, tid: u32, uid: u32, comm: &str, ppid: u32) -> Actor {
     }
 }
 
+/// The processes whose command line names `root` as their root prefix (`--root ROOT`), with
+/// their arguments: every agent, server and supervisor of one Rampart installation.
+pub fn processes_below(root: &std::path::Path) -> Vec<(u32, Vec<String>)> {
+    let root = root.display().to_string();
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.windows(2).any(|w| w[0] == "--root" && w[1] == root) {
+            out.push((pid, args));
+        }
+    }
+    out
+}
+
+/// The process below `root` running `rampart … WORDS…` (`["agent", "run"]`, `["server"]`).
+pub fn running_below(root: &std::path::Path, words: &[&str]) -> Option<u32> {
+    processes_below(root)
+        .into_iter()
+        .find(|(_, args)| args.windows(words.len()).any(|w| w == words))
+        .map(|(pid, _)| pid)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -74,6 +74,7 @@ mod tests {
             tier: Tier::Kernel,
             outcome: Outcome::Refused,
             count: 1,
+            repair_micros: None,
         }
     }
 

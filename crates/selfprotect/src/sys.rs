@@ -55,14 +55,15 @@ pub fn fanotify_permission_group() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Adds `mask` to the marks of the inode at `path`.
+/// Adds `mask` to the marks of the inode at `path` (a symbolic link is marked itself, never
+/// followed).
 pub fn fanotify_mark_inode(group: &OwnedFd, mask: u64, path: &Path) -> io::Result<()> {
     let p = cpath(path)?;
     // SAFETY: group is a live fanotify descriptor; p is a valid NUL-terminated path.
     check(unsafe {
         libc::fanotify_mark(
             group.as_raw_fd(),
-            libc::FAN_MARK_ADD,
+            libc::FAN_MARK_ADD | libc::FAN_MARK_DONT_FOLLOW,
             mask,
             libc::AT_FDCWD,
             p.as_ptr(),
@@ -192,4 +193,230 @@ pub fn poll_mount_change(mountinfo: &std::fs::File, timeout_ms: i32) -> bool {
     // SAFETY: one valid pollfd for the duration of the call.
     let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
     n > 0 && (p.revents & (libc::POLLPRI | libc::POLLERR)) != 0
+}
+
+// ---- processes: ptrace, wait, pidfds, signals (the userspace tier's supervisor) ----
+
+/// Seizes thread `tid` for tracing (`PTRACE_SEIZE`), with `options`, without stopping it.
+pub fn ptrace_seize(tid: u32, options: libc::c_int) -> io::Result<()> {
+    // SAFETY: PTRACE_SEIZE takes a tid and an options word in `data`; `addr` is unused.
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_SEIZE,
+            tid as libc::pid_t,
+            std::ptr::null_mut::<libc::c_void>(),
+            options as libc::c_long as *mut libc::c_void,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Resumes a stopped tracee, delivering `signal` (0 for none).
+pub fn ptrace_cont(tid: u32, signal: i32) -> io::Result<()> {
+    // SAFETY: PTRACE_CONT takes a tid and the signal to deliver in `data`.
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_CONT,
+            tid as libc::pid_t,
+            std::ptr::null_mut::<libc::c_void>(),
+            signal as libc::c_long as *mut libc::c_void,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Who sent the signal a tracee is stopped with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalSender {
+    /// `si_code`: positive when the kernel raised it, `SI_USER`/`SI_QUEUE`/`SI_TKILL` from a process.
+    pub code: i32,
+    /// Sending process, for signals sent by a process.
+    pub pid: u32,
+    /// Its real user id.
+    pub uid: u32,
+}
+
+/// Reads the siginfo of the signal tracee `tid` is stopped with.
+pub fn ptrace_sender(tid: u32) -> io::Result<SignalSender> {
+    let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::zeroed();
+    // SAFETY: PTRACE_GETSIGINFO writes one siginfo_t into `data`, which points to enough room.
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETSIGINFO,
+            tid as libc::pid_t,
+            std::ptr::null_mut::<libc::c_void>(),
+            info.as_mut_ptr().cast::<libc::c_void>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled the structure; si_pid/si_uid are read as the kill layout, which
+    // is what user-sent signals carry (for kernel-raised ones the caller looks at `code` only).
+    let info = unsafe { info.assume_init() };
+    // SAFETY: as above.
+    let (pid, uid) = unsafe { (info.si_pid(), info.si_uid()) };
+    Ok(SignalSender {
+        code: info.si_code,
+        pid: pid.max(0) as u32,
+        uid,
+    })
+}
+
+/// What `wait_any` saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    /// Thread `tid` exited with `code`.
+    Exited(u32, i32),
+    /// Thread `tid` was killed by `signal`.
+    Killed(u32, i32),
+    /// Thread `tid` stopped with `signal`; `event` is the ptrace event (0 for a signal-delivery
+    /// stop).
+    Stopped { tid: u32, signal: i32, event: i32 },
+}
+
+/// Waits for any child or tracee (`__WALL`); `Ok(None)` if there is none.
+pub fn wait_any() -> io::Result<Option<Waited>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: waitpid writes the status into a local int.
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
+    if pid < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ECHILD) => Ok(None),
+            Some(libc::EINTR) => wait_any(),
+            _ => Err(e),
+        };
+    }
+    let tid = pid as u32;
+    Ok(Some(if libc::WIFEXITED(status) {
+        Waited::Exited(tid, libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        Waited::Killed(tid, libc::WTERMSIG(status))
+    } else {
+        Waited::Stopped {
+            tid,
+            signal: libc::WSTOPSIG(status),
+            event: status >> 16,
+        }
+    }))
+}
+
+/// A pidfd for process `pid`: readable once the process has exited.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor this function owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Sends `signal` to process `pid`.
+pub fn kill(pid: u32, signal: i32) -> io::Result<()> {
+    // SAFETY: kill(2) takes two integers and has no memory effects.
+    check(unsafe { libc::kill(pid as libc::pid_t, signal) })
+}
+
+/// Ignores every signal that can be ignored, except SIGCHLD (the supervisor waits for its
+/// child), so only SIGKILL and SIGSTOP still act on this process.
+pub fn ignore_signals() {
+    for signal in 1..=64 {
+        if matches!(signal, libc::SIGKILL | libc::SIGSTOP | libc::SIGCHLD) {
+            continue;
+        }
+        // SAFETY: installing SIG_IGN stores no pointer to our memory; invalid numbers just fail.
+        unsafe {
+            libc::signal(signal, libc::SIG_IGN);
+        }
+    }
+}
+
+/// Starts a new session, leaving the caller's process group (a group kill of the process it
+/// supervises does not reach it).
+pub fn new_session() {
+    // SAFETY: setsid takes no arguments; failing (already a group leader) changes nothing.
+    unsafe {
+        libc::setsid();
+    }
+}
+
+/// A pipe, both ends close-on-exec: (read, write).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into the local array.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: two fresh descriptors this function owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Makes `fd` non-blocking.
+pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL on a live descriptor we own.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    check(flags)?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) })
+}
+
+/// Takes ownership of descriptor `fd`, inherited from the process that started this one, and
+/// makes it close-on-exec. Fails if `fd` is not open.
+pub fn adopt_inherited_fd(fd: i32) -> io::Result<OwnedFd> {
+    // SAFETY: F_SETFD on an integer; fails with EBADF if it is not an open descriptor.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    // SAFETY: the descriptor is open and nothing else in this process owns it (it was
+    // inherited for this purpose and is adopted once).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Spawns `cmd` with `keep` inherited by the child (every other descriptor stays
+/// close-on-exec).
+pub fn spawn_keeping(
+    cmd: &mut std::process::Command,
+    keep: Vec<i32>,
+) -> io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and only calls fcntl, which
+    // is async-signal-safe; `keep` was moved in before the fork and is only read.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in &keep {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Stops the kernel from signalling this process when a child stops or continues
+/// (`SA_NOCLDSTOP`): a traced process whose supervisor is its child and is stopped would
+/// otherwise hold a thread in a signal stop that only the stopped supervisor could end.
+pub fn no_child_stop_signals() -> io::Result<()> {
+    // SAFETY: a zeroed sigaction is a valid "default handler, empty mask"; we only set flags.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = libc::SIG_DFL;
+    action.sa_flags = libc::SA_NOCLDSTOP;
+    // SAFETY: installs the default action with a flag; stores no pointer to our memory.
+    check(unsafe { libc::sigaction(libc::SIGCHLD, &action, std::ptr::null_mut()) })
+}
+
+/// Blocks every signal that can be blocked in the calling thread, so signals sent to the
+/// process are taken by other threads (this one must keep running while they wait).
+pub fn block_signals_in_this_thread() {
+    // SAFETY: sigfillset initialises the local set; pthread_sigmask only reads it.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+    }
 }

@@ -123,6 +123,7 @@ fn a_mount_over_a_protected_folder_is_detached_at_once_and_reported() {
     let (tx, reports) = mpsc::channel();
     let repair = rampart_selfprotect::userspace::mounts::MountRepair::start(
         rampart_selfprotect::userspace::mounts::guarded_points(std::slice::from_ref(&f.config)),
+        None,
         tx,
     )
     .unwrap();
@@ -209,7 +210,9 @@ fn signals_aimed_at_a_protected_process_are_observed_with_their_author() {
             .unwrap();
     let pid = victim.id();
     let (tx, reports) = mpsc::channel();
-    let observer = match Observer::start(vec![pid], vec![std::process::id()], tx) {
+    let observed =
+        std::sync::Arc::new(|_: &TamperAttempt| rampart_protocol::tamper::Outcome::Observed);
+    let observer = match Observer::start(vec![pid], vec![std::process::id()], tx, observed) {
         Ok(o) => o,
         Err(e) => {
             let _ = victim.kill();

@@ -102,12 +102,13 @@ pub async fn serve(
     let signing_key = signing_key(&prepared.store).await?;
     let state = api::AppState::new(prepared.store.clone(), prepared.ca.clone(), signing_key)?;
     let flusher = state.checkins.clone().spawn_flusher(prepared.store.clone());
-    let reporter = start_self_protection(&prepared, &state);
     let app = api::router(state.clone());
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("listening on {}", options.listen))?;
     let local = listener.local_addr()?;
+    // protected from here on; a supervisor that starts it again uses the address it got
+    let reporter = start_self_protection(&prepared, &state, local);
     std::fs::write(prepared.paths.listen_address_file(), local.to_string())?;
     tracing::info!(address = %local, store = ?prepared.store.backend(), "server listening");
     listener::run(listener, tls, app, shutdown).await;
@@ -133,8 +134,9 @@ pub async fn serve(
 fn start_self_protection(
     prepared: &Prepared,
     state: &api::AppState,
+    listening: std::net::SocketAddr,
 ) -> std::thread::JoinHandle<()> {
-    use rampart_selfprotect::guardian::{Guardian, Target};
+    use rampart_selfprotect::guardian::{Guardian, Supervision, Target};
     let paths = &prepared.paths;
     let install = paths.install_dir();
     let runs_installed = std::env::current_exe()
@@ -146,6 +148,10 @@ fn start_self_protection(
         trees: vec![paths.data_dir.clone()],
         files: paths.unit_files(),
         immutable_trees: Vec::new(),
+        supervision: Some(Supervision {
+            restart_args: restart_args(std::env::args().collect(), listening),
+            ..Supervision::of_this_process(&paths.root)
+        }),
     };
     if runs_installed {
         target.trees.push(install.clone());
@@ -161,6 +167,25 @@ fn start_self_protection(
         hostname().unwrap_or_else(|_| "localhost".into())
     );
     std::thread::spawn(move || report_tampering(reports, store, runtime, source))
+}
+
+/// This process's command line with `--listen` set to the address it listens on (a server on
+/// port 0 comes back on the same port when its supervisor starts it again).
+fn restart_args(mut args: Vec<String>, listening: std::net::SocketAddr) -> Vec<String> {
+    let address = listening.to_string();
+    if let Some(i) = args.iter().position(|a| a == "--listen") {
+        if i + 1 < args.len() {
+            args[i + 1] = address;
+            return args;
+        }
+    }
+    if let Some(i) = args.iter().position(|a| a.starts_with("--listen=")) {
+        args[i] = format!("--listen={address}");
+        return args;
+    }
+    args.push("--listen".to_owned());
+    args.push(address);
+    args
 }
 
 /// Stores the server's own tamper reports, aggregated per second, as events.

@@ -27,9 +27,14 @@ pub struct Args {
     pub detach: bool,
 }
 
-/// The file listing the processes `rampart up --detach` left running.
-fn pid_file(root: &Path) -> PathBuf {
-    root.join("var/lib/rampart/up.pids")
+/// What `rampart up` runs, as the words after `rampart --root ROOT`.
+const SERVER: &[&str] = &["server"];
+const AGENT: &[&str] = &["agent", "run"];
+
+/// The server's or the agent's process below `root`, if one runs (found by its command line:
+/// the userspace tier's supervisor may have started it again under a new pid).
+fn running(root: &Path, words: &[&str]) -> Option<u32> {
+    rampart_selfprotect::procinfo::running_below(root, words)
 }
 
 /// Copies the running binary into the install folder (unless it runs from there).
@@ -92,18 +97,17 @@ pub async fn run(root: &Path, args: Args) -> Result<()> {
     let root = std::path::absolute(root)?;
     let agent_paths = AgentPaths::new(&root);
     let server_paths = ServerPaths::new(&root);
-    if let Ok(pids) = std::fs::read_to_string(pid_file(&root)) {
-        if pids
-            .split_whitespace()
-            .any(|p| Path::new(&format!("/proc/{p}")).exists())
-        {
-            bail!(
-                "Rampart is already running for root {} (pids {}); stop it with `rampart --root {} down`",
-                root.display(),
-                pids.split_whitespace().collect::<Vec<_>>().join(", "),
-                root.display()
-            );
-        }
+    let already: Vec<u32> = [SERVER, AGENT]
+        .iter()
+        .filter_map(|w| running(&root, w))
+        .collect();
+    if !already.is_empty() {
+        bail!(
+            "Rampart is already running for root {} (pids {:?}); stop it with `rampart --root {} down`",
+            root.display(),
+            already,
+            root.display()
+        );
     }
     eprintln!(
         "Installing the rampart binary into {}",
@@ -199,7 +203,7 @@ pub async fn run(root: &Path, args: Args) -> Result<()> {
     let mut agent = spawn(
         &binary,
         &root,
-        &["agent", "run"],
+        AGENT,
         log_file(&agent_paths, "agent.log")?,
         args.detach,
     )?;
@@ -241,47 +245,72 @@ pub async fn run(root: &Path, args: Args) -> Result<()> {
     );
 
     if args.detach {
-        let pids = format!(
-            "{} {}",
-            server.id().unwrap_or_default(),
-            agent.id().unwrap_or_default()
-        );
-        std::fs::write(pid_file(&root), &pids)?;
         println!("  Stop with       rampart --root {} down", root.display());
         std::mem::forget(server);
         std::mem::forget(agent);
         return Ok(());
     }
     println!("Press Ctrl-C to stop the server and the agent.");
+    // either may die: its supervisor starts it again at once; if neither runs, this does
     let mut stop = std::pin::pin!(super::stop_signal());
     loop {
         tokio::select! {
             () = &mut stop => break,
-            status = server.wait() => {
-                eprintln!("server exited ({:?}); restarting it", status.ok());
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                server = spawn(&binary, &root, &server_args, log_file(&agent_paths, "server.log")?, false)?;
-            }
-            status = agent.wait() => {
-                eprintln!("agent exited ({:?}); restarting it", status.ok());
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                agent = spawn(&binary, &root, &["agent", "run"], log_file(&agent_paths, "agent.log")?, false)?;
-            }
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        let _ = server.try_wait();
+        let _ = agent.try_wait();
+        if running(&root, SERVER).is_none() {
+            eprintln!("the server is not running; starting it again");
+            server = spawn(
+                &binary,
+                &root,
+                &server_args,
+                log_file(&agent_paths, "server.log")?,
+                false,
+            )?;
+        }
+        if running(&root, AGENT).is_none() {
+            eprintln!("the agent is not running; starting it again");
+            agent = spawn(
+                &binary,
+                &root,
+                AGENT,
+                log_file(&agent_paths, "agent.log")?,
+                false,
+            )?;
         }
     }
-    for child in [&mut agent, &mut server] {
-        if let Some(pid) = child.id() {
-            terminate(pid);
-        }
-        if tokio::time::timeout(Duration::from_secs(10), child.wait())
-            .await
-            .is_err()
-        {
-            let _ = child.kill().await;
-        }
-    }
+    stop_all(&root).await;
+    let _ = server.try_wait();
+    let _ = agent.try_wait();
     println!("Stopped.");
     Ok(())
+}
+
+/// Lifts self-protection and stops the agent, then the server (so the agent's last events
+/// reach the server).
+async fn stop_all(root: &Path) {
+    // self-protection refuses to be stopped: lift it first, through the local server
+    if let Err(e) = unload_local_agent(root).await {
+        eprintln!("warning: could not lift self-protection: {e:#}");
+    }
+    for words in [AGENT, SERVER] {
+        let Some(pid) = running(root, words) else {
+            continue;
+        };
+        terminate(pid);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running(root, words).is_some() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if running(root, words).is_some() {
+            eprintln!(
+                "warning: rampart {} (pid {pid}) did not stop within 10 s",
+                words.join(" ")
+            );
+        }
+    }
 }
 
 /// Sends SIGTERM to `pid`.
@@ -315,28 +344,14 @@ async fn unload_local_agent(root: &Path) -> Result<()> {
 /// `rampart down`: stops what `rampart up --detach` started.
 pub async fn down(root: &Path) -> Result<()> {
     let root = std::path::absolute(root)?;
-    let file = pid_file(&root);
-    let Ok(pids) = std::fs::read_to_string(&file) else {
-        println!("Nothing to stop: {} does not exist", file.display());
+    if running(&root, SERVER).is_none() && running(&root, AGENT).is_none() {
+        println!(
+            "Nothing to stop: no Rampart server or agent runs for root {}",
+            root.display()
+        );
         return Ok(());
-    };
-    let pids: Vec<u32> = pids
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect();
-    // self-protection refuses to be stopped: lift it first, through the local server
-    if let Err(e) = unload_local_agent(&root).await {
-        eprintln!("warning: could not lift the local agent's self-protection: {e:#}");
     }
-    // the agent first, so its last events reach the server
-    for pid in pids.iter().rev() {
-        terminate(*pid);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    std::fs::remove_file(&file)?;
+    stop_all(&root).await;
     println!("Stopped.");
     Ok(())
 }

@@ -89,6 +89,7 @@ impl Decoder {
             tier: Tier::Kernel,
             outcome: Outcome::Refused,
             count: 1,
+            repair_micros: None,
         })
     }
 }

@@ -94,52 +94,69 @@ fn open_how_flags(tid: u32, addr: u64) -> Option<u64> {
 
 /// The running guard.
 pub struct FileGuard {
+    shared: OwnedFd,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl FileGuard {
-    /// Marks the scope and starts answering. `trusted` holds the process ids whose opens are
-    /// always allowed (the agent's own).
+    /// Marks the scope in a new group and starts answering. `trusted` holds the process ids
+    /// whose opens are always allowed (the agent's own).
     pub fn start(
         scope: &Resolved,
         trusted: Arc<RwLock<HashSet<u32>>>,
         reports: mpsc::Sender<TamperAttempt>,
     ) -> std::io::Result<FileGuard> {
         let group = sys::fanotify_permission_group()?;
-        for (key, flags) in &scope.inodes {
-            let Some(path) = scope.path_of(key) else {
-                continue;
-            };
-            if flags & CONTENTS != 0 {
-                // the folder and every file in it, also files created later
-                sys::fanotify_mark_inode(
-                    &group,
-                    libc::FAN_OPEN_PERM | libc::FAN_EVENT_ON_CHILD | libc::FAN_ONDIR,
-                    path,
-                )?;
-            } else if flags & OBJECT != 0 {
-                let in_guarded_folder = path
-                    .parent()
-                    .and_then(|p| std::fs::symlink_metadata(p).ok())
-                    .map(|m| crate::scope::InodeKey::of(&m))
-                    .and_then(|k| scope.inodes.get(&k))
-                    .is_some_and(|f| f & CONTENTS != 0);
-                if !in_guarded_folder {
-                    sys::fanotify_mark_inode(&group, libc::FAN_OPEN_PERM, path)?;
-                }
-            }
-        }
+        mark(&group, scope)?;
+        Self::answer(group, trusted, reports)
+    }
+
+    /// Answers the permission events of `group`, a group marked elsewhere (by the process
+    /// that handed it over, or by [`mark`]).
+    pub fn answer(
+        group: OwnedFd,
+        trusted: Arc<RwLock<HashSet<u32>>>,
+        reports: mpsc::Sender<TamperAttempt>,
+    ) -> std::io::Result<FileGuard> {
+        let shared = group.try_clone()?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("selfprotect-fanotify".into())
             .spawn(move || answer_loop(group, trusted, reports, flag))?;
         Ok(FileGuard {
+            shared,
             stop,
             thread: Some(thread),
         })
     }
+
+    /// The group, for handing over to the other process of the pair.
+    pub fn group(&self) -> &OwnedFd {
+        &self.shared
+    }
+}
+
+/// Marks `scope` in `group` (again, if it was marked before: marks only add up). Folders are
+/// marked with their children, which covers files created in them later; every file is marked
+/// by itself too, so that opening it through a hard link elsewhere is guarded as well.
+pub fn mark(group: &OwnedFd, scope: &Resolved) -> std::io::Result<()> {
+    for (key, flags) in &scope.inodes {
+        let Some(path) = scope.path_of(key) else {
+            continue;
+        };
+        if flags & CONTENTS != 0 {
+            sys::fanotify_mark_inode(
+                group,
+                libc::FAN_OPEN_PERM | libc::FAN_EVENT_ON_CHILD | libc::FAN_ONDIR,
+                path,
+            )?;
+        } else if flags & OBJECT != 0 {
+            sys::fanotify_mark_inode(group, libc::FAN_OPEN_PERM, path)?;
+        }
+    }
+    Ok(())
 }
 
 impl Drop for FileGuard {
@@ -160,6 +177,9 @@ fn answer_loop(
     reports: mpsc::Sender<TamperAttempt>,
     stop: Arc<AtomicBool>,
 ) {
+    // signals to this process go to other threads: an open of a protected file waits for this
+    // one, which must not wait in a signal stop
+    sys::block_signals_in_this_thread();
     let mut buf = vec![0u8; 64 * 1024];
     while !stop.load(Ordering::SeqCst) {
         if !sys::poll_readable(&group, 200) {
@@ -213,6 +233,7 @@ fn answer_loop(
                         tier: Tier::Userspace,
                         outcome: Outcome::Refused,
                         count: 1,
+                        repair_micros: None,
                     }
                 });
                 if let Err(e) = sys::fanotify_answer(&group, fd, allow) {

@@ -56,27 +56,37 @@ fn read_all(f: &mut std::fs::File) -> String {
 
 /// The running repairer.
 pub struct MountRepair {
+    baseline: Vec<u64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl MountRepair {
-    /// Watches for mounts onto `guarded` paths (protected folders and their ancestors).
+    /// Watches for mounts onto `guarded` paths (protected folders and their ancestors). Mounts
+    /// in `baseline` (ids) are left alone; without one, the mounts there now are the baseline.
+    /// Anything else already mounted over a guarded path is detached at once.
     pub fn start(
         guarded: Vec<PathBuf>,
+        baseline: Option<Vec<u64>>,
         reports: mpsc::Sender<TamperAttempt>,
     ) -> std::io::Result<MountRepair> {
         let mut mountinfo = std::fs::File::open("/proc/self/mountinfo")?;
-        let baseline: HashSet<u64> = parse(&read_all(&mut mountinfo))
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let baseline: HashSet<u64> = match baseline {
+            Some(b) => b.into_iter().collect(),
+            None => parse(&read_all(&mut mountinfo))
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect(),
+        };
+        let mut listed: Vec<u64> = baseline.iter().copied().collect();
+        listed.sort_unstable();
         let guarded: HashSet<PathBuf> = guarded.into_iter().collect();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("selfprotect-mounts".into())
             .spawn(move || {
+                repair(&mut mountinfo, &baseline, &guarded, &reports);
                 while !flag.load(Ordering::SeqCst) {
                     if !sys::poll_mount_change(&mountinfo, 200) {
                         continue;
@@ -85,9 +95,15 @@ impl MountRepair {
                 }
             })?;
         Ok(MountRepair {
+            baseline: listed,
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// The mount ids that were there before protection began.
+    pub fn baseline(&self) -> &[u64] {
+        &self.baseline
     }
 }
 
@@ -97,6 +113,7 @@ fn repair(
     guarded: &HashSet<PathBuf>,
     reports: &mpsc::Sender<TamperAttempt>,
 ) {
+    let noticed = std::time::Instant::now();
     // stacked mounts come off one at a time
     for _ in 0..16 {
         let intruders: Vec<PathBuf> = parse(&read_all(mountinfo))
@@ -125,6 +142,7 @@ fn repair(
                         tier: Tier::Userspace,
                         outcome: Outcome::Repaired,
                         count: 1,
+                        repair_micros: Some(noticed.elapsed().as_micros() as u64),
                     });
                 }
                 Err(e) => {

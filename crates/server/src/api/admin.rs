@@ -252,9 +252,10 @@ pub async fn maintenance_token(
             "valid_seconds must be between 60 and 86400".into(),
         ));
     }
-    match state.store.agent_auth(&id).await? {
-        Some(row) if !row.revoked => {}
-        _ => return Err(ApiError::NotFound(format!("agent {id:?} not found"))),
+    // a revoked agent gets one too: revoking it is how a host is retired, and uninstalling it
+    // afterwards needs its self-protection lifted
+    if state.store.agent_auth(&id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("agent {id:?} not found")));
     }
     let now = now_ms();
     let claims = rampart_protocol::maintenance::MaintenanceClaims {
