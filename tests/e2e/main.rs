@@ -2,6 +2,7 @@
 //! Modules follow capabilities.
 
 mod api;
+mod battery;
 mod enrollment;
 mod events;
 mod policy;

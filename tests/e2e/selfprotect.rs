@@ -1,19 +1,12 @@
-//! Self-protection of a real agent, enrolled to a real server, attacked as root with real tools.
-//!
-//! The kernel-tier scenario needs a kernel that loads BPF LSM programs: it is ignored in a plain
-//! `cargo test` and runs in the QEMU guest of `vm/kernel-tier-tests.sh` (scripts/test.sh runs it,
-//! so CI does).
+//! Self-protection of a real agent and server: the tier they report, unload tokens, server
+//! self-protection. The attack battery itself is in `battery.rs`.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use rampart_protocol::admin::EventsQuery;
 use rampart_protocol::tamper::{Action, TamperAttempt};
 use rampart_tests::{eventually, StoreKind, TestAgent, TestServer};
-use serde_json::json;
-
-const PASSWORD: &str = "correct horse battery staple";
 
 fn sh(cmd: &str) -> bool {
     Command::new("sh")
@@ -22,19 +15,6 @@ fn sh(cmd: &str) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
-}
-
-fn files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    for rel in [
-        "etc/rampart/agent.toml",
-        "etc/rampart/agent.credential",
-        "etc/rampart/server-ca.pem",
-    ] {
-        let p = root.join(rel);
-        out.push((p.clone(), std::fs::read(&p).unwrap()));
-    }
-    out
 }
 
 /// The `tamper` events the server holds, as attempts.
@@ -50,157 +30,6 @@ async fn tamper_attempts(server: &TestServer) -> Vec<TamperAttempt> {
         .into_iter()
         .map(|e| serde_json::from_value(e.body).unwrap())
         .collect()
-}
-
-fn state_of(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')')
-        .next()?
-        .split_whitespace()
-        .next()
-        .map(str::to_owned)
-}
-
-#[tokio::test]
-#[ignore = "needs BPF LSM: runs in the QEMU guest (vm/kernel-tier-tests.sh)"]
-async fn an_enrolled_agent_refuses_every_attack_and_reports_it_until_an_authorized_unload() {
-    let server = TestServer::start(StoreKind::Sqlite).await;
-    server
-        .admin
-        .set_policy(
-            "default",
-            json!({"checkin": {"interval_seconds": 1}, "unload": {"password": PASSWORD}})
-                .to_string(),
-        )
-        .await
-        .unwrap();
-    let token = server.enrollment_token("default", 1).await;
-    let mut agent = TestAgent::enroll(&server, &token);
-    agent.start();
-    let pid = agent.pid().unwrap();
-    eventually(
-        Duration::from_secs(30),
-        "self-protection enforced",
-        || async {
-            let s = agent.status();
-            (s["protections"][0]["state"] == "enforced" && s["applied_policy_version"] == 2)
-                .then_some(())
-        },
-    )
-    .await;
-    let root = agent.root().to_path_buf();
-    let r = root.display();
-    let before = files(&root);
-    let attacks = [
-        (format!("kill -9 {pid}"), Action::Signal),
-        (format!("kill -15 {pid}"), Action::Signal),
-        (format!("kill -STOP {pid}"), Action::Signal),
-        ("pkill -9 -f 'agent run'".to_owned(), Action::Signal),
-        (format!("strace -p {pid} -o /dev/null"), Action::Trace),
-        (
-            format!("echo evil > {r}/etc/rampart/agent.toml"),
-            Action::Write,
-        ),
-        (
-            format!("rm -f {r}/etc/rampart/agent.credential"),
-            Action::Delete,
-        ),
-        (
-            format!("rm -f {r}/var/lib/rampart/agent/outbox.db"),
-            Action::Delete,
-        ),
-        (
-            format!("truncate -s 0 {r}/var/lib/rampart/agent/outbox.db"),
-            Action::Write,
-        ),
-        (
-            format!("mv {r}/var/lib/rampart/agent {r}/var/lib/rampart/gone"),
-            Action::Rename,
-        ),
-        (
-            format!("chmod 000 {r}/etc/rampart/server-ca.pem"),
-            Action::Attributes,
-        ),
-        (
-            format!("mount -t tmpfs tmpfs {r}/etc/rampart"),
-            Action::Mount,
-        ),
-        (
-            format!("mount -o bind /tmp {r}/var/lib/rampart/agent"),
-            Action::Mount,
-        ),
-    ];
-    for (cmd, _) in &attacks {
-        assert!(!sh(cmd), "attack succeeded: {cmd}");
-        let state = state_of(pid).unwrap_or_else(|| panic!("agent gone after: {cmd}"));
-        assert!(
-            state == "S" || state == "R",
-            "agent is {state} after: {cmd}"
-        );
-    }
-    assert_eq!(files(&root), before, "protected files changed");
-
-    // every attempt reached the server as a tamper event naming its actor
-    let tamper = eventually(
-        Duration::from_secs(30),
-        "tamper events on the server",
-        || async {
-            let attempts = tamper_attempts(&server).await;
-            let all_seen = attacks
-                .iter()
-                .all(|(_, action)| attempts.iter().any(|a| a.action == *action));
-            all_seen.then_some(attempts)
-        },
-    )
-    .await;
-    for (cmd, action) in &attacks {
-        assert!(
-            tamper.iter().any(|a| a.action == *action),
-            "no {action:?} event for: {cmd}"
-        );
-    }
-    assert!(tamper
-        .iter()
-        .all(|a| !a.actor.comm.is_empty() && !a.actor.parents.is_empty()));
-    // `kill` is the shell's builtin here, so the kernel names the shell
-    assert!(tamper.iter().any(|a| a.action == Action::Signal
-        && a.target.pid == Some(pid)
-        && (a.actor.comm == "sh" || a.actor.comm == "kill")
-        && a.detail == Some(9)));
-    assert!(tamper
-        .iter()
-        .any(|a| a.action == Action::Trace && a.actor.comm == "strace"));
-
-    // a wrong unload password is refused and reported; the right one lifts protection
-    let (ok, out) = agent.unload("guess");
-    assert!(!ok && out.contains("wrong unload password"), "{out}");
-    let (ok, out) = agent.unload(PASSWORD);
-    assert!(ok, "{out}");
-    assert_eq!(agent.status()["protections"][0]["state"], "off");
-    eventually(
-        Duration::from_secs(20),
-        "unload events on the server",
-        || async {
-            let kinds: Vec<String> = server
-                .admin
-                .events(&EventsQuery::default())
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|e| e.kind)
-                .collect();
-            (kinds.iter().any(|k| k == "selfprotect.unloaded")
-                && kinds.iter().any(|k| k == "selfprotect.unload-refused"))
-            .then_some(())
-        },
-    )
-    .await;
-    // now an operator may stop it
-    agent.stop();
-    assert!(state_of(pid).is_none());
-    // and the server, which protects itself the same way, after an administrator lifts it
-    let lifted = server.admin.unload_server().await.unwrap();
-    assert_eq!(lifted["self_protection"]["state"], "off", "{lifted}");
 }
 
 #[tokio::test]

@@ -203,6 +203,16 @@ pub fn kill_all_below(root: &Path) {
     }
 }
 
+/// Kills everything below its root when dropped (a harness step that fails half-way).
+struct Reaper(PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        kill_all_below(&self.0);
+        clear_immutable(&self.0);
+    }
+}
+
 /// Waits until no process below `root` runs `words`; false after `timeout`.
 fn wait_gone(root: &Path, words: &[&str], timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
@@ -286,6 +296,8 @@ impl TestServer {
     /// Starts a server on the database at `database_url` (another replica's, say).
     pub async fn start_on(database_url: Option<String>, owned: Option<PgDatabase>) -> TestServer {
         let root = tempfile::tempdir().expect("temporary root");
+        // whatever fails from here on, nothing started below this root outlives the test
+        let reaper = Reaper(root.path().to_path_buf());
         let (child, address) = spawn_server(root.path(), "127.0.0.1:0", database_url.as_deref());
         let stdout = std::fs::read_to_string(root.path().join("server.stdout")).unwrap_or_default();
         let password = stdout
@@ -296,7 +308,12 @@ impl TestServer {
             .unwrap_or_default();
         let url = format!("https://{address}");
         let ca_pem = std::fs::read_to_string(root.path().join("var/lib/rampart/server/ca.pem"))
-            .expect("server CA");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "reading the server CA: {e}\n--- server log:\n{}",
+                    std::fs::read_to_string(root.path().join("server.stderr")).unwrap_or_default()
+                )
+            });
         let anonymous = AdminClient::new(&url, &ca_pem, None).expect("client");
         let admin = if password.is_empty() {
             anonymous
@@ -307,6 +324,7 @@ impl TestServer {
                 .expect("admin login")
                 .0
         };
+        std::mem::forget(reaper);
         TestServer {
             root,
             database: owned,

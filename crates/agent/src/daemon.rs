@@ -97,12 +97,17 @@ fn jittered(base: Duration) -> Duration {
 
 /// Runs the agent until `shutdown` completes.
 pub async fn run(paths: AgentPaths, shutdown: impl Future<Output = ()>) -> Result<()> {
+    // protection first: whatever was changed while no agent guarded its files (by someone who
+    // killed the last one, say) is put back before anything here reads them, and every file
+    // made from here on is the agent's own
+    std::fs::create_dir_all(&paths.state_dir)
+        .with_context(|| format!("creating {}", paths.state_dir.display()))?;
+    let (protection, tamper_reports) = Protection::start(crate::protection::target(&paths));
     let enrollment = Enrollment::load(&paths)?;
     let client = enrollment.client()?;
     let outbox = Outbox::open(&paths.outbox_db())
         .await
         .with_context(|| format!("opening the outbox {}", paths.outbox_db().display()))?;
-    // the control socket exists before protection resolves the state folder
     let _ = std::fs::remove_file(paths.control_socket());
     let control = tokio::net::UnixListener::bind(paths.control_socket())
         .with_context(|| format!("listening on {}", paths.control_socket().display()))?;
@@ -110,7 +115,6 @@ pub async fn run(paths: AgentPaths, shutdown: impl Future<Output = ()>) -> Resul
         paths.control_socket(),
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )?;
-    let (protection, tamper_reports) = Protection::start(crate::protection::target(&paths));
     let shared = Arc::new(Shared {
         paths: paths.clone(),
         outbox: outbox.clone(),
@@ -141,10 +145,12 @@ pub async fn run(paths: AgentPaths, shutdown: impl Future<Output = ()>) -> Resul
         protections: shared.protections(),
         ..Default::default()
     };
+    let waker = shared.clone();
     let tamper = tamper::spawn(
         tamper_reports,
         outbox.clone(),
         tokio::runtime::Handle::current(),
+        Box::new(move || waker.wake.notify_one()),
     );
     let uploader = tokio::spawn(upload_loop(client.clone(), shared.clone()));
     let controller = tokio::spawn(control_loop(control, shared.clone()));

@@ -1,6 +1,6 @@
-//! Turns self-protection's tamper reports into `tamper` events in the outbox. Identical attempts
-//! within one second (same action, target and actor) become one event with a count, so a flood
-//! is aggregated and never dropped silently.
+//! Turns self-protection's tamper reports into `tamper` events in the outbox: the first of its
+//! kind at once, identical ones within a second as one more event with their count (see
+//! [`rampart_selfprotect::report`]), so a flood is aggregated and never dropped silently.
 
 use std::sync::mpsc;
 use std::time::Instant;
@@ -12,11 +12,13 @@ use rampart_selfprotect::report::{Aggregator, WINDOW};
 
 use crate::outbox::Outbox;
 
-/// Runs the aggregation on a thread of its own until `reports` closes.
+/// Runs the aggregation on a thread of its own until `reports` closes. `wake` tells the
+/// uploader there is something to send.
 pub fn spawn(
     reports: mpsc::Receiver<TamperAttempt>,
     outbox: Outbox,
     runtime: tokio::runtime::Handle,
+    wake: Box<dyn Fn() + Send>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("tamper-reports".into())
@@ -27,26 +29,31 @@ pub fn spawn(
                 let wait = window_end.saturating_duration_since(Instant::now());
                 match reports.recv_timeout(wait) {
                     Ok(a) => {
-                        tracing::warn!(action = ?a.action, actor = %a.actor.comm, pid = a.actor.pid, target = ?a.target.path, "tamper attempt refused");
-                        agg.add(a);
+                        tracing::warn!(action = ?a.action, outcome = ?a.outcome, actor = %a.actor.comm, pid = a.actor.pid, target = ?a.target.path, "tamper attempt");
+                        if let Some(first) = agg.add(a) {
+                            push(vec![first], &outbox, &runtime);
+                            wake();
+                        }
                         continue;
                     }
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        flush(&mut agg, &outbox, &runtime);
+                        push(agg.take(), &outbox, &runtime);
                         return;
                     }
                 }
-                flush(&mut agg, &outbox, &runtime);
+                if push(agg.take(), &outbox, &runtime) {
+                    wake();
+                }
                 window_end = Instant::now() + WINDOW;
             }
         })
         .expect("spawning the tamper report thread")
 }
 
-fn flush(agg: &mut Aggregator, outbox: &Outbox, runtime: &tokio::runtime::Handle) {
-    let batch: Vec<_> = agg
-        .take()
+/// Writes attempts to the outbox as `tamper` events; true if there were any.
+fn push(attempts: Vec<TamperAttempt>, outbox: &Outbox, runtime: &tokio::runtime::Handle) -> bool {
+    let batch: Vec<_> = attempts
         .into_iter()
         .map(|a| {
             (
@@ -56,9 +63,10 @@ fn flush(agg: &mut Aggregator, outbox: &Outbox, runtime: &tokio::runtime::Handle
         })
         .collect();
     if batch.is_empty() {
-        return;
+        return false;
     }
     if let Err(e) = runtime.block_on(outbox.push_many(&batch)) {
         tracing::error!(error = %e, count = batch.len(), "could not write tamper events to the outbox");
     }
+    true
 }

@@ -18,8 +18,9 @@ use rampart_protocol::tamper::Outcome;
 
 use crate::kernel::{KernelTier, KernelTierError, TASK_PROTECTED, TASK_TRUSTED};
 use crate::scope::Scope;
-use crate::userspace::guard::{self, FileGuard};
-use crate::userspace::handover::{Handover, ObserverFds};
+use crate::userspace::guard::{self, FileGuard, Gate};
+use crate::userspace::handover::{Handover, ObserverFds, BATON_GIVEN, BATON_TAKE};
+use crate::userspace::heal::Healer;
 use crate::userspace::immutable;
 use crate::userspace::mounts::{self, MountRepair};
 use crate::userspace::observer::{Observer, OutcomeOf};
@@ -89,6 +90,7 @@ pub struct Guardian {
     kernel: Option<KernelTier>,
     guard: Option<FileGuard>,
     mounts: Option<MountRepair>,
+    healer: Option<Healer>,
     observer: Option<Arc<Observer>>,
     watchdog: Option<Watchdog>,
     immutable: Vec<PathBuf>,
@@ -115,6 +117,7 @@ impl Guardian {
             kernel: None,
             guard: None,
             mounts: None,
+            healer: None,
             observer: None,
             watchdog: None,
             immutable: Vec::new(),
@@ -171,15 +174,20 @@ impl Guardian {
     /// immutable install files, and the supervisor pair.
     fn lock_userspace(&mut self, resolved: &crate::scope::Resolved, why: &str) {
         let me = std::process::id();
-        let inherited = self.inherited.take();
+        let mut inherited = self.inherited.take();
         let trusted = Arc::new(RwLock::new(HashSet::from([me])));
         if let Some(h) = &inherited {
             trusted.write().expect("trusted lock").insert(h.peer);
         }
-        let guard = match &inherited {
-            Some(h) => guard::mark(&h.guard, resolved)
-                .and_then(|()| h.guard.try_clone())
-                .and_then(|g| FileGuard::answer(g, trusted.clone(), self.reports.clone())),
+        let guard = match &mut inherited {
+            Some(h) => {
+                take_baton(h);
+                guard::mark(&h.guard, resolved)
+                    .and_then(|()| h.guard.try_clone())
+                    .and_then(|g| {
+                        FileGuard::answer(g, Gate::new(true), trusted.clone(), self.reports.clone())
+                    })
+            }
             None => FileGuard::start(resolved, trusted.clone(), self.reports.clone()),
         };
         match guard {
@@ -192,8 +200,43 @@ impl Guardian {
         }
         let trees: Vec<PathBuf> = existing(&self.target.immutable_trees);
         let units: Vec<PathBuf> = existing(&self.target.files);
+        // the folders this process writes in heal themselves; the others are immutable
+        let healed: Vec<PathBuf> = existing(&self.target.trees)
+            .into_iter()
+            .filter(|t| !self.target.immutable_trees.contains(t))
+            .collect();
+        let shadows = Healer::shadow_dirs(&healed);
+        let guard_group = self.guard.as_ref().and_then(|g| g.group().try_clone().ok());
+        match Healer::start(
+            healed,
+            inherited.as_mut().and_then(|h| h.heal.take()),
+            guard_group,
+            trusted.clone(),
+            inherited
+                .as_ref()
+                .and_then(|h| h.predecessor)
+                .into_iter()
+                .collect(),
+            self.reports.clone(),
+        ) {
+            Ok(h) => self.healer = Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "self-healing of the configuration and state could not start")
+            }
+        }
+        let shadow_scope = Scope {
+            trees: existing(&shadows),
+            files: Vec::new(),
+        };
+        if let (Some(g), Ok(r)) = (&self.guard, shadow_scope.resolve()) {
+            if let Err(e) = guard::mark(g.group(), &r) {
+                tracing::warn!(error = %e, "could not guard the shadow folders");
+            }
+        }
+        let mut guarded = self.target.scope().trees;
+        guarded.extend(shadow_scope.trees);
         match MountRepair::start(
-            mounts::guarded_points(&self.target.scope().trees),
+            mounts::guarded_points(&guarded),
             inherited.as_ref().map(|h| h.mount_baseline.clone()),
             self.reports.clone(),
         ) {
@@ -247,7 +290,7 @@ impl Guardian {
             state: ProtectionState::Degraded,
             reason: Some(format!(
                 "userspace tier: {why}; files are guarded (fanotify, immutable install files, \
-                 mount repair); {processes}"
+                 self-healing configuration and state, mount repair); {processes}"
             )),
         };
         tracing::info!(
@@ -280,6 +323,12 @@ impl Guardian {
         let handover = Handover {
             guard,
             observer: clone_observer(self.observer.as_ref().map(|o| o.fds())),
+            heal: self
+                .healer
+                .as_ref()
+                .and_then(|h| h.group().try_clone().ok()),
+            predecessor: None,
+            baton: None,
             reports_read,
             reports_write,
             mount_baseline: self
@@ -328,6 +377,10 @@ impl Guardian {
         if let Some(w) = self.watchdog.take() {
             w.stand_down();
         }
+        // nothing is held any more: the shadows go
+        if let Some(h) = self.healer.take() {
+            h.release();
+        }
         self.guard = None;
         self.mounts = None;
         self.observer = None;
@@ -355,6 +408,28 @@ impl Guardian {
     /// Whether self-protection is lifted right now.
     pub fn is_unloaded(&self) -> bool {
         self.unloaded_until.is_some()
+    }
+}
+
+/// Takes over answering the file guard from the supervisor that started this process: asks,
+/// and waits until it has answered what it read and reads no more. If it does not say so in
+/// time (it is gone), what it read and never answered is refused.
+fn take_baton(h: &mut Handover) {
+    use std::io::{Read, Write};
+    let given = h.baton.take().is_some_and(|b| {
+        let mut s = std::os::unix::net::UnixStream::from(b);
+        let mut answer = [0u8; 1];
+        s.set_read_timeout(Some(Duration::from_secs(2))).is_ok()
+            && s.write_all(&[BATON_TAKE]).is_ok()
+            && s.read_exact(&mut answer).is_ok()
+            && answer[0] == BATON_GIVEN
+    });
+    if !given {
+        let left = crate::sys::fanotify_deny_leftovers(&h.guard, 1024);
+        tracing::warn!(
+            left,
+            "the supervisor did not hand over the file guard; taking it"
+        );
     }
 }
 

@@ -1,6 +1,7 @@
-//! Gathering tamper attempts for reporting: identical attempts within one window (same action,
-//! target and actor) become one report with a count, so a flood is aggregated and never dropped
-//! silently.
+//! Gathering tamper attempts for reporting: the first attempt of its kind (same action, target
+//! and actor) is reported at once; identical ones within the same window are counted and
+//! reported as one more report with the count when the window ends. A flood is aggregated,
+//! never dropped silently, and the first word of an attack never waits.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,13 +14,14 @@ pub const WINDOW: Duration = Duration::from_secs(1);
 /// The aggregation key: what makes two attempts the same.
 fn key(a: &TamperAttempt) -> String {
     format!(
-        "{:?}|{:?}|{:?}|{:?}|{}|{:?}",
-        a.action, a.target.path, a.target.pid, a.detail, a.actor.pid, a.actor.exe
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{}|{:?}",
+        a.action, a.outcome, a.target.path, a.target.pid, a.detail, a.actor.pid, a.actor.exe
     )
 }
 
-/// Gathers attempts and flushes them to the outbox every [`WINDOW`].
+/// Gathers attempts within a window.
 pub struct Aggregator {
+    /// Kinds seen in this window, with the repeats gathered since the first (count 0: none).
     pending: BTreeMap<String, TamperAttempt>,
 }
 
@@ -31,19 +33,29 @@ impl Aggregator {
         }
     }
 
-    /// Adds one attempt.
-    pub fn add(&mut self, a: TamperAttempt) {
+    /// Adds one attempt; returns it when it is the first of its kind in this window (to be
+    /// reported now).
+    pub fn add(&mut self, a: TamperAttempt) -> Option<TamperAttempt> {
         match self.pending.get_mut(&key(&a)) {
-            Some(existing) => existing.count += a.count,
+            Some(existing) => {
+                existing.count += a.count;
+                None
+            }
             None => {
-                self.pending.insert(key(&a), a);
+                let mut repeats = a.clone();
+                repeats.count = 0;
+                self.pending.insert(key(&a), repeats);
+                Some(a)
             }
         }
     }
 
-    /// Takes what was gathered.
+    /// Ends the window: the repeats gathered since each first report, with their counts.
     pub fn take(&mut self) -> Vec<TamperAttempt> {
-        std::mem::take(&mut self.pending).into_values().collect()
+        std::mem::take(&mut self.pending)
+            .into_values()
+            .filter(|a| a.count > 0)
+            .collect()
     }
 }
 
@@ -79,15 +91,21 @@ mod tests {
     }
 
     #[test]
-    fn a_flood_becomes_counts() {
+    fn a_flood_becomes_counts_and_the_first_is_reported_at_once() {
         let mut agg = Aggregator::new();
+        let mut now = Vec::new();
         for _ in 0..10_000 {
-            agg.add(attempt(5));
+            now.extend(agg.add(attempt(5)));
         }
-        agg.add(attempt(6));
-        let out = agg.take();
-        assert_eq!(out.len(), 2);
-        assert_eq!(out.iter().map(|a| a.count).sum::<u64>(), 10_001);
+        now.extend(agg.add(attempt(6)));
+        assert_eq!(now.len(), 2, "the first of each kind at once");
+        let later = agg.take();
+        assert_eq!(later.len(), 1, "the repeats in one report");
+        assert_eq!(later[0].count, 9_999);
+        let total: u64 = now.iter().chain(&later).map(|a| a.count).sum();
+        assert_eq!(total, 10_001, "nothing dropped");
         assert!(agg.take().is_empty());
+        // a new window reports the first at once again
+        assert!(agg.add(attempt(5)).is_some());
     }
 }

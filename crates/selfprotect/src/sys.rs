@@ -95,6 +95,16 @@ pub fn fanotify_answer(group: &OwnedFd, event_fd: i32, allow: bool) -> io::Resul
     Ok(())
 }
 
+/// Denies the permission events another reader of `group` read but never answered (it died
+/// between reading and answering): an answer names its event by descriptor number, so every
+/// number up to `max_fd` is tried. Call only when no other process reads the group. Returns how
+/// many were answered.
+pub fn fanotify_deny_leftovers(group: &OwnedFd, max_fd: i32) -> usize {
+    (0..=max_fd)
+        .filter(|fd| fanotify_answer(group, *fd, false).is_ok())
+        .count()
+}
+
 /// Reads pending events into `buf`; Ok(0) when none are pending.
 pub fn read_fd(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: buf is a valid writable region of buf.len() bytes.
@@ -419,4 +429,177 @@ pub fn block_signals_in_this_thread() {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
     }
+}
+
+// ---- the healer: fanotify notifications with file handles, handles, xattrs, times ----
+
+/// A fanotify group for notifications about names in folders (`FAN_REPORT_DFID_NAME`: each
+/// event names the folder by file handle, and the entry), non-blocking reads. Events carry the
+/// acting process's id.
+pub fn fanotify_notification_group() -> io::Result<OwnedFd> {
+    let flags =
+        libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK | libc::FAN_REPORT_DFID_NAME;
+    // SAFETY: fanotify_init takes two integer flag sets and returns a new descriptor or -1.
+    let fd =
+        unsafe { libc::fanotify_init(flags, (libc::O_RDONLY | libc::O_LARGEFILE) as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor this function owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A file handle as `name_to_handle_at` and fanotify report it: its type and bytes.
+pub type Handle = (i32, Vec<u8>);
+
+const MAX_HANDLE: usize = 128;
+
+/// The file handle of `path` (links not followed).
+pub fn name_to_handle(path: &Path) -> io::Result<Handle> {
+    let p = cpath(path)?;
+    // struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[]; }, u64-aligned
+    let mut buf = [0u64; 1 + MAX_HANDLE / 8];
+    let head = buf.as_mut_ptr().cast::<u32>();
+    // SAFETY: buf has room for the header and MAX_HANDLE bytes; we set handle_bytes first.
+    unsafe { *head = MAX_HANDLE as u32 };
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: p is a valid path; buf is a file_handle with room for MAX_HANDLE bytes; mount_id is
+    // a local int.
+    check(unsafe {
+        libc::name_to_handle_at(
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            buf.as_mut_ptr().cast::<libc::file_handle>(),
+            &mut mount_id,
+            0,
+        )
+    })?;
+    // SAFETY: the kernel filled handle_bytes (<= MAX_HANDLE), handle_type and the bytes.
+    let (len, ty) = unsafe { (*head as usize, *head.add(1) as i32) };
+    let bytes = buf.as_ptr().cast::<u8>();
+    // SAFETY: the len bytes after the 8-byte header are within buf.
+    let data = unsafe { std::slice::from_raw_parts(bytes.add(8), len.min(MAX_HANDLE)) }.to_vec();
+    Ok((ty, data))
+}
+
+/// Opens the object `handle` names (`O_PATH`), on the filesystem of `mount_fd`.
+pub fn open_by_handle(mount_fd: &OwnedFd, handle: &Handle) -> io::Result<OwnedFd> {
+    let (ty, data) = handle;
+    if data.len() > MAX_HANDLE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "handle too long",
+        ));
+    }
+    let mut buf = [0u64; 1 + MAX_HANDLE / 8];
+    let head = buf.as_mut_ptr().cast::<u32>();
+    // SAFETY: writes the header and at most MAX_HANDLE bytes into buf, which has room for them.
+    unsafe {
+        *head = data.len() as u32;
+        *head.add(1).cast::<i32>() = *ty;
+        std::ptr::copy_nonoverlapping(
+            data.as_ptr(),
+            buf.as_mut_ptr().cast::<u8>().add(8),
+            data.len(),
+        );
+    }
+    // SAFETY: buf holds a valid file_handle; the result is a new descriptor or -1.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            mount_fd.as_raw_fd(),
+            buf.as_mut_ptr().cast::<libc::file_handle>(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor this function owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The extended attributes of `path` (links not followed), names and values.
+pub fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let p = cpath(path)?;
+    let mut names = vec![0u8; 4096];
+    // SAFETY: names is a writable buffer of names.len() bytes.
+    let n = unsafe { libc::llistxattr(p.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOTSUP) => Ok(Vec::new()),
+            _ => Err(e),
+        };
+    }
+    let mut out = Vec::new();
+    for name in names[..n as usize]
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+    {
+        let cname = CString::new(name).expect("xattr names have no NUL");
+        let mut value = vec![0u8; 64 * 1024];
+        // SAFETY: valid NUL-terminated strings and a writable buffer of value.len() bytes.
+        let len = unsafe {
+            libc::lgetxattr(
+                p.as_ptr(),
+                cname.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        if len >= 0 {
+            value.truncate(len as usize);
+            out.push((name.to_vec(), value));
+        }
+    }
+    Ok(out)
+}
+
+/// Sets extended attribute `name` of `path` to `value` (links not followed).
+pub fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let p = cpath(path)?;
+    let n = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: valid NUL-terminated strings and a readable buffer of value.len() bytes.
+    check(unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
+}
+
+/// Removes extended attribute `name` of `path` (links not followed).
+pub fn remove_xattr(path: &Path, name: &[u8]) -> io::Result<()> {
+    let p = cpath(path)?;
+    let n = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: valid NUL-terminated strings.
+    check(unsafe { libc::lremovexattr(p.as_ptr(), n.as_ptr()) })
+}
+
+/// Sets the access and modification times of `path` (links not followed), in seconds and
+/// nanoseconds.
+pub fn set_times(path: &Path, atime: (i64, i64), mtime: (i64, i64)) -> io::Result<()> {
+    let p = cpath(path)?;
+    let times = [
+        libc::timespec {
+            tv_sec: atime.0,
+            tv_nsec: atime.1,
+        },
+        libc::timespec {
+            tv_sec: mtime.0,
+            tv_nsec: mtime.1,
+        },
+    ];
+    // SAFETY: p is a valid path and times two timespecs.
+    check(unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
 }

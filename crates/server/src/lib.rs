@@ -196,27 +196,32 @@ fn report_tampering(
     source: String,
 ) {
     use rampart_selfprotect::report::{Aggregator, WINDOW};
-    let mut next_seq = runtime
-        .block_on(store.list_events(&rampart_protocol::admin::EventsQuery {
-            agent: Some(source.clone()),
-            limit: Some(10_000),
-            ..Default::default()
-        }))
-        .map(|e| e.last().map(|e| e.seq + 1).unwrap_or(1))
-        .unwrap_or(1);
+    let mut next_seq = 1;
     let mut agg = Aggregator::new();
+    let mut window_end = std::time::Instant::now() + WINDOW;
     loop {
-        let closed = match reports.recv_timeout(WINDOW) {
+        let wait = window_end.saturating_duration_since(std::time::Instant::now());
+        let (closed, attempts) = match reports.recv_timeout(wait) {
             Ok(a) => {
-                tracing::warn!(action = ?a.action, actor = %a.actor.comm, "tamper attempt on the server");
-                agg.add(a);
-                continue;
+                tracing::warn!(action = ?a.action, outcome = ?a.outcome, actor = %a.actor.comm, "tamper attempt on the server");
+                match agg.add(a) {
+                    Some(first) => (false, vec![first]),
+                    None => continue,
+                }
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => false,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => true,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                window_end = std::time::Instant::now() + WINDOW;
+                (false, agg.take())
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => (true, agg.take()),
         };
-        let events: Vec<rampart_protocol::events::Event> = agg
-            .take()
+        if !attempts.is_empty() {
+            // after what is stored (another replica on this host may have written since)
+            if let Ok(last) = runtime.block_on(store.last_seq(&source)) {
+                next_seq = next_seq.max(last + 1);
+            }
+        }
+        let events: Vec<rampart_protocol::events::Event> = attempts
             .into_iter()
             .map(|a| {
                 let e = rampart_protocol::events::Event {

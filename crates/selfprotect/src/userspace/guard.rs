@@ -36,11 +36,14 @@ const O_ACCMODE: u64 = 0o3;
 const O_TRUNC: u64 = 0o1000;
 const O_NONBLOCK: u64 = 0o4000;
 const O_NOFOLLOW: u64 = 0o400000;
+const O_DIRECTORY: u64 = 0o200000;
 
 fn classify_flags(flags: u64) -> OpenKind {
     if flags & O_ACCMODE != 0 || flags & O_TRUNC != 0 {
         OpenKind::Write
-    } else if flags & O_NONBLOCK != 0 && flags & O_NOFOLLOW != 0 {
+    } else if flags & O_NONBLOCK != 0 && flags & O_NOFOLLOW != 0 && flags & O_DIRECTORY == 0 {
+        // how chattr opens; a folder walk (find, du, tar, rm -r) opens the same way but asks
+        // for a folder, and must not be refused
         OpenKind::FlagChange
     } else {
         OpenKind::Read
@@ -92,6 +95,43 @@ fn open_how_flags(tid: u32, addr: u64) -> Option<u64> {
     Some(u64::from_ne_bytes(b))
 }
 
+/// Whether this process answers the group now. fanotify matches an answer to its event by the
+/// event's descriptor number in the reader's descriptor table, so two processes reading one
+/// group could answer each other's events: only one process of the pair reads at a time (the
+/// protected process; its supervisor while it is down), and the role passes between them with a
+/// [`Gate`].
+#[derive(Debug, Default)]
+pub struct Gate {
+    active: AtomicBool,
+    /// Held while a batch is read and answered: closing the gate waits for it.
+    batch: std::sync::Mutex<()>,
+}
+
+impl Gate {
+    /// A gate, open (answering) or closed.
+    pub fn new(open: bool) -> Arc<Gate> {
+        Arc::new(Gate {
+            active: AtomicBool::new(open),
+            batch: std::sync::Mutex::new(()),
+        })
+    }
+
+    /// Starts answering.
+    pub fn open(&self) {
+        self.active.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops answering, once every event already read is answered.
+    pub fn close(&self) {
+        self.active.store(false, Ordering::SeqCst);
+        drop(self.batch.lock());
+    }
+
+    fn is_open(&self) -> bool {
+        self.active.load(Ordering::SeqCst)
+    }
+}
+
 /// The running guard.
 pub struct FileGuard {
     shared: OwnedFd,
@@ -109,13 +149,14 @@ impl FileGuard {
     ) -> std::io::Result<FileGuard> {
         let group = sys::fanotify_permission_group()?;
         mark(&group, scope)?;
-        Self::answer(group, trusted, reports)
+        Self::answer(group, Gate::new(true), trusted, reports)
     }
 
     /// Answers the permission events of `group`, a group marked elsewhere (by the process
-    /// that handed it over, or by [`mark`]).
+    /// that handed it over, or by [`mark`]), whenever `gate` is open.
     pub fn answer(
         group: OwnedFd,
+        gate: Arc<Gate>,
         trusted: Arc<RwLock<HashSet<u32>>>,
         reports: mpsc::Sender<TamperAttempt>,
     ) -> std::io::Result<FileGuard> {
@@ -124,7 +165,7 @@ impl FileGuard {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("selfprotect-fanotify".into())
-            .spawn(move || answer_loop(group, trusted, reports, flag))?;
+            .spawn(move || answer_loop(group, gate, trusted, reports, flag))?;
         Ok(FileGuard {
             shared,
             stop,
@@ -173,6 +214,7 @@ const META: usize = 24;
 
 fn answer_loop(
     group: OwnedFd,
+    gate: Arc<Gate>,
     trusted: Arc<RwLock<HashSet<u32>>>,
     reports: mpsc::Sender<TamperAttempt>,
     stop: Arc<AtomicBool>,
@@ -182,7 +224,15 @@ fn answer_loop(
     sys::block_signals_in_this_thread();
     let mut buf = vec![0u8; 64 * 1024];
     while !stop.load(Ordering::SeqCst) {
-        if !sys::poll_readable(&group, 200) {
+        if !gate.is_open() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            continue;
+        }
+        if !sys::poll_readable(&group, 100) {
+            continue;
+        }
+        let _batch = gate.batch.lock().expect("gate lock");
+        if !gate.is_open() {
             continue;
         }
         let n = match sys::read_fd(&group, &mut buf) {
@@ -192,6 +242,9 @@ fn answer_loop(
                 continue;
             }
         };
+        // every event of the batch is judged before any is answered: an answer wakes every
+        // opener waiting on the group for a moment, which hides what the others are doing
+        let mut answers = Vec::new();
         let mut at = 0;
         while at + META <= n {
             let event_len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4")) as usize;
@@ -201,53 +254,81 @@ fn answer_loop(
                 break;
             }
             if fd >= 0 {
-                let tgid = tgid_of(tid).unwrap_or(tid);
-                let is_trusted = trusted.read().map(|t| t.contains(&tgid)).unwrap_or(false);
-                let kind = if is_trusted {
-                    OpenKind::Read
-                } else {
-                    let line =
-                        std::fs::read_to_string(format!("/proc/{tid}/syscall")).unwrap_or_default();
-                    classify(&line, |addr| open_how_flags(tid, addr))
-                };
-                let allow = matches!(kind, OpenKind::Read);
-                // name the actor while it is still blocked in its open, then answer
-                let attempt = (!allow).then(|| {
-                    let path = std::fs::read_link(format!("/proc/self/fd/{fd}"))
-                        .ok()
-                        .map(|p| p.display().to_string());
-                    let comm = std::fs::read_to_string(format!("/proc/{tid}/comm"))
-                        .unwrap_or_default()
-                        .trim()
-                        .to_owned();
-                    let ppid = parent_of(tgid).unwrap_or(0);
-                    TamperAttempt {
-                        action: if kind == OpenKind::FlagChange {
-                            Action::Flags
-                        } else {
-                            Action::Write
-                        },
-                        detail: None,
-                        target: Target { path, pid: None },
-                        actor: procinfo::actor(tgid, tid, uid_of(tgid).unwrap_or(0), &comm, ppid),
-                        tier: Tier::Userspace,
-                        outcome: Outcome::Refused,
-                        count: 1,
-                        repair_micros: None,
-                    }
-                });
-                if let Err(e) = sys::fanotify_answer(&group, fd, allow) {
-                    tracing::error!(error = %e, "answering a fanotify permission event failed");
-                }
-                if let Some(a) = attempt {
-                    let _ = reports.send(a);
-                }
-                sys::close_raw(fd);
+                answers.push(judge(fd, tid, &trusted));
             }
             at += event_len;
         }
+        for (fd, allow, attempt) in answers {
+            if let Err(e) = sys::fanotify_answer(&group, fd, allow) {
+                tracing::error!(error = %e, "answering a fanotify permission event failed");
+            }
+            if let Some(a) = attempt {
+                let _ = reports.send(a);
+            }
+            sys::close_raw(fd);
+        }
     }
     // dropping the group allows whatever is still pending
+}
+
+/// Decides one open: (event descriptor, allow, the attempt to report if refused). The actor is
+/// named while it is still blocked in its open.
+fn judge(fd: i32, tid: u32, trusted: &RwLock<HashSet<u32>>) -> (i32, bool, Option<TamperAttempt>) {
+    let tgid = tgid_of(tid).unwrap_or(tid);
+    if trusted.read().map(|t| t.contains(&tgid)).unwrap_or(false) {
+        return (fd, true, None);
+    }
+    let line = syscall_of(tid);
+    let kind = classify(&line, |addr| open_how_flags(tid, addr));
+    if kind == OpenKind::Unknown {
+        tracing::warn!(tid, syscall = %line.trim(), "an open the guard could not classify: refused");
+    }
+    if kind == OpenKind::Read {
+        return (fd, true, None);
+    }
+    let path = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .ok()
+        .map(|p| p.display().to_string());
+    let comm = std::fs::read_to_string(format!("/proc/{tid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let ppid = parent_of(tgid).unwrap_or(0);
+    let attempt = TamperAttempt {
+        action: if kind == OpenKind::FlagChange {
+            Action::Flags
+        } else {
+            Action::Write
+        },
+        detail: None,
+        target: Target { path, pid: None },
+        actor: procinfo::actor(tgid, tid, uid_of(tgid).unwrap_or(0), &comm, ppid),
+        tier: Tier::Userspace,
+        outcome: Outcome::Refused,
+        count: 1,
+        repair_micros: None,
+    };
+    (fd, false, Some(attempt))
+}
+
+/// The system call thread `tid` is blocked in (`/proc/TID/syscall`). Openers waiting for an
+/// answer share one wait queue, so any answer wakes them all for a moment, and a thread caught
+/// awake reads `running`: it is looked at again until it sleeps (a few milliseconds at most).
+fn syscall_of(tid: u32) -> String {
+    for attempt in 0..400 {
+        match std::fs::read_to_string(format!("/proc/{tid}/syscall")) {
+            Ok(line) if line.starts_with("running") => {
+                if attempt < 20 {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(std::time::Duration::from_micros(10));
+                }
+            }
+            Ok(line) => return line,
+            Err(_) => return String::new(),
+        }
+    }
+    String::new()
 }
 
 fn parent_of(pid: u32) -> Option<u32> {
@@ -298,6 +379,14 @@ mod tests {
         assert_eq!(
             classify("2 0x7ffd1 0x200 0x0 0x0 0x0 0x0 0x7ffd 0x7f", no_mem),
             OpenKind::Write
+        );
+        // a folder walk: O_RDONLY|O_NONBLOCK|O_DIRECTORY|O_NOFOLLOW|O_CLOEXEC
+        assert_eq!(
+            classify(
+                "257 0xffffff9c 0x7ffd1 0xb0800 0x0 0x0 0x0 0x7ffd 0x7f",
+                no_mem
+            ),
+            OpenKind::Read
         );
         // chattr: O_RDONLY|O_NONBLOCK|O_LARGEFILE|O_NOFOLLOW
         assert_eq!(

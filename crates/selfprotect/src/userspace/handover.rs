@@ -37,6 +37,8 @@ pub struct Handover {
     pub guard: OwnedFd,
     /// The signal observer, when it loaded.
     pub observer: Option<ObserverFds>,
+    /// The healer's notification group, when it runs.
+    pub heal: Option<OwnedFd>,
     /// Reports from the supervisor to the protected process (read end).
     pub reports_read: OwnedFd,
     /// The same pipe's write end (the supervisor writes; the protected process keeps it open).
@@ -49,21 +51,37 @@ pub struct Handover {
     /// The command line that starts the protected process again (argv, first element the
     /// program name).
     pub restart_args: Vec<String>,
+    /// For a restarted process: the process it replaces (changes it made that are still
+    /// queued were the pair's own).
+    pub predecessor: Option<u32>,
+    /// For a restarted process: its end of the baton, a socket to its supervisor, which
+    /// answers the file guard while the protected process is down. The restarted process
+    /// writes `T` (taking over) and waits for `K` before it answers the group itself.
+    pub baton: Option<OwnedFd>,
 }
+
+/// The byte that asks the supervisor to stop answering the file guard.
+pub const BATON_TAKE: u8 = b'T';
+/// The supervisor's answer: it answered everything it read and reads no more.
+pub const BATON_GIVEN: u8 = b'K';
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Wire {
     guard: i32,
     observer: Option<[i32; 3]>,
+    heal: Option<i32>,
     reports: [i32; 2],
     mount_baseline: Vec<u64>,
     peer: u32,
     restart_args: Vec<String>,
+    predecessor: Option<u32>,
+    baton: Option<i32>,
 }
 
 impl Handover {
-    /// Copies of every descriptor, for handing to another process while keeping ours.
+    /// Copies of every descriptor, for handing to another process while keeping ours (the baton
+    /// is not copied: each handover gets a baton of its own).
     pub fn try_clone(&self) -> std::io::Result<Handover> {
         Ok(Handover {
             guard: self.guard.try_clone()?,
@@ -75,11 +93,17 @@ impl Handover {
                 }),
                 None => None,
             },
+            heal: match &self.heal {
+                Some(h) => Some(h.try_clone()?),
+                None => None,
+            },
             reports_read: self.reports_read.try_clone()?,
             reports_write: self.reports_write.try_clone()?,
             mount_baseline: self.mount_baseline.clone(),
             peer: self.peer,
             restart_args: self.restart_args.clone(),
+            predecessor: self.predecessor,
+            baton: None,
         })
     }
 
@@ -92,9 +116,11 @@ impl Handover {
                 o.watched.as_raw_fd(),
             ]
         });
+        let heal = self.heal.as_ref().map(|h| h.as_raw_fd());
         let wire = Wire {
             guard: self.guard.as_raw_fd(),
             observer,
+            heal,
             reports: [
                 self.reports_read.as_raw_fd(),
                 self.reports_write.as_raw_fd(),
@@ -102,9 +128,13 @@ impl Handover {
             mount_baseline: self.mount_baseline.clone(),
             peer: self.peer,
             restart_args: self.restart_args.clone(),
+            predecessor: self.predecessor,
+            baton: self.baton.as_ref().map(|b| b.as_raw_fd()),
         };
         let mut fds = vec![wire.guard, wire.reports[0], wire.reports[1]];
         fds.extend(observer.into_iter().flatten());
+        fds.extend(heal);
+        fds.extend(wire.baton);
         (
             fds,
             serde_json::to_string(&wire).expect("handover serializes"),
@@ -135,11 +165,14 @@ impl Handover {
                 }),
                 None => None,
             },
+            heal: wire.heal.map(fd).transpose()?,
             reports_read: fd(wire.reports[0])?,
             reports_write: fd(wire.reports[1])?,
             mount_baseline: wire.mount_baseline,
             peer: wire.peer,
             restart_args: wire.restart_args,
+            predecessor: wire.predecessor,
+            baton: wire.baton.map(fd).transpose()?,
         })
     }
 }

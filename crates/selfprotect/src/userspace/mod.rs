@@ -9,6 +9,7 @@
 
 pub mod guard;
 pub mod handover;
+pub mod heal;
 pub mod immutable;
 pub mod mounts;
 pub mod observer;

@@ -28,8 +28,8 @@ use std::sync::{mpsc, Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::sys::{self, Waited};
-use crate::userspace::guard::FileGuard;
-use crate::userspace::handover::{Handover, SupervisorReport, VAR};
+use crate::userspace::guard::{FileGuard, Gate};
+use crate::userspace::handover::{Handover, SupervisorReport, BATON_GIVEN, BATON_TAKE, VAR};
 
 /// si_code of signals sent by a process: SI_USER, SI_QUEUE, SI_TKILL.
 const SENT_BY_A_PROCESS: [i32; 3] = [0, -1, -6];
@@ -79,10 +79,12 @@ pub fn run(handover: Handover) -> i32 {
             })
             .expect("spawning the supervisor's report thread");
     }
+    // the protected process answers the file guard; this one only while it is down
+    let gate = Gate::new(false);
     let _guard = match handover
         .guard
         .try_clone()
-        .and_then(|g| FileGuard::answer(g, trusted.clone(), reports))
+        .and_then(|g| FileGuard::answer(g, gate.clone(), trusted.clone(), reports))
     {
         Ok(g) => g,
         Err(e) => {
@@ -139,6 +141,16 @@ pub fn run(handover: Handover) -> i32 {
         }
         let noticed = Instant::now();
         tracer.threads.clear();
+        // events the lost process read and never answered are refused (their openers would
+        // wait for ever), then this process answers until the new one takes over
+        let left = sys::fanotify_deny_leftovers(&handover.guard, 1024);
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "supervisor: refused opens the lost process had not answered"
+            );
+        }
+        gate.open();
         // a process that keeps dying at once is started again more slowly
         restarts.retain(|t| noticed.duration_since(*t) < Duration::from_secs(10));
         if restarts.len() >= 5 {
@@ -146,7 +158,7 @@ pub fn run(handover: Handover) -> i32 {
             std::thread::sleep(Duration::from_secs(1));
         }
         restarts.push_back(noticed);
-        let new_pid = match restart(&handover, me) {
+        let new_pid = match restart(&handover, me, protected, &gate) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "supervisor: cannot start the protected process again");
@@ -184,10 +196,14 @@ pub fn run(handover: Handover) -> i32 {
 
 /// Starts the protected process again: same program, same command line, the same handover
 /// with this supervisor as its peer, in a process group of its own.
-fn restart(handover: &Handover, me: u32) -> std::io::Result<u32> {
+fn restart(handover: &Handover, me: u32, lost: u32, gate: &Arc<Gate>) -> std::io::Result<u32> {
     use std::os::unix::process::CommandExt;
     let mut h = handover.try_clone()?;
     h.peer = me;
+    h.predecessor = Some(lost);
+    let (mine, theirs) = std::os::unix::net::UnixStream::pair()?;
+    h.baton = Some(OwnedFd::from(theirs));
+    pass_baton(mine, gate.clone())?;
     let (keep, value) = h.encode();
     let args = &handover.restart_args;
     let mut cmd = std::process::Command::new("/proc/self/exe");
@@ -203,6 +219,23 @@ fn restart(handover: &Handover, me: u32) -> std::io::Result<u32> {
     let pid = child.id();
     drop(h);
     Ok(pid)
+}
+
+/// Waits on this end of a baton for the new process to take over the file guard, then stops
+/// answering it and says so.
+fn pass_baton(mut baton: std::os::unix::net::UnixStream, gate: Arc<Gate>) -> std::io::Result<()> {
+    use std::io::Read;
+    std::thread::Builder::new()
+        .name("supervisor-baton".into())
+        .spawn(move || {
+            let mut b = [0u8; 1];
+            if baton.read_exact(&mut b).is_ok() && b[0] == BATON_TAKE {
+                gate.close();
+                let _ = baton.write_all(&[BATON_GIVEN]);
+            }
+            // end of file: the new process is gone before taking over; the gate stays open
+        })?;
+    Ok(())
 }
 
 /// The traced threads and what to do when one stops.

@@ -57,6 +57,15 @@ impl Store {
         Ok((accepted, events.len() as u64 - accepted))
     }
 
+    /// The highest sequence number stored for `agent_id` (0: none).
+    pub async fn last_seq(&self, agent_id: &str) -> StoreResult<u64> {
+        let row = sqlx::query("SELECT MAX(seq) AS last FROM events WHERE agent_id = $1")
+            .bind(agent_id)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>("last")?.unwrap_or(0).max(0) as u64)
+    }
+
     /// Stored events matching `q`, ordered by agent and sequence number.
     pub async fn list_events(&self, q: &EventsQuery) -> StoreResult<Vec<EventRecord>> {
         let limit = q.limit.unwrap_or(1000).min(10_000) as i64;
