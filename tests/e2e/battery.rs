@@ -85,8 +85,8 @@ fn attacks() -> Vec<Attack> {
         a("kill -HUP {pid}", refused(SIGNAL), held),
         a("/bin/kill -INT {pid}", refused(SIGNAL), held),
         a("/bin/kill -9 -- -{pgid}", refused(SIGNAL), Some(both(Restarted, SIGNAL))),
-        a("pkill -TERM -f -- '--root {r} agent run'", refused(SIGNAL), held),
-        a("pkill -9 -f -- '--root {r} agent run'", refused(SIGNAL), Some(both(Restarted, SIGNAL))),
+        a("pkill -TERM -f -- '--root {r} agent [r]un'", refused(SIGNAL), held),
+        a("pkill -9 -f -- '--root {r} agent [r]un'", refused(SIGNAL), Some(both(Restarted, SIGNAL))),
         a("strace -p {pid} -o /dev/null", refused(TRACE), Some(both(Silent, TRACE))),
         a("gdb -p {pid} -batch -ex 'info threads' 2>&1 | grep -q '^\\*'", None, Some(both(Silent, TRACE))),
         // the userspace tier's supervisor

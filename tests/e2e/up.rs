@@ -1,8 +1,6 @@
 //! `rampart up`: the main job on one machine, end to end.
 
-use std::process::Command;
-
-use rampart_tests::{rampart_bin, run_cli};
+use rampart_tests::run_cli;
 
 /// A free loopback port (bound, then released).
 fn free_port() -> u16 {
@@ -19,6 +17,8 @@ struct Down(std::path::PathBuf);
 impl Drop for Down {
     fn drop(&mut self) {
         let _ = run_cli(&self.0, &["down"]);
+        // and if that could not stop them (a test that failed half-way), the cgroup goes
+        rampart_tests::kill_all_below(&self.0);
     }
 }
 
@@ -27,10 +27,8 @@ fn up_starts_a_server_and_an_enrolled_agent_and_down_stops_them() {
     let root = tempfile::tempdir().unwrap();
     let port = free_port();
     let _down = Down(root.path().to_path_buf());
-    let out = Command::new(rampart_bin())
-        .arg("--root")
-        .arg(root.path())
-        .args(["up", "--detach", "--listen", &format!("127.0.0.1:{port}")])
+    let listen = format!("127.0.0.1:{port}");
+    let out = rampart_tests::rampart_command(root.path(), &["up", "--detach", "--listen", &listen])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -182,9 +182,58 @@ fn terminate(pid: u32) {
 
 pub use rampart_selfprotect::procinfo::{processes_below, running_below as process_running};
 
-/// Kills every process below `root` with SIGKILL, again until none is left: the userspace
-/// tier's supervisor starts a killed process again, so one pass is not enough.
+/// Where this machine's cgroup v2 hierarchy is mounted, if it is.
+fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == "cgroup2")
+        .map(|f| PathBuf::from(f[1]))
+}
+
+/// The cgroup that holds every process started below `root`.
+fn cgroup_of(root: &Path) -> Option<PathBuf> {
+    let name = root.file_name()?.to_string_lossy().replace('.', "");
+    Some(cgroup2_root()?.join("rampart-tests").join(name))
+}
+
+/// `rampart --root ROOT ARGS…`, started inside the cgroup of `root` when the machine has cgroup
+/// v2: a protected agent or server cannot be stopped by signals from the test (the userspace
+/// tier's pair starts a killed process again, and stops whoever kills it until it has), but the
+/// kernel's own `cgroup.kill` ends every process of the pair at once. That is how a test that
+/// failed half-way, or one that simulates a crash, stops them.
+pub fn rampart_command(root: &Path, args: &[&str]) -> Command {
+    let mut cmd = match cgroup_of(root) {
+        Some(cg) if std::fs::create_dir_all(&cg).is_ok() => {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#)
+                .arg(&cg)
+                .arg(rampart_bin());
+            c
+        }
+        _ => Command::new(rampart_bin()),
+    };
+    cmd.arg("--root").arg(root).args(args);
+    cmd
+}
+
+/// Kills every process below `root`: the whole cgroup at once, then SIGKILL to whatever else
+/// names the root, again until none is left (the supervisor starts a killed process again).
 pub fn kill_all_below(root: &Path) {
+    if let Some(cg) = cgroup_of(root).filter(|c| c.exists()) {
+        let _ = std::fs::write(cg.join("cgroup.kill"), "1");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
+            if procs.trim().is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = std::fs::remove_dir(&cg);
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut quiet = 0;
     while quiet < 3 && Instant::now() < deadline {
@@ -434,11 +483,8 @@ fn spawn_server(root: &Path, listen: &str, database: Option<&str>) -> (Child, So
             .open(root.join(name))
             .expect("log file")
     };
-    let mut cmd = Command::new(rampart_bin());
-    cmd.arg("--root")
-        .arg(root)
-        .args(["server", "--listen", listen])
-        .stdin(Stdio::null())
+    let mut cmd = rampart_command(root, &["server", "--listen", listen]);
+    cmd.stdin(Stdio::null())
         .stdout(open("server.stdout"))
         .stderr(open("server.stderr"))
         .env("RAMPART_LOG", "info,sqlx=warn")
@@ -520,10 +566,7 @@ impl TestAgent {
                 .open(self.root.path().join(name))
                 .expect("log file")
         };
-        let child = Command::new(rampart_bin())
-            .arg("--root")
-            .arg(self.root.path())
-            .args(["agent", "run"])
+        let child = rampart_command(self.root.path(), &["agent", "run"])
             .stdin(Stdio::null())
             .stdout(open("agent.stdout"))
             .stderr(open("agent.stderr"))

@@ -23,7 +23,7 @@ use crate::userspace::handover::{Handover, ObserverFds, BATON_GIVEN, BATON_TAKE}
 use crate::userspace::heal::Healer;
 use crate::userspace::immutable;
 use crate::userspace::mounts::{self, MountRepair};
-use crate::userspace::observer::{Observer, OutcomeOf};
+use crate::userspace::observer::{Observer, OnSignal};
 use crate::userspace::watchdog::{OnSupervisor, Watchdog};
 
 /// The protection's name in check-ins.
@@ -449,11 +449,15 @@ fn clone_observer(fds: Option<&ObserverFds>) -> Option<ObserverFds> {
 
 /// What became of an observed signal, given this process and its supervisor (0: none): held
 /// back by the supervisor, ignored by it, undone (a stopped supervisor is continued), or —
-/// SIGKILL, which nothing can hold back — only observed, a restart following.
-fn outcome_of(me: u32, supervisor: Arc<AtomicU32>) -> OutcomeOf {
+/// SIGKILL, which nothing can hold back — only observed, a restart following. The sender of a
+/// SIGKILL was stopped by the observer; it is continued once the killed process is replaced.
+fn outcome_of(me: u32, supervisor: Arc<AtomicU32>) -> OnSignal {
     Arc::new(move |a: &TamperAttempt| {
         let sup = supervisor.load(Ordering::SeqCst);
         let signal = a.detail.unwrap_or(0) as i32;
+        if signal == libc::SIGKILL {
+            continue_when_replaced(a.actor.pid, a.target.pid, me, supervisor.clone());
+        }
         match a.target.pid {
             _ if signal == libc::SIGKILL || sup == 0 => Outcome::Observed,
             Some(p) if p == me => Outcome::Refused,
@@ -462,6 +466,33 @@ fn outcome_of(me: u32, supervisor: Arc<AtomicU32>) -> OutcomeOf {
             _ => Outcome::Observed,
         }
     })
+}
+
+/// Continues `sender` (stopped by the observer for sending SIGKILL to `killed`) once neither
+/// process of the pair is `killed` any more, or after two seconds in any case.
+fn continue_when_replaced(sender: u32, killed: Option<u32>, me: u32, supervisor: Arc<AtomicU32>) {
+    if sender == 0 {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("selfprotect-continue".into())
+        .spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                let sup = supervisor.load(Ordering::SeqCst);
+                if killed != Some(me) && killed != Some(sup) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if let Err(e) = crate::sys::kill(sender, libc::SIGCONT) {
+                tracing::debug!(sender, error = %e, "continuing a stopped sender");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not continue the sender of a SIGKILL");
+        let _ = crate::sys::kill(sender, libc::SIGCONT);
+    }
 }
 
 fn off(reason: &str) -> ProtectionStatus {

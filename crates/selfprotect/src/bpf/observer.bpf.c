@@ -2,9 +2,10 @@
 /*
  * Rampart self-protection, userspace tier: an observer of signals aimed at the protected
  * processes. Where the kernel will not load BPF LSM programs, signals cannot be refused; this
- * names who sent them, so every attempt is reported with its author. It decides nothing, and
- * runs only when a signal is generated, never on other work (a sys_enter hook would tax every
- * system call of the host, and kprobes are not available on every kernel we run on).
+ * names who sent them, so every attempt is reported with its author, and stops whoever sends
+ * SIGKILL until the pair is whole again. It runs only when a signal is generated, never on
+ * other work (a sys_enter hook would tax every system call of the host, and kprobes are not
+ * available on every kernel we run on).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -65,6 +66,15 @@ int BPF_PROG(rp_observe_signal, int sig, struct kernel_siginfo *info, struct tas
 	__s32 target = BPF_CORE_READ(task, tgid);
 	if (!is_watched(target) || caller_trusted())
 		return 0;
+	/* SIGKILL cannot be held back; a process that sends it with kill(2) and its kind
+	 * (SI_USER, SI_QUEUE, SI_TKILL) is stopped before the call returns, so it cannot kill the
+	 * other process of the pair before this one is back (user space continues it then). Kills
+	 * the kernel carries out for a writer (cgroup.kill: no siginfo) are reported, not stopped. */
+	if (sig == 9 && (unsigned long)info > 1) {
+		int code = BPF_CORE_READ(info, si_code);
+		if (code == 0 || code == -1 || code == -6)
+			bpf_send_signal(19);
+	}
 	report(RP_HOOK_TASK_KILL, target, sig);
 	return 0;
 }

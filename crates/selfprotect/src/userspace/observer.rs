@@ -1,8 +1,10 @@
 //! The userspace tier's observer: a `tp_btf/signal_generate` program (`src/bpf/observer.bpf.c`)
 //! that sees every signal sent to a protected process and names its author, at no cost to other
-//! work. It refuses nothing itself; what became of the signal (held back by the supervisor,
-//! ignored, undone, or — SIGKILL — answered with a restart) is told by the `outcome` function
-//! the caller gives it.
+//! work. It refuses nothing itself, with one exception: whoever sends SIGKILL to a protected
+//! process is stopped before its `kill` returns (so one command cannot kill both processes of
+//! the pair), to be continued once the killed one is back. What became of each signal (held
+//! back by the supervisor, ignored, undone, answered with a restart), and continuing a stopped
+//! sender, is the caller's [`OnSignal`].
 //!
 //! The program, its maps and its link outlive either process of the pair: the one that loaded
 //! it hands duplicates of their descriptors over ([`ObserverFds`]), and a restarted process
@@ -30,8 +32,9 @@ mod skel {
 }
 use skel::ObserverSkelBuilder;
 
-/// Decides the outcome of an observed signal.
-pub type OutcomeOf = Arc<dyn Fn(&TamperAttempt) -> Outcome + Send + Sync>;
+/// Decides what became of an observed signal, and does what must follow it (continuing a
+/// sender of SIGKILL once the pair is whole again).
+pub type OnSignal = Arc<dyn Fn(&TamperAttempt) -> Outcome + Send + Sync>;
 
 /// The running observer; dropping it stops reading (the program stays attached while another
 /// process holds its link).
@@ -58,7 +61,7 @@ impl Observer {
         protected: Vec<u32>,
         trusted: Vec<u32>,
         reports: mpsc::Sender<TamperAttempt>,
-        outcome: OutcomeOf,
+        outcome: OnSignal,
     ) -> Result<Observer, String> {
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop, stop_rx) = mpsc::channel();
@@ -73,7 +76,7 @@ impl Observer {
     pub fn adopt(
         fds: ObserverFds,
         reports: mpsc::Sender<TamperAttempt>,
-        outcome: OutcomeOf,
+        outcome: OnSignal,
     ) -> Result<Observer, String> {
         let ring = map_by_fd(&fds.ring)?;
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -210,7 +213,7 @@ fn run_loaded(
     protected: Vec<u32>,
     trusted: Vec<u32>,
     reports: mpsc::Sender<TamperAttempt>,
-    outcome: OutcomeOf,
+    outcome: OnSignal,
     stop: mpsc::Receiver<()>,
     ready: mpsc::Sender<Result<Option<ObserverFds>, String>>,
 ) {
@@ -230,7 +233,7 @@ fn run_loaded(
 fn read(
     ring_map: &dyn MapCore,
     reports: mpsc::Sender<TamperAttempt>,
-    outcome: OutcomeOf,
+    outcome: OnSignal,
     stop: mpsc::Receiver<()>,
 ) {
     let decoder = Decoder::new(Resolved::default());
