@@ -18,7 +18,7 @@ done
 
 # attack tools busybox lacks, from the host (scripts/install-deps.sh installs them)
 files=(--file "target/debug/rampart:/test/rampart" --file "$e2e:/test/e2e")
-for tool in bpftool chattr lsattr pkill pgrep setfattr strace timeout; do
+for tool in bpftool chattr lsattr pkill pgrep setfattr strace timeout install; do
   path=$(command -v "$tool" || true)
   [ -n "$path" ] || { echo "vm: $tool is missing (scripts/install-deps.sh installs it)" >&2; exit 1; }
   files+=(--file "$path:/usr/bin/$tool")
@@ -29,7 +29,7 @@ trap 'rm -f "$runner"' EXIT
 cat > "$runner" <<'RUN'
 #!/bin/sh
 /test/kernel_tier --ignored --test-threads=1 || exit $?
-/test/e2e --ignored --test-threads=1 battery:: selfprotect:: || exit $?
+/test/e2e --ignored --test-threads=1 --nocapture battery:: selfprotect:: || exit $?
 RUN
 chmod +x "$runner"
 exec vm/run.sh "${files[@]}" --file "$kernel_tier:/test/kernel_tier" -- "$runner"

@@ -16,7 +16,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${RAMPART_VM_CACHE:-$here/../target/vm}
-timeout_s=${RAMPART_VM_TIMEOUT:-300}
+timeout_s=${RAMPART_VM_TIMEOUT:-900}
 memory=${RAMPART_VM_MEMORY:-1024}
 
 files=()

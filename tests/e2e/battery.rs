@@ -87,6 +87,8 @@ fn attacks() -> Vec<Attack> {
         a("/bin/kill -9 -- -{pgid}", refused(SIGNAL), Some(both(Restarted, SIGNAL))),
         a("pkill -TERM -f -- '--root {r} agent [r]un'", refused(SIGNAL), held),
         a("pkill -9 -f -- '--root {r} agent [r]un'", refused(SIGNAL), Some(both(Restarted, SIGNAL))),
+        // every process named rampart on the host: only where nothing else runs (the guest)
+        a("killall rampart", refused(SIGNAL), None),
         a("strace -p {pid} -o /dev/null", refused(TRACE), Some(both(Silent, TRACE))),
         a("gdb -p {pid} -batch -ex 'info threads' 2>&1 | grep -q '^\\*'", None, Some(both(Silent, TRACE))),
         // the userspace tier's supervisor
@@ -407,6 +409,7 @@ async fn run_battery(server: &TestServer, agent: &TestAgent, tier: TierKind, pas
             ))
             .status();
     }
+    eprintln!("[{pass}] {ran} attacks in the {tier:?} tier");
     ran
 }
 

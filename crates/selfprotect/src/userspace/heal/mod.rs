@@ -44,7 +44,7 @@ const ON_PARENT: u64 = libc::FAN_RENAME
     | libc::FAN_ATTRIB
     | libc::FAN_ONDIR
     | libc::FAN_EVENT_ON_CHILD;
-const ON_ANCESTOR: u64 = libc::FAN_RENAME | libc::FAN_DELETE | libc::FAN_ONDIR;
+const ON_ANCESTOR: u64 = libc::FAN_RENAME | libc::FAN_ONDIR;
 
 /// The running healer.
 pub struct Healer {
