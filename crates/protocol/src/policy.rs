@@ -20,6 +20,145 @@ pub struct Policy {
     pub update: UpdateSettings,
     /// The unload password that lifts self-protection on an agent (`rampart agent unload`).
     pub unload: UnloadSettings,
+    /// Ransomware protection: which documents, what is done, how much the vault keeps.
+    pub ransomware: RansomwareSettings,
+}
+
+/// Ransomware protection ("protects documents against unauthorized encryption or
+/// modification").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RansomwareSettings {
+    /// `block` (default): an actor convicted of encrypting or destroying documents is stopped,
+    /// its program blocked and every file it touched restored; `audit`: the same detection and
+    /// report, nothing stopped; `strict`: only trusted programs may modify documents in the
+    /// protected folders (others get EPERM when they open one for writing).
+    pub mode: RansomwareMode,
+    /// Protected folders (absolute paths; on an agent below its root prefix). Default
+    /// `/home`, `/root`, `/srv`; the server's host adds its data folder.
+    pub folders: Vec<String>,
+    /// Document types protected: `office`, `pdf`, `images`, `text`, `source`, `archives`,
+    /// `databases`, `mail`, `virtual-disks` (default: all). Files whose name says nothing are
+    /// recognised by their content type.
+    pub document_types: Vec<DocumentFamily>,
+    /// More extensions to protect (`dwg`, `.blend`).
+    pub extra_extensions: Vec<String>,
+    /// Paths left alone: a folder (`/home/alice/scratch`) or a folder name anywhere below the
+    /// protected folders (`node_modules`, `target`, `.cache`).
+    pub exclusions: Vec<String>,
+    /// Programs whose changes are never judged (and that `strict` mode lets write).
+    pub trusted_programs: Vec<TrustedProgram>,
+    /// What the vault of originals keeps.
+    pub vault: VaultSettings,
+    /// Decoy documents placed in each protected folder: a change to one convicts at once.
+    pub canaries: bool,
+}
+
+impl Default for RansomwareSettings {
+    fn default() -> Self {
+        RansomwareSettings {
+            mode: RansomwareMode::Block,
+            folders: vec!["/home".into(), "/root".into(), "/srv".into()],
+            document_types: DocumentFamily::ALL.to_vec(),
+            extra_extensions: Vec::new(),
+            exclusions: vec![
+                "node_modules".into(),
+                "target".into(),
+                ".cache".into(),
+                ".git".into(),
+            ],
+            trusted_programs: Vec::new(),
+            vault: VaultSettings::default(),
+            canaries: true,
+        }
+    }
+}
+
+/// What ransomware protection does on conviction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RansomwareMode {
+    /// Stop the actor, block its program, restore its files.
+    #[default]
+    Block,
+    /// Detect and report only.
+    Audit,
+    /// Only trusted programs may modify protected documents.
+    Strict,
+}
+
+/// A family of document types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DocumentFamily {
+    /// Word processing, spreadsheets, presentations.
+    Office,
+    /// PDF and other page formats.
+    Pdf,
+    /// Photos, drawings.
+    Images,
+    /// Plain and structured text.
+    Text,
+    /// Program source.
+    Source,
+    /// Archives.
+    Archives,
+    /// Database files.
+    Databases,
+    /// Mail, contacts, calendars.
+    Mail,
+    /// Virtual machine disks.
+    VirtualDisks,
+}
+
+impl DocumentFamily {
+    /// Every family.
+    pub const ALL: &'static [DocumentFamily] = &[
+        DocumentFamily::Office,
+        DocumentFamily::Pdf,
+        DocumentFamily::Images,
+        DocumentFamily::Text,
+        DocumentFamily::Source,
+        DocumentFamily::Archives,
+        DocumentFamily::Databases,
+        DocumentFamily::Mail,
+        DocumentFamily::VirtualDisks,
+    ];
+}
+
+/// A trusted program: its path, and the SHA-256 its file must have (without one, the file at
+/// that path when the policy is applied).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedProgram {
+    /// Absolute path of the executable.
+    pub path: String,
+    /// Its SHA-256, in hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// Limits of the vault of originals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VaultSettings {
+    /// Bytes of copies the vault keeps at most (oldest go first). Default 2 GiB.
+    pub max_bytes: u64,
+    /// Hours an original is kept after it changed. Default 72.
+    pub max_age_hours: u32,
+    /// Files larger than this are not copied before they change (recorded as not preserved).
+    /// Default 256 MiB.
+    pub max_file_bytes: u64,
+}
+
+impl Default for VaultSettings {
+    fn default() -> Self {
+        VaultSettings {
+            max_bytes: 2 << 30,
+            max_age_hours: 72,
+            max_file_bytes: 256 << 20,
+        }
+    }
 }
 
 /// The unload password. Self-protection itself is always on; this only says who may lift it.
@@ -229,6 +368,7 @@ impl Policy {
                 });
             }
         }
+        self.ransomware.validate()?;
         if let Some(h) = &self.unload.password_hash {
             if !h.starts_with("$argon2") || h.len() > 512 {
                 return Err(PolicyError::InvalidValue {
@@ -243,6 +383,58 @@ impl Policy {
     /// The policy as a JSON value with every field present.
     pub fn to_value(&self) -> Value {
         serde_json::to_value(self).expect("a policy always serializes")
+    }
+}
+
+impl RansomwareSettings {
+    fn validate(&self) -> Result<(), PolicyError> {
+        let invalid = |field: &str, message: String| PolicyError::InvalidValue {
+            field: format!("ransomware.{field}"),
+            message,
+        };
+        for (i, f) in self.folders.iter().enumerate() {
+            if !f.starts_with('/') || f.contains('\0') {
+                return Err(invalid(
+                    &format!("folders[{i}]"),
+                    format!("must be an absolute path, got {f:?}"),
+                ));
+            }
+        }
+        for (i, e) in self.extra_extensions.iter().enumerate() {
+            let e = e.trim_start_matches('.');
+            if e.is_empty() || e.len() > 32 || !e.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(invalid(
+                    &format!("extra_extensions[{i}]"),
+                    format!("must be letters and digits (1 to 32), got {e:?}"),
+                ));
+            }
+        }
+        for (i, t) in self.trusted_programs.iter().enumerate() {
+            if !t.path.starts_with('/') {
+                return Err(invalid(
+                    &format!("trusted_programs[{i}].path"),
+                    format!("must be an absolute path, got {:?}", t.path),
+                ));
+            }
+            if let Some(h) = &t.sha256 {
+                if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(invalid(
+                        &format!("trusted_programs[{i}].sha256"),
+                        "must be 64 hex digits".into(),
+                    ));
+                }
+            }
+        }
+        if self.vault.max_age_hours == 0 || self.vault.max_age_hours > 24 * 365 {
+            return Err(invalid(
+                "vault.max_age_hours",
+                "must be between 1 and 8760".into(),
+            ));
+        }
+        if self.vault.max_bytes < 1 << 20 {
+            return Err(invalid("vault.max_bytes", "must be at least 1 MiB".into()));
+        }
+        Ok(())
     }
 }
 
@@ -301,7 +493,7 @@ mod tests {
             err,
             PolicyError::UnknownKey {
                 key: "colour".into(),
-                hint: " (allowed here: `checkin`, `update`, `unload`)".into()
+                hint: " (allowed here: `checkin`, `update`, `unload`, `ransomware`)".into()
             }
         );
     }
@@ -348,6 +540,31 @@ mod tests {
         let err = Policy::parse_json(r#"{"self_protection": {"protect_services": false, "x": 1}}"#)
             .unwrap_err();
         assert!(err.to_string().contains("self_protection"), "{err}");
+    }
+
+    #[test]
+    fn ransomware_settings_are_validated_by_field() {
+        let p = Policy::parse_json(
+            r#"{"ransomware": {"mode": "strict", "folders": ["/data"], "document_types": ["pdf", "virtual-disks"],
+                "trusted_programs": [{"path": "/usr/bin/git"}], "vault": {"max_age_hours": 24}}}"#,
+        )
+        .unwrap();
+        let r = &p.policy.ransomware;
+        assert_eq!(r.mode, RansomwareMode::Strict);
+        assert_eq!(r.document_types, vec![DocumentFamily::Pdf, DocumentFamily::VirtualDisks]);
+        assert_eq!(r.vault.max_file_bytes, 256 << 20, "defaults fill the rest");
+        for (text, field) in [
+            (r#"{"ransomware": {"mode": "kill"}}"#, "ransomware.mode"),
+            (r#"{"ransomware": {"folders": ["home"]}}"#, "ransomware.folders[0]"),
+            (r#"{"ransomware": {"document_types": ["spreadsheets"]}}"#, "ransomware.document_types"),
+            (r#"{"ransomware": {"trusted_programs": [{"path": "/bin/x", "sha256": "abc"}]}}"#, "ransomware.trusted_programs[0].sha256"),
+            (r#"{"ransomware": {"vault": {"max_age_hours": 0}}}"#, "ransomware.vault.max_age_hours"),
+        ] {
+            let err = Policy::parse_json(text).unwrap_err().to_string();
+            assert!(err.contains(field), "{text}: {err}");
+        }
+        let err = Policy::parse_json(r#"{"ransomware": {"vault": {"size": 1}}}"#).unwrap_err();
+        assert!(err.to_string().contains("ransomware.vault.size"), "{err}");
     }
 
     #[test]

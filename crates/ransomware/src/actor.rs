@@ -1,0 +1,216 @@
+//! Who acts: a process, the group it belongs to, and the program it runs.
+//!
+//! Ransomware rarely works from one process: a script starts one encryptor per file, a program
+//! forks workers, a loop runs the same tool again and again. So evidence is gathered on two keys
+//! at once — the process group (a pipeline, a script and everything it started) and the program
+//! (the executable, or for an interpreter the script it runs) — and an actor is convicted when
+//! either has enough. Stopping it stops both: every process of the group, every process running
+//! that program, and their descendants.
+
+use std::path::{Path, PathBuf};
+
+/// Programs that run other programs' code: their identity is the script they run.
+const INTERPRETERS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "fish", "busybox", "python", "python2", "python3", "perl",
+    "ruby", "node", "nodejs", "php", "lua", "tclsh", "pwsh",
+];
+
+/// What program a process runs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Program {
+    /// The executable.
+    pub exe: PathBuf,
+    /// For an interpreter, the script it was given.
+    pub script: Option<PathBuf>,
+}
+
+impl Program {
+    /// Whether this is an interpreter or shell running no script of its own (`bash -c …`, an
+    /// interactive shell): such a program is never stopped or blocked as a whole.
+    pub fn is_bare_interpreter(&self) -> bool {
+        self.script.is_none() && is_interpreter(&self.exe)
+    }
+}
+
+impl std::fmt::Display for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.script {
+            Some(s) => write!(f, "{} {}", self.exe.display(), s.display()),
+            None => write!(f, "{}", self.exe.display()),
+        }
+    }
+}
+
+fn is_interpreter(exe: &Path) -> bool {
+    let name = exe
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let base = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    INTERPRETERS.contains(&name.as_str()) || INTERPRETERS.contains(&base)
+}
+
+/// A process, read from `/proc`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    /// Process id.
+    pub pid: u32,
+    /// Parent.
+    pub ppid: u32,
+    /// Process group.
+    pub pgid: u32,
+    /// Session.
+    pub sid: u32,
+    /// Command name.
+    pub comm: String,
+    /// What it runs.
+    pub program: Program,
+    /// Its command line.
+    pub cmdline: Vec<String>,
+}
+
+/// The keys evidence about a process is gathered on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ActorKey {
+    /// A process group.
+    Group(u32),
+    /// A program, wherever it runs.
+    Program(Program),
+}
+
+impl Process {
+    /// The keys to gather evidence on: the group, and the program unless it is a bare
+    /// interpreter (every shell on the host would be one actor).
+    pub fn keys(&self) -> Vec<ActorKey> {
+        let mut keys = vec![ActorKey::Group(self.pgid)];
+        if !self.program.is_bare_interpreter() {
+            keys.push(ActorKey::Program(self.program.clone()));
+        }
+        keys
+    }
+}
+
+/// Reads process `pid`; `None` once it is gone.
+pub fn process(pid: u32) -> Option<Process> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat[open + 1..close].to_owned();
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let num = |i: usize| fields.get(i).and_then(|v| v.parse::<u32>().ok());
+    let (ppid, pgid, sid) = (num(1)?, num(2)?, num(3)?);
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    let cmdline: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let script = is_interpreter(&exe)
+        .then(|| script_of(&cmdline, pid))
+        .flatten();
+    Some(Process {
+        pid,
+        ppid,
+        pgid,
+        sid,
+        comm,
+        program: Program { exe, script },
+        cmdline,
+    })
+}
+
+/// The script an interpreter runs: its first argument that is not an option, as a path
+/// relative to the process's working folder; none for `-c` and interactive use.
+fn script_of(cmdline: &[String], pid: u32) -> Option<PathBuf> {
+    let mut args = cmdline.iter().skip(1);
+    while let Some(a) = args.next() {
+        if a == "-c" || a == "-e" || a == "-m" {
+            return None;
+        }
+        if a.starts_with('-') {
+            continue;
+        }
+        let p = PathBuf::from(a);
+        let p = if p.is_absolute() {
+            p
+        } else {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?.join(p)
+        };
+        return Some(p);
+    }
+    None
+}
+
+/// Every process, for finding an actor's members.
+pub fn all_processes() -> Vec<Process> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(process)
+        .collect()
+}
+
+/// The processes an actor consists of: every process whose key is one of `keys`, and every
+/// descendant of those. Never `spare` (the agent and its supervisor), never PID 1.
+pub fn members(keys: &[ActorKey], spare: &[u32]) -> Vec<u32> {
+    let all = all_processes();
+    let mut chosen: std::collections::BTreeSet<u32> = all
+        .iter()
+        .filter(|p| p.keys().iter().any(|k| keys.contains(k)))
+        .map(|p| p.pid)
+        .collect();
+    // descendants, until none is added
+    loop {
+        let before = chosen.len();
+        for p in &all {
+            if chosen.contains(&p.ppid) {
+                chosen.insert(p.pid);
+            }
+        }
+        if chosen.len() == before {
+            break;
+        }
+    }
+    chosen
+        .into_iter()
+        .filter(|p| *p > 1 && !spare.contains(p))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpreters_are_known_by_name() {
+        assert!(is_interpreter(Path::new("/usr/bin/python3.11")));
+        assert!(is_interpreter(Path::new("/bin/bash")));
+        assert!(!is_interpreter(Path::new("/usr/bin/openssl")));
+        let bare = Program {
+            exe: "/bin/bash".into(),
+            script: None,
+        };
+        assert!(bare.is_bare_interpreter());
+        let script = Program {
+            exe: "/usr/bin/python3".into(),
+            script: Some("/tmp/x.py".into()),
+        };
+        assert!(!script.is_bare_interpreter());
+    }
+
+    #[test]
+    fn this_process_and_its_keys() {
+        let me = process(std::process::id()).unwrap();
+        assert_eq!(me.pid, std::process::id());
+        assert!(me.pgid > 0 && me.sid > 0);
+        assert_eq!(me.keys()[0], ActorKey::Group(me.pgid));
+        assert!(script_of(&["bash".into(), "-c".into(), "x".into()], 1).is_none());
+        assert_eq!(
+            script_of(&["python3".into(), "-u".into(), "/a/b.py".into()], 1),
+            Some(PathBuf::from("/a/b.py"))
+        );
+    }
+}

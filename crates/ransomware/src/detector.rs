@@ -1,0 +1,249 @@
+//! Conviction: evidence about what actors did to documents, combined into a score per actor key
+//! (process group, program), and the decision that an actor is ransomware.
+//!
+//! No single signal decides, except the decoys: a document made encrypted-looking counts one,
+//! destroyed (emptied, zeroed) one, renamed to an extension no document has a little, deleted
+//! after an encrypted copy of it was written one, deleted alone half, a new file that looks
+//! encrypted half, the same note dropped in three folders two. Two make a conviction — about as
+//! many documents as Apex One's rule (three) and far fewer than CryptoDrop's median (ten). A
+//! document converted to another known format (gzip, zip, an image format) or edited in its own
+//! format counts nothing. Scores fade (half of it every ten minutes), so a program that changes
+//! one document a day is not convicted for it, while a slow drip of a few seconds per file is.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::actor::ActorKey;
+
+/// What a score must reach for a conviction.
+pub const THRESHOLD: f64 = 2.0;
+/// How fast scores fade.
+pub const HALF_LIFE: Duration = Duration::from_secs(600);
+
+/// One piece of evidence.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Evidence {
+    /// A document's content was made to look encrypted.
+    Encrypted(PathBuf),
+    /// A document was emptied or overwritten with one byte.
+    Destroyed(PathBuf),
+    /// A document was renamed to an extension no document type has.
+    RenamedAway {
+        /// The old name.
+        from: PathBuf,
+        /// The new name.
+        to: PathBuf,
+    },
+    /// A document was deleted after the same actor wrote an encrypted-looking file beside it.
+    ReplacedByEncryptedCopy(PathBuf),
+    /// A document was deleted.
+    Deleted(PathBuf),
+    /// A new file that looks encrypted.
+    EncryptedFile(PathBuf),
+    /// The same note-like file dropped in several folders.
+    RansomNotes {
+        /// The file name.
+        name: String,
+        /// In how many folders.
+        folders: usize,
+    },
+    /// A decoy document was changed, renamed or deleted.
+    Canary(PathBuf),
+}
+
+impl Evidence {
+    /// What it counts.
+    pub fn weight(&self) -> f64 {
+        match self {
+            Evidence::Encrypted(_) | Evidence::Destroyed(_) => 1.0,
+            Evidence::ReplacedByEncryptedCopy(_) => 1.0,
+            Evidence::RenamedAway { .. } => 0.4,
+            Evidence::Deleted(_) | Evidence::EncryptedFile(_) => 0.5,
+            Evidence::RansomNotes { folders, .. } if *folders >= 3 => THRESHOLD,
+            Evidence::RansomNotes { .. } => 0.0,
+            Evidence::Canary(_) => THRESHOLD,
+        }
+    }
+
+    /// In words, for the incident.
+    pub fn describe(&self) -> String {
+        match self {
+            Evidence::Encrypted(p) => format!("{} made to look encrypted", p.display()),
+            Evidence::Destroyed(p) => format!("{} emptied or overwritten", p.display()),
+            Evidence::RenamedAway { from, to } => {
+                format!("{} renamed to {}", from.display(), to.display())
+            }
+            Evidence::ReplacedByEncryptedCopy(p) => {
+                format!("{} deleted after an encrypted copy was written", p.display())
+            }
+            Evidence::Deleted(p) => format!("{} deleted", p.display()),
+            Evidence::EncryptedFile(p) => format!("{} written, looks encrypted", p.display()),
+            Evidence::RansomNotes { name, folders } => {
+                format!("note {name:?} dropped in {folders} folders")
+            }
+            Evidence::Canary(p) => format!("decoy document {} touched", p.display()),
+        }
+    }
+}
+
+/// A decision that an actor is ransomware.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conviction {
+    /// The key that reached the threshold.
+    pub key: ActorKey,
+    /// Its score.
+    pub score: f64,
+    /// The evidence, oldest first.
+    pub evidence: Vec<Evidence>,
+    /// When its first evidence came.
+    pub first: Instant,
+}
+
+#[derive(Debug)]
+struct Score {
+    value: f64,
+    at: Instant,
+    first: Instant,
+    evidence: Vec<Evidence>,
+    convicted: bool,
+}
+
+impl Score {
+    fn faded(&self, now: Instant) -> f64 {
+        let half_lives = now.duration_since(self.at).as_secs_f64() / HALF_LIFE.as_secs_f64();
+        self.value * 0.5f64.powf(half_lives)
+    }
+}
+
+/// Scores by actor key.
+#[derive(Debug, Default)]
+pub struct Detector {
+    scores: HashMap<ActorKey, Score>,
+}
+
+impl Detector {
+    /// A detector with no evidence.
+    pub fn new() -> Detector {
+        Detector::default()
+    }
+
+    /// Adds evidence against an actor (all its keys). Returns a conviction the first time a key
+    /// reaches the threshold.
+    pub fn add(&mut self, keys: &[ActorKey], evidence: Evidence, now: Instant) -> Option<Conviction> {
+        let weight = evidence.weight();
+        if weight <= 0.0 {
+            return None;
+        }
+        let mut convicted = None;
+        for key in keys {
+            let s = self.scores.entry(key.clone()).or_insert(Score {
+                value: 0.0,
+                at: now,
+                first: now,
+                evidence: Vec::new(),
+                convicted: false,
+            });
+            s.value = s.faded(now) + weight;
+            s.at = now;
+            s.evidence.push(evidence.clone());
+            if s.value >= THRESHOLD && !s.convicted && convicted.is_none() {
+                s.convicted = true;
+                convicted = Some(Conviction {
+                    key: key.clone(),
+                    score: s.value,
+                    evidence: s.evidence.clone(),
+                    first: s.first,
+                });
+            }
+        }
+        // a conviction on one key convicts the others too (one actor)
+        if convicted.is_some() {
+            for key in keys {
+                if let Some(s) = self.scores.get_mut(key) {
+                    s.convicted = true;
+                }
+            }
+        }
+        convicted
+    }
+
+    /// The current score of the highest of `keys` (0 for an actor never seen).
+    pub fn score(&self, keys: &[ActorKey], now: Instant) -> f64 {
+        keys.iter()
+            .filter_map(|k| self.scores.get(k))
+            .map(|s| s.faded(now))
+            .fold(0.0, f64::max)
+    }
+
+    /// Whether any of `keys` was convicted.
+    pub fn is_convicted(&self, keys: &[ActorKey]) -> bool {
+        keys.iter()
+            .any(|k| self.scores.get(k).is_some_and(|s| s.convicted))
+    }
+
+    /// Whether any actor has evidence at all (when none has, reads need no looking at).
+    pub fn any_suspect(&self) -> bool {
+        !self.scores.is_empty()
+    }
+
+    /// Forgets keys whose score faded below a hundredth and that were not convicted.
+    pub fn forget_faded(&mut self, now: Instant) {
+        self.scores
+            .retain(|_, s| s.convicted || s.faded(now) >= 0.01);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(n: u32) -> Vec<ActorKey> {
+        vec![ActorKey::Group(n)]
+    }
+
+    #[test]
+    fn two_encrypted_documents_convict_one_does_not() {
+        let mut d = Detector::new();
+        let t = Instant::now();
+        assert!(d.add(&group(7), Evidence::Encrypted("a".into()), t).is_none());
+        assert!(d.score(&group(7), t) > 0.9);
+        let c = d.add(&group(7), Evidence::Encrypted("b".into()), t).unwrap();
+        assert_eq!(c.key, ActorKey::Group(7));
+        assert_eq!(c.evidence.len(), 2);
+        assert!(d.is_convicted(&group(7)));
+        // once only
+        assert!(d.add(&group(7), Evidence::Encrypted("c".into()), t).is_none());
+        // another actor is untouched
+        assert!(!d.is_convicted(&group(8)));
+    }
+
+    #[test]
+    fn deletions_alone_need_more_and_scores_fade() {
+        let mut d = Detector::new();
+        let t = Instant::now();
+        for i in 0..3 {
+            assert!(d.add(&group(1), Evidence::Deleted(format!("{i}").into()), t).is_none());
+        }
+        assert!(d.add(&group(1), Evidence::Deleted("3".into()), t).is_some());
+        // one document a day is not a pattern
+        let mut d = Detector::new();
+        assert!(d.add(&group(2), Evidence::Encrypted("x".into()), t).is_none());
+        let later = t + Duration::from_secs(24 * 3600);
+        assert!(d.add(&group(2), Evidence::Encrypted("y".into()), later).is_none());
+        d.forget_faded(later + Duration::from_secs(24 * 3600));
+        // a decoy convicts at once; a conviction on the program convicts the group too
+        let keys = vec![
+            ActorKey::Group(3),
+            ActorKey::Program(crate::actor::Program {
+                exe: "/tmp/evil".into(),
+                script: None,
+            }),
+        ];
+        assert!(d.add(&keys, Evidence::Canary("c".into()), t).is_some());
+        assert!(d.is_convicted(&keys[..1]));
+        // converted documents and notes in one folder count nothing
+        assert!(d.add(&group(4), Evidence::RansomNotes { name: "x".into(), folders: 1 }, t).is_none());
+        assert_eq!(d.score(&group(4), t), 0.0);
+    }
+}

@@ -1,0 +1,303 @@
+//! The vault of originals.
+//!
+//! Two kinds of keeping:
+//! - a **hold**: a hard link to every protected document, made when it is first seen, so that
+//!   deleting it or renaming something over it loses nothing — the inode lives on in the vault.
+//!   A hold costs no space while the document is there; it holds old content only once the
+//!   document's name points elsewhere. Holds live on the document's filesystem
+//!   (`links/DEV-INO`), in the vault if it is on the same one, else in a `.rampart-vault`
+//!   folder at the root of that filesystem.
+//! - a **copy**: before a process that is not trusted first opens a document for writing, its
+//!   content is copied (`copies/SHA256`; the same content is never stored twice). A file larger
+//!   than the policy's limit is not copied, and that is recorded.
+//!
+//! Copies are evicted oldest first past the size limit, and after the age limit; holds whose
+//! document is gone or replaced likewise after the age limit. The vault lives inside the
+//! agent's self-protected state, and only the agent writes it.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::BorrowedFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
+
+/// The name of the hold folder on filesystems other than the vault's own.
+pub const FOREIGN_HOLDS: &str = ".rampart-vault";
+
+/// What keeping a document before a change gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kept {
+    /// Its content is in the vault under this SHA-256.
+    Copy {
+        /// Content hash (the copy's name).
+        sha256: String,
+        /// Size in bytes.
+        size: u64,
+    },
+    /// Too large for the policy's limit: not preserved.
+    TooLarge {
+        /// Size in bytes.
+        size: u64,
+    },
+}
+
+/// Why the vault could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// A file operation failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> VaultError + '_ {
+    move |source| VaultError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The vault.
+pub struct Vault {
+    dir: PathBuf,
+    dev: u64,
+    max_file_bytes: u64,
+    /// Hold folders by device.
+    holds: Mutex<HashMap<u64, PathBuf>>,
+}
+
+impl Vault {
+    /// Opens (creating) the vault in `dir`; files larger than `max_file_bytes` are not copied.
+    pub fn open(dir: &Path, max_file_bytes: u64) -> Result<Vault, VaultError> {
+        for sub in ["copies", "links"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(io("creating", &dir.join(sub)))?;
+        }
+        let dev = std::fs::metadata(dir).map_err(io("reading", dir))?.dev();
+        Ok(Vault {
+            dir: dir.to_path_buf(),
+            dev,
+            max_file_bytes,
+            holds: Mutex::new(HashMap::from([(dev, dir.join("links"))])),
+        })
+    }
+
+    /// The vault's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where holds for documents on device `dev` (found at `path`) live.
+    fn hold_dir(&self, dev: u64, path: &Path) -> Result<PathBuf, VaultError> {
+        if let Some(d) = self.holds.lock().expect("holds lock").get(&dev) {
+            return Ok(d.clone());
+        }
+        // the root of that filesystem: the highest ancestor on the same device
+        let mut top = path.to_path_buf();
+        while let Some(parent) = top.parent() {
+            match std::fs::metadata(parent) {
+                Ok(m) if m.dev() == dev => top = parent.to_path_buf(),
+                _ => break,
+            }
+        }
+        let dir = top.join(FOREIGN_HOLDS).join("links");
+        std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+        self.holds
+            .lock()
+            .expect("holds lock")
+            .insert(dev, dir.clone());
+        Ok(dir)
+    }
+
+    /// The hold of inode (`dev`, `ino`).
+    pub fn hold_path(&self, dev: u64, ino: u64, near: &Path) -> Result<PathBuf, VaultError> {
+        Ok(self.hold_dir(dev, near)?.join(format!("{dev:x}-{ino}")))
+    }
+
+    /// Holds the document at `path` (a hard link to its inode), if it is not held already.
+    /// Returns the hold's path.
+    pub fn hold(&self, path: &Path) -> Result<PathBuf, VaultError> {
+        let m = std::fs::symlink_metadata(path).map_err(io("reading", path))?;
+        let hold = self.hold_path(m.dev(), m.ino(), path)?;
+        match std::fs::hard_link(path, &hold) {
+            Ok(()) => Ok(hold),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(hold),
+            Err(e) => Err(io("holding", path)(e)),
+        }
+    }
+
+    /// Copies the content of the open file `fd` (the document at `path`, `size` bytes) into the
+    /// vault, unless the same content is there already. Reads through the descriptor: opening
+    /// the document again would wait for the very permission event being answered.
+    pub fn keep(&self, fd: BorrowedFd<'_>, path: &Path, size: u64) -> Result<Kept, VaultError> {
+        if size > self.max_file_bytes {
+            return Ok(Kept::TooLarge { size });
+        }
+        let mut file = std::fs::File::from(fd.try_clone_to_owned().map_err(io("reading", path))?);
+        file.seek(SeekFrom::Start(0)).map_err(io("reading", path))?;
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.dir.join(format!("copies/.new-{}-{n}", std::process::id()));
+        let mut out = std::fs::File::create(&tmp).map_err(io("creating", &tmp))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = file.read(&mut buf).map_err(io("reading", path))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(io("writing", &tmp))?;
+            total += n as u64;
+        }
+        out.sync_data().map_err(io("writing", &tmp))?;
+        let sha256 = hex::encode(hasher.finalize());
+        let copy = self.copy_path(&sha256);
+        if copy.exists() {
+            let _ = std::fs::remove_file(&tmp);
+        } else {
+            std::fs::rename(&tmp, &copy).map_err(io("storing", &copy))?;
+        }
+        Ok(Kept::Copy {
+            sha256,
+            size: total,
+        })
+    }
+
+    /// Where the copy with content hash `sha256` is.
+    pub fn copy_path(&self, sha256: &str) -> PathBuf {
+        self.dir.join("copies").join(sha256)
+    }
+
+    /// The first `n` bytes of a copy (for judging a change against it).
+    pub fn copy_head(&self, sha256: &str, n: usize) -> std::io::Result<Vec<u8>> {
+        read_head(&self.copy_path(sha256), n)
+    }
+
+    /// Removes copies older than `max_age`, then the oldest ones until the copies take at most
+    /// `max_bytes`; and holds of documents gone or replaced for longer than `max_age`. Copies
+    /// in `keep` (those an open incident still needs) stay. Returns (copies, holds) removed.
+    pub fn evict(
+        &self,
+        max_bytes: u64,
+        max_age: Duration,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> (usize, usize) {
+        let now = SystemTime::now();
+        let mut copies: Vec<(SystemTime, u64, PathBuf)> = std::fs::read_dir(self.dir.join("copies"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let m = e.metadata().ok()?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                (!name.starts_with('.') && !keep(&name))
+                    .then(|| (m.modified().ok()?, m.len(), e.path()))
+            })
+            .collect();
+        copies.sort();
+        let mut total: u64 = copies.iter().map(|(_, len, _)| len).sum();
+        let mut removed = 0;
+        for (time, len, path) in copies {
+            let old = now.duration_since(time).unwrap_or_default() > max_age;
+            if (old || total > max_bytes) && std::fs::remove_file(&path).is_ok() {
+                total -= len;
+                removed += 1;
+            }
+        }
+        // a hold with one link left is the only name of old content
+        let mut holds = 0;
+        let dirs: Vec<PathBuf> = self.holds.lock().expect("holds lock").values().cloned().collect();
+        for dir in dirs {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let Ok(m) = e.metadata() else { continue };
+                let orphan_for = std::time::UNIX_EPOCH + Duration::from_secs(m.ctime().max(0) as u64);
+                if m.nlink() == 1
+                    && now.duration_since(orphan_for).unwrap_or_default() > max_age
+                    && std::fs::remove_file(e.path()).is_ok()
+                {
+                    holds += 1;
+                }
+            }
+        }
+        (removed, holds)
+    }
+
+    /// Bytes the copies take, and how many there are.
+    pub fn usage(&self) -> (u64, usize) {
+        std::fs::read_dir(self.dir.join("copies"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .fold((0, 0), |(b, n), m| (b + m.len(), n + 1))
+    }
+
+    /// Whether the vault's own filesystem is `dev`.
+    pub fn is_local(&self, dev: u64) -> bool {
+        dev == self.dev
+    }
+}
+
+/// The first `n` bytes of the file at `path`.
+pub fn read_head(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        let k = f.read(&mut buf[got..])?;
+        if k == 0 {
+            break;
+        }
+        got += k;
+    }
+    buf.truncate(got);
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn holds_survive_deletion_and_copies_are_kept_once() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let vault = Vault::open(&dir.path().join("vault"), 1 << 20).unwrap();
+        let doc = dir.path().join("report.txt");
+        std::fs::write(&doc, b"the original").unwrap();
+        let hold = vault.hold(&doc).unwrap();
+        assert_eq!(vault.hold(&doc).unwrap(), hold, "held once");
+        std::fs::remove_file(&doc).unwrap();
+        assert_eq!(std::fs::read(&hold).unwrap(), b"the original");
+
+        std::fs::write(&doc, b"version one").unwrap();
+        let f = std::fs::File::open(&doc).unwrap();
+        let a = vault.keep(f.as_fd(), &doc, 11).unwrap();
+        let b = vault.keep(f.as_fd(), &doc, 11).unwrap();
+        assert_eq!(a, b);
+        let Kept::Copy { sha256, size } = a else { panic!() };
+        assert_eq!(size, 11);
+        assert_eq!(std::fs::read(vault.copy_path(&sha256)).unwrap(), b"version one");
+        assert_eq!(vault.usage(), (11, 1));
+        assert_eq!(
+            vault.keep(f.as_fd(), &doc, 2 << 20).unwrap(),
+            Kept::TooLarge { size: 2 << 20 }
+        );
+        // nothing is old yet; a copy an incident needs stays even past the size limit
+        assert_eq!(vault.evict(1 << 30, Duration::from_secs(3600), &|_| false), (0, 0));
+        assert_eq!(vault.evict(0, Duration::from_secs(3600), &|s| s == sha256), (0, 0));
+        assert_eq!(vault.evict(0, Duration::from_secs(3600), &|_| false).0, 1);
+    }
+}
