@@ -603,3 +603,38 @@ pub fn set_times(path: &Path, atime: (i64, i64), mtime: (i64, i64)) -> io::Resul
         )
     })
 }
+
+const FAN_REPORT_MNT: libc::c_uint = 0x0000_4000;
+const FAN_MARK_MNTNS: libc::c_uint = 0x0000_0110;
+/// A mount was attached in the watched mount namespace.
+pub const FAN_MNT_ATTACH: u64 = 0x0100_0000;
+
+/// A fanotify group told of every mount attached in this process's mount namespace (kernel 6.15
+/// and later), with the mounting process's id. Non-blocking reads.
+pub fn fanotify_mount_group() -> io::Result<OwnedFd> {
+    // SAFETY: fanotify_init takes two integer flag sets and returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::fanotify_init(
+            libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK | FAN_REPORT_MNT,
+            libc::O_RDONLY as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor this function owns.
+    let group = unsafe { OwnedFd::from_raw_fd(fd) };
+    let ns = std::fs::File::open("/proc/self/ns/mnt")?;
+    // SAFETY: group is a live fanotify descriptor, ns an open namespace file; the path is null,
+    // which FAN_MARK_MNTNS requires.
+    check(unsafe {
+        libc::fanotify_mark(
+            group.as_raw_fd(),
+            libc::FAN_MARK_ADD | FAN_MARK_MNTNS,
+            FAN_MNT_ATTACH,
+            ns.as_raw_fd(),
+            std::ptr::null(),
+        )
+    })?;
+    Ok(group)
+}

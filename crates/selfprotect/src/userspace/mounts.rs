@@ -1,7 +1,8 @@
 //! Mount repair: the kernel tells us when the mount table changes (`POLLPRI` on
 //! `/proc/self/mountinfo`); a new mount onto a protected folder or one of its ancestors (which
 //! would hide or replace what the agent relies on) is detached at once and reported as repaired.
-//! Mounts that existed when protection started are left alone.
+//! Mounts that existed when protection started are left alone. On kernels that report mounts
+//! through fanotify (6.15 and later), each repair names the process that mounted.
 
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
@@ -86,12 +87,45 @@ impl MountRepair {
         let thread = std::thread::Builder::new()
             .name("selfprotect-mounts".into())
             .spawn(move || {
-                repair(&mut mountinfo, &baseline, &guarded, &reports);
-                while !flag.load(Ordering::SeqCst) {
-                    if !sys::poll_mount_change(&mountinfo, 200) {
-                        continue;
+                repair(&mut mountinfo, &baseline, &guarded, &reports, None);
+                // kernels that say who mounts (6.15+) name the actor; older ones only announce
+                // that the mount table changed
+                match sys::fanotify_mount_group() {
+                    Ok(group) => {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        while !flag.load(Ordering::SeqCst) {
+                            if !sys::poll_readable(&group, 200) {
+                                continue;
+                            }
+                            let mut mounter = None;
+                            while let Ok(n) = sys::read_fd(&group, &mut buf) {
+                                if n < 24 {
+                                    break;
+                                }
+                                // the last mount of the batch: its author is named
+                                let mut at = 0;
+                                while at + 24 <= n {
+                                    let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4")) as usize;
+                                    let pid = i32::from_ne_bytes(buf[at + 20..at + 24].try_into().expect("4"));
+                                    if len < 24 {
+                                        break;
+                                    }
+                                    mounter = Some(actor_of(pid.max(0) as u32));
+                                    at += len;
+                                }
+                            }
+                            repair(&mut mountinfo, &baseline, &guarded, &reports, mounter);
+                        }
                     }
-                    repair(&mut mountinfo, &baseline, &guarded, &reports);
+                    Err(e) => {
+                        tracing::debug!(error = %e, "mount notifications unavailable; watching mountinfo");
+                        while !flag.load(Ordering::SeqCst) {
+                            if !sys::poll_mount_change(&mountinfo, 200) {
+                                continue;
+                            }
+                            repair(&mut mountinfo, &baseline, &guarded, &reports, None);
+                        }
+                    }
                 }
             })?;
         Ok(MountRepair {
@@ -107,11 +141,28 @@ impl MountRepair {
     }
 }
 
+/// The process `pid`, named from `/proc` while it is there.
+fn actor_of(pid: u32) -> Actor {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+    };
+    let uid = field("Uid:")
+        .and_then(|v| v.split_whitespace().next().and_then(|u| u.parse().ok()))
+        .unwrap_or(0);
+    let ppid = field("PPid:").and_then(|v| v.parse().ok()).unwrap_or(0);
+    crate::procinfo::actor(pid, pid, uid, &field("Name:").unwrap_or_default(), ppid)
+}
+
 fn repair(
     mountinfo: &mut std::fs::File,
     baseline: &HashSet<u64>,
     guarded: &HashSet<PathBuf>,
     reports: &mpsc::Sender<TamperAttempt>,
+    mounter: Option<Actor>,
 ) {
     let noticed = std::time::Instant::now();
     // stacked mounts come off one at a time
@@ -135,10 +186,10 @@ fn repair(
                             path: Some(point.display().to_string()),
                             pid: None,
                         },
-                        actor: Actor {
+                        actor: mounter.clone().unwrap_or_else(|| Actor {
                             comm: "unknown".into(),
                             ..Default::default()
-                        },
+                        }),
                         tier: Tier::Userspace,
                         outcome: Outcome::Repaired,
                         count: 1,
