@@ -49,7 +49,7 @@ pub enum CheckinAnswer {
     /// The agent's desired state is current.
     NotModified,
     /// A new desired state, with its ETag.
-    Changed(DesiredState, String),
+    Changed(Box<DesiredState>, String),
 }
 
 /// A client that trusts only the pinned CA.
@@ -180,7 +180,7 @@ impl ServerClient {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_owned();
-                Ok(CheckinAnswer::Changed(resp.json().await?, tag))
+                Ok(CheckinAnswer::Changed(Box::new(resp.json().await?), tag))
             }
             _ => Err(error_from(resp).await),
         }

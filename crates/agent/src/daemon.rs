@@ -231,7 +231,10 @@ async fn checkin_loop(client: &ServerClient, shared: &Shared, status: &mut Agent
                 status.last_error = None;
                 let version = desired.policy.version;
                 let changed = held.as_ref().map(|h| h.desired.policy.version) != Some(version);
-                let new = HeldState { etag, desired };
+                let new = HeldState {
+                    etag,
+                    desired: *desired,
+                };
                 if let Err(e) = apply(paths, outbox, &new, changed).await {
                     tracing::error!(error = %e, "could not apply the desired state");
                     status.last_error = Some(format!("applying policy {version}: {e}"));

@@ -551,14 +551,29 @@ mod tests {
         .unwrap();
         let r = &p.policy.ransomware;
         assert_eq!(r.mode, RansomwareMode::Strict);
-        assert_eq!(r.document_types, vec![DocumentFamily::Pdf, DocumentFamily::VirtualDisks]);
+        assert_eq!(
+            r.document_types,
+            vec![DocumentFamily::Pdf, DocumentFamily::VirtualDisks]
+        );
         assert_eq!(r.vault.max_file_bytes, 256 << 20, "defaults fill the rest");
         for (text, field) in [
             (r#"{"ransomware": {"mode": "kill"}}"#, "ransomware.mode"),
-            (r#"{"ransomware": {"folders": ["home"]}}"#, "ransomware.folders[0]"),
-            (r#"{"ransomware": {"document_types": ["spreadsheets"]}}"#, "ransomware.document_types"),
-            (r#"{"ransomware": {"trusted_programs": [{"path": "/bin/x", "sha256": "abc"}]}}"#, "ransomware.trusted_programs[0].sha256"),
-            (r#"{"ransomware": {"vault": {"max_age_hours": 0}}}"#, "ransomware.vault.max_age_hours"),
+            (
+                r#"{"ransomware": {"folders": ["home"]}}"#,
+                "ransomware.folders[0]",
+            ),
+            (
+                r#"{"ransomware": {"document_types": ["spreadsheets"]}}"#,
+                "ransomware.document_types",
+            ),
+            (
+                r#"{"ransomware": {"trusted_programs": [{"path": "/bin/x", "sha256": "abc"}]}}"#,
+                "ransomware.trusted_programs[0].sha256",
+            ),
+            (
+                r#"{"ransomware": {"vault": {"max_age_hours": 0}}}"#,
+                "ransomware.vault.max_age_hours",
+            ),
         ] {
             let err = Policy::parse_json(text).unwrap_err().to_string();
             assert!(err.contains(field), "{text}: {err}");

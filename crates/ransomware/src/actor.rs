@@ -123,8 +123,7 @@ pub fn process(pid: u32) -> Option<Process> {
 /// The script an interpreter runs: its first argument that is not an option, as a path
 /// relative to the process's working folder; none for `-c` and interactive use.
 fn script_of(cmdline: &[String], pid: u32) -> Option<PathBuf> {
-    let mut args = cmdline.iter().skip(1);
-    while let Some(a) = args.next() {
+    for a in cmdline.iter().skip(1) {
         if a == "-c" || a == "-e" || a == "-m" {
             return None;
         }

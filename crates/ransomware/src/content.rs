@@ -138,22 +138,33 @@ pub fn kind(head: &[u8]) -> Kind {
     Kind::Binary
 }
 
-/// An OpenPGP binary message begins with a packet whose tag is a session key (public-key or
-/// symmetric), compressed or encrypted data; gpg writes new- or old-format headers.
+/// An OpenPGP binary message, as gpg writes it: a public-key (tag 1) or symmetric (tag 3)
+/// session key packet first, in old or new packet format, whose version byte is right.
 fn is_pgp_binary(head: &[u8]) -> bool {
-    let Some(&b) = head.first() else {
+    let Some(&first) = head.first() else {
         return false;
     };
-    if b & 0x80 == 0 {
-        return false;
-    }
-    let tag = if b & 0x40 != 0 {
-        b & 0x3F
+    let (tag, body) = if first & 0xC0 == 0xC0 {
+        // new format: one-octet, two-octet or five-octet length
+        let len_bytes = match head.get(1) {
+            Some(0..=191) => 1,
+            Some(192..=223) => 2,
+            Some(255) => 5,
+            _ => return false,
+        };
+        (first & 0x3F, 2 + len_bytes - 1)
+    } else if first & 0x80 != 0 {
+        let len_bytes = match first & 0x03 {
+            0 => 1,
+            1 => 2,
+            2 => 4,
+            _ => return false,
+        };
+        ((first >> 2) & 0x0F, 1 + len_bytes)
     } else {
-        (b >> 2) & 0x0F
+        return false;
     };
-    // 1 public-key session key, 3 symmetric session key, 8 compressed, 18 sym. encrypted+MDC
-    matches!(tag, 1 | 3 | 8 | 18) && head.len() > 16
+    matches!((tag, head.get(body)), (1, Some(3)) | (3, Some(4..=6)))
 }
 
 /// Whether `bytes` read as text: valid UTF-8 (a cut last character allowed) or a single-byte
@@ -217,7 +228,10 @@ pub fn is_base64_of_random(text: &[u8]) -> bool {
         .iter()
         .filter(|&&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
         .count();
-    let breaks = sample.iter().filter(|&&b| matches!(b, b'\n' | b'\r')).count();
+    let breaks = sample
+        .iter()
+        .filter(|&&b| matches!(b, b'\n' | b'\r'))
+        .count();
     if alphabet + breaks < sample.len() * 98 / 100 || sample.contains(&b' ') {
         return false;
     }
@@ -274,8 +288,7 @@ pub fn judge(old: &[u8], old_len: u64, new: &[u8], new_len: u64) -> Verdict {
         // nothing was there to lose
         return Verdict::Edited;
     }
-    if new.len() >= 512 && new.iter().all(|&b| b == new[0]) && !old.iter().all(|&b| b == old[0])
-    {
+    if new.len() >= 512 && new.iter().all(|&b| b == new[0]) && !old.iter().all(|&b| b == old[0]) {
         return Verdict::Destroyed;
     }
     let (was, is) = (kind(old), kind(new));
@@ -369,7 +382,11 @@ mod tests {
         const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let mut out = Vec::new();
         for (i, chunk) in bytes.chunks(3).enumerate() {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
             let v = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
             for k in 0..4 {
                 out.push(A[((v >> (18 - 6 * k)) & 63) as usize]);
@@ -426,7 +443,10 @@ mod tests {
         let flipped_jpeg: Vec<u8> = jpeg.iter().map(|b| b ^ 0xFF).collect();
         assert_eq!(j(&jpeg, &flipped_jpeg), Verdict::Encrypted);
         // gpg output in place of the document
-        assert_eq!(j(&text, b"-----BEGIN PGP MESSAGE-----\n\nhQEMA..."), Verdict::Encrypted);
+        assert_eq!(
+            j(&text, b"-----BEGIN PGP MESSAGE-----\n\nhQEMA..."),
+            Verdict::Encrypted
+        );
     }
 
     #[test]
@@ -436,7 +456,10 @@ mod tests {
         edited.extend_from_slice(b"\nOne more paragraph, written by a person.\n");
         assert_eq!(j(&text, &edited), Verdict::Edited);
         // gzip in place, zip, an image converted
-        assert_eq!(j(&text, b"\x1F\x8B\x08\x00rest-of-gzip"), Verdict::Converted);
+        assert_eq!(
+            j(&text, b"\x1F\x8B\x08\x00rest-of-gzip"),
+            Verdict::Converted
+        );
         assert_eq!(j(&text, b"PK\x03\x04zip"), Verdict::Converted);
         let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
         png.extend(random(5000, 6));

@@ -75,7 +75,10 @@ impl Evidence {
                 format!("{} renamed to {}", from.display(), to.display())
             }
             Evidence::ReplacedByEncryptedCopy(p) => {
-                format!("{} deleted after an encrypted copy was written", p.display())
+                format!(
+                    "{} deleted after an encrypted copy was written",
+                    p.display()
+                )
             }
             Evidence::Deleted(p) => format!("{} deleted", p.display()),
             Evidence::EncryptedFile(p) => format!("{} written, looks encrypted", p.display()),
@@ -130,7 +133,12 @@ impl Detector {
 
     /// Adds evidence against an actor (all its keys). Returns a conviction the first time a key
     /// reaches the threshold.
-    pub fn add(&mut self, keys: &[ActorKey], evidence: Evidence, now: Instant) -> Option<Conviction> {
+    pub fn add(
+        &mut self,
+        keys: &[ActorKey],
+        evidence: Evidence,
+        now: Instant,
+    ) -> Option<Conviction> {
         let weight = evidence.weight();
         if weight <= 0.0 {
             return None;
@@ -206,14 +214,20 @@ mod tests {
     fn two_encrypted_documents_convict_one_does_not() {
         let mut d = Detector::new();
         let t = Instant::now();
-        assert!(d.add(&group(7), Evidence::Encrypted("a".into()), t).is_none());
+        assert!(d
+            .add(&group(7), Evidence::Encrypted("a".into()), t)
+            .is_none());
         assert!(d.score(&group(7), t) > 0.9);
-        let c = d.add(&group(7), Evidence::Encrypted("b".into()), t).unwrap();
+        let c = d
+            .add(&group(7), Evidence::Encrypted("b".into()), t)
+            .unwrap();
         assert_eq!(c.key, ActorKey::Group(7));
         assert_eq!(c.evidence.len(), 2);
         assert!(d.is_convicted(&group(7)));
         // once only
-        assert!(d.add(&group(7), Evidence::Encrypted("c".into()), t).is_none());
+        assert!(d
+            .add(&group(7), Evidence::Encrypted("c".into()), t)
+            .is_none());
         // another actor is untouched
         assert!(!d.is_convicted(&group(8)));
     }
@@ -223,14 +237,20 @@ mod tests {
         let mut d = Detector::new();
         let t = Instant::now();
         for i in 0..3 {
-            assert!(d.add(&group(1), Evidence::Deleted(format!("{i}").into()), t).is_none());
+            assert!(d
+                .add(&group(1), Evidence::Deleted(format!("{i}").into()), t)
+                .is_none());
         }
         assert!(d.add(&group(1), Evidence::Deleted("3".into()), t).is_some());
         // one document a day is not a pattern
         let mut d = Detector::new();
-        assert!(d.add(&group(2), Evidence::Encrypted("x".into()), t).is_none());
+        assert!(d
+            .add(&group(2), Evidence::Encrypted("x".into()), t)
+            .is_none());
         let later = t + Duration::from_secs(24 * 3600);
-        assert!(d.add(&group(2), Evidence::Encrypted("y".into()), later).is_none());
+        assert!(d
+            .add(&group(2), Evidence::Encrypted("y".into()), later)
+            .is_none());
         d.forget_faded(later + Duration::from_secs(24 * 3600));
         // a decoy convicts at once; a conviction on the program convicts the group too
         let keys = vec![
@@ -243,7 +263,16 @@ mod tests {
         assert!(d.add(&keys, Evidence::Canary("c".into()), t).is_some());
         assert!(d.is_convicted(&keys[..1]));
         // converted documents and notes in one folder count nothing
-        assert!(d.add(&group(4), Evidence::RansomNotes { name: "x".into(), folders: 1 }, t).is_none());
+        assert!(d
+            .add(
+                &group(4),
+                Evidence::RansomNotes {
+                    name: "x".into(),
+                    folders: 1
+                },
+                t
+            )
+            .is_none());
         assert_eq!(d.score(&group(4), t), 0.0);
     }
 }

@@ -15,16 +15,16 @@ pub fn extensions(family: DocumentFamily) -> &'static [&'static str] {
         ],
         DocumentFamily::Pdf => &["pdf", "xps", "epub", "djvu"],
         DocumentFamily::Images => &[
-            "jpg", "jpeg", "png", "gif", "bmp", "tif", "tiff", "webp", "heic", "raw", "cr2",
-            "nef", "arw", "dng", "psd", "ai", "svg", "xcf", "ico",
+            "jpg", "jpeg", "png", "gif", "bmp", "tif", "tiff", "webp", "heic", "raw", "cr2", "nef",
+            "arw", "dng", "psd", "ai", "svg", "xcf", "ico",
         ],
         DocumentFamily::Text => &[
-            "txt", "md", "csv", "tsv", "json", "xml", "yaml", "yml", "toml", "ini", "log",
-            "tex", "html", "htm", "org", "rst",
+            "txt", "md", "csv", "tsv", "json", "xml", "yaml", "yml", "toml", "ini", "log", "tex",
+            "html", "htm", "org", "rst",
         ],
         DocumentFamily::Source => &[
-            "c", "h", "cc", "cpp", "hpp", "rs", "go", "py", "rb", "pl", "php", "java", "kt",
-            "js", "ts", "jsx", "tsx", "cs", "swift", "scala", "sh", "sql", "lua", "r", "m",
+            "c", "h", "cc", "cpp", "hpp", "rs", "go", "py", "rb", "pl", "php", "java", "kt", "js",
+            "ts", "jsx", "tsx", "cs", "swift", "scala", "sh", "sql", "lua", "r", "m",
         ],
         DocumentFamily::Archives => &[
             "zip", "7z", "rar", "tar", "gz", "tgz", "bz2", "xz", "zst", "iso",
@@ -86,7 +86,7 @@ impl DocumentTypes {
             return false;
         };
         let ext = ext.to_ascii_lowercase();
-        self.extra.iter().any(|e| *e == ext)
+        self.extra.contains(&ext)
             || self
                 .families
                 .iter()

@@ -60,12 +60,9 @@ pub enum VaultError {
     },
 }
 
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> VaultError + '_ {
-    move |source| VaultError::Io {
-        what,
-        path: path.to_path_buf(),
-        source,
-    }
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> VaultError {
+    let path = path.to_path_buf();
+    move |source| VaultError::Io { what, path, source }
 }
 
 /// The vault.
@@ -147,7 +144,9 @@ impl Vault {
         file.seek(SeekFrom::Start(0)).map_err(io("reading", path))?;
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = self.dir.join(format!("copies/.new-{}-{n}", std::process::id()));
+        let tmp = self
+            .dir
+            .join(format!("copies/.new-{}-{n}", std::process::id()));
         let mut out = std::fs::File::create(&tmp).map_err(io("creating", &tmp))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
@@ -195,17 +194,20 @@ impl Vault {
         keep: &dyn Fn(&str) -> bool,
     ) -> (usize, usize) {
         let now = SystemTime::now();
-        let mut copies: Vec<(SystemTime, u64, PathBuf)> = std::fs::read_dir(self.dir.join("copies"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let m = e.metadata().ok()?;
-                let name = e.file_name().to_string_lossy().into_owned();
-                (!name.starts_with('.') && !keep(&name))
-                    .then(|| (m.modified().ok()?, m.len(), e.path()))
-            })
-            .collect();
+        let mut copies: Vec<(SystemTime, u64, PathBuf)> =
+            std::fs::read_dir(self.dir.join("copies"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| {
+                    let m = e.metadata().ok()?;
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name.starts_with('.') || keep(&name) {
+                        return None;
+                    }
+                    Some((m.modified().ok()?, m.len(), e.path()))
+                })
+                .collect();
         copies.sort();
         let mut total: u64 = copies.iter().map(|(_, len, _)| len).sum();
         let mut removed = 0;
@@ -218,11 +220,18 @@ impl Vault {
         }
         // a hold with one link left is the only name of old content
         let mut holds = 0;
-        let dirs: Vec<PathBuf> = self.holds.lock().expect("holds lock").values().cloned().collect();
+        let dirs: Vec<PathBuf> = self
+            .holds
+            .lock()
+            .expect("holds lock")
+            .values()
+            .cloned()
+            .collect();
         for dir in dirs {
             for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let Ok(m) = e.metadata() else { continue };
-                let orphan_for = std::time::UNIX_EPOCH + Duration::from_secs(m.ctime().max(0) as u64);
+                let orphan_for =
+                    std::time::UNIX_EPOCH + Duration::from_secs(m.ctime().max(0) as u64);
                 if m.nlink() == 1
                     && now.duration_since(orphan_for).unwrap_or_default() > max_age
                     && std::fs::remove_file(e.path()).is_ok()
@@ -287,17 +296,28 @@ mod tests {
         let a = vault.keep(f.as_fd(), &doc, 11).unwrap();
         let b = vault.keep(f.as_fd(), &doc, 11).unwrap();
         assert_eq!(a, b);
-        let Kept::Copy { sha256, size } = a else { panic!() };
+        let Kept::Copy { sha256, size } = a else {
+            panic!()
+        };
         assert_eq!(size, 11);
-        assert_eq!(std::fs::read(vault.copy_path(&sha256)).unwrap(), b"version one");
+        assert_eq!(
+            std::fs::read(vault.copy_path(&sha256)).unwrap(),
+            b"version one"
+        );
         assert_eq!(vault.usage(), (11, 1));
         assert_eq!(
             vault.keep(f.as_fd(), &doc, 2 << 20).unwrap(),
             Kept::TooLarge { size: 2 << 20 }
         );
         // nothing is old yet; a copy an incident needs stays even past the size limit
-        assert_eq!(vault.evict(1 << 30, Duration::from_secs(3600), &|_| false), (0, 0));
-        assert_eq!(vault.evict(0, Duration::from_secs(3600), &|s| s == sha256), (0, 0));
+        assert_eq!(
+            vault.evict(1 << 30, Duration::from_secs(3600), &|_| false),
+            (0, 0)
+        );
+        assert_eq!(
+            vault.evict(0, Duration::from_secs(3600), &|s| s == sha256),
+            (0, 0)
+        );
         assert_eq!(vault.evict(0, Duration::from_secs(3600), &|_| false).0, 1);
     }
 }

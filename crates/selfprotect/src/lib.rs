@@ -17,5 +17,6 @@ pub mod kernel;
 pub mod procinfo;
 pub mod report;
 pub mod scope;
-mod sys;
+/// The system calls, in their own crate (one place for unsafe code).
+pub(crate) use rampart_sys as sys;
 pub mod userspace;

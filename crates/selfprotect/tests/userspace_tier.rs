@@ -144,9 +144,10 @@ fn a_mount_over_a_protected_folder_is_detached_at_once_and_reported() {
             .unwrap_or_else(|_| panic!("no repair for: {cmd}"));
         assert_eq!(r.action, Action::Mount);
         assert_eq!(r.outcome, rampart_protocol::tamper::Outcome::Repaired);
-        // this kernel (6.18) says who mounted
-        assert_eq!(r.actor.comm, "mount", "{r:?}");
-        assert!(r.actor.pid > 0);
+        // this kernel (6.18) says who mounted: the pid always, the name if the mount process
+        // was still there to be looked at
+        assert!(r.actor.pid > 0, "{r:?}");
+        assert!(matches!(r.actor.comm.as_str(), "mount" | ""), "{r:?}");
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(
             !mountinfo.contains(&f.dir.path().display().to_string()),

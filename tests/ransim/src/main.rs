@@ -205,7 +205,10 @@ fn run(family: &str, dir: &Path, delay: Duration) -> std::io::Result<()> {
                     .arg(&p)
                     .status()?;
                 if !status.success() {
-                    return Err(std::io::Error::other(format!("the worker for {} failed", p.display())));
+                    return Err(std::io::Error::other(format!(
+                        "the worker for {} failed",
+                        p.display()
+                    )));
                 }
                 announce(&p);
                 std::thread::sleep(delay);
@@ -242,9 +245,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         // a worker of per-process or workers
         Some("--one") if args.len() == 3 => one(&args[1], Path::new(&args[2])),
-        Some("--many") if args.len() >= 2 => args[2..].iter().try_for_each(|p| {
-            one(&args[1], Path::new(p)).map(|()| announce(Path::new(p)))
-        }),
+        Some("--many") if args.len() >= 2 => args[2..]
+            .iter()
+            .try_for_each(|p| one(&args[1], Path::new(p)).map(|()| announce(Path::new(p)))),
         Some(family) if args.len() >= 2 => {
             let default = if family == "drip" { 2000 } else { 0 };
             let delay = args

@@ -1,6 +1,11 @@
-//! Every system call self-protection makes directly, in one place, each with its safety
-//! argument. Everything else in the crate is safe code.
+//! Every system call Rampart makes directly, in one place, each with its safety argument:
+//! fanotify (permission, notification and mount groups), processes (ptrace, wait, pidfds,
+//! signals, spawning with inherited descriptors), inode flags, file handles, extended attributes,
+//! times, mounts. The capability crates (`selfprotect`, `ransomware`) are safe code above this
+//! seam; what a blocked open is doing is read from `/proc` here too ([`open`]).
 #![allow(unsafe_code)]
+
+pub mod open;
 
 use std::ffi::CString;
 use std::io;
@@ -288,7 +293,14 @@ pub enum Waited {
     Killed(u32, i32),
     /// Thread `tid` stopped with `signal`; `event` is the ptrace event (0 for a signal-delivery
     /// stop).
-    Stopped { tid: u32, signal: i32, event: i32 },
+    Stopped {
+        /// The thread.
+        tid: u32,
+        /// The signal it stopped with.
+        signal: i32,
+        /// The ptrace event (`status >> 16`).
+        event: i32,
+    },
 }
 
 /// Waits for any child or tracee (`__WALL`); `Ok(None)` if there is none.

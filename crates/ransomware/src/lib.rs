@@ -1,0 +1,16 @@
+//! Ransomware protection: documents in the protected folders are kept before an untrusted
+//! process changes them, the process tree that encrypts or destroys them is convicted within a
+//! few files and stopped, and every file it touched is restored.
+//!
+//! - [`doctype`]: which files are documents (by extension, by content type);
+//! - [`content`]: what a change did to a document (edited, converted, destroyed, encrypted);
+//! - [`vault`]: holds (hard links, so deletion loses nothing) and copies (before the first
+//!   write) of originals;
+//! - [`actor`]: who acts — process group and program;
+//! - [`detector`]: evidence, scores, convictions.
+
+pub mod actor;
+pub mod content;
+pub mod detector;
+pub mod doctype;
+pub mod vault;
