@@ -20,6 +20,7 @@ pub mod events;
 pub mod maintenance;
 pub mod passwords;
 pub mod policy;
+pub mod ransomware;
 pub mod tamper;
 
 /// The body of every error answer of the server: a sentence that says what was wrong.

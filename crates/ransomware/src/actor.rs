@@ -83,7 +83,8 @@ impl Process {
     /// interpreter (every shell on the host would be one actor).
     pub fn keys(&self) -> Vec<ActorKey> {
         let mut keys = vec![ActorKey::Group(self.pgid)];
-        if !self.program.is_bare_interpreter() {
+        // a program that could not be named (a kernel thread, a process exiting) is no key
+        if !self.program.is_bare_interpreter() && !self.program.exe.as_os_str().is_empty() {
             keys.push(ActorKey::Program(self.program.clone()));
         }
         keys
@@ -152,31 +153,55 @@ pub fn all_processes() -> Vec<Process> {
         .collect()
 }
 
+/// Most processes an actor may have: more means the keys are wrong, and nothing is stopped.
+pub const MAX_MEMBERS: usize = 512;
+
 /// The processes an actor consists of: every process whose key is one of `keys`, and every
-/// descendant of those. Never `spare` (the agent and its supervisor), never PID 1.
-pub fn members(keys: &[ActorKey], spare: &[u32]) -> Vec<u32> {
+/// descendant of those. Never `spare` (the agent and its supervisor), nor anything in their
+/// sessions, nor their ancestors, nor PID 1 and kernel threads. `None` if that would be more
+/// than [`MAX_MEMBERS`] processes (the keys are wrong: nothing is stopped).
+pub fn members(keys: &[ActorKey], spare: &[u32]) -> Option<Vec<u32>> {
     let all = all_processes();
+    let by_pid: std::collections::HashMap<u32, &Process> = all.iter().map(|p| (p.pid, p)).collect();
+    // what is never touched: the agent, its sessions, its ancestors
+    let sessions: std::collections::HashSet<u32> = spare
+        .iter()
+        .filter_map(|s| by_pid.get(s).map(|p| p.sid))
+        .collect();
+    let mut untouchable: std::collections::HashSet<u32> = spare.iter().copied().collect();
+    for s in spare {
+        let mut at = *s;
+        while let Some(p) = by_pid.get(&at) {
+            if !untouchable.insert(p.ppid) || p.ppid <= 1 {
+                break;
+            }
+            at = p.ppid;
+        }
+    }
+    let fair = |p: &Process| {
+        p.pid > 1
+            && !p.program.exe.as_os_str().is_empty()
+            && !untouchable.contains(&p.pid)
+            && !sessions.contains(&p.sid)
+    };
     let mut chosen: std::collections::BTreeSet<u32> = all
         .iter()
-        .filter(|p| p.keys().iter().any(|k| keys.contains(k)))
+        .filter(|p| fair(p) && p.keys().iter().any(|k| keys.contains(k)))
         .map(|p| p.pid)
         .collect();
     // descendants, until none is added
     loop {
         let before = chosen.len();
         for p in &all {
-            if chosen.contains(&p.ppid) {
+            if fair(p) && chosen.contains(&p.ppid) {
                 chosen.insert(p.pid);
             }
         }
-        if chosen.len() == before {
+        if chosen.len() == before || chosen.len() > MAX_MEMBERS {
             break;
         }
     }
-    chosen
-        .into_iter()
-        .filter(|p| *p > 1 && !spare.contains(p))
-        .collect()
+    (chosen.len() <= MAX_MEMBERS).then(|| chosen.into_iter().collect())
 }
 
 #[cfg(test)]
@@ -211,5 +236,33 @@ mod tests {
             script_of(&["python3".into(), "-u".into(), "/a/b.py".into()], 1),
             Some(PathBuf::from("/a/b.py"))
         );
+    }
+}
+
+#[cfg(test)]
+mod members_tests {
+    use super::*;
+
+    #[test]
+    fn an_actor_in_a_session_of_its_own_is_found_with_its_children() {
+        let mut child = std::process::Command::new("setsid")
+            .args(["sh", "-c", "sleep 3 & sleep 3"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let p = process(child.id()).unwrap();
+        let found = members(&[ActorKey::Group(p.pgid)], &[std::process::id()]).unwrap();
+        let _ = std::process::Command::new("kill")
+            .arg("-9")
+            .arg(format!("-{}", p.pgid))
+            .status();
+        let _ = child.wait();
+        assert!(found.contains(&child.id()), "{found:?} (pgid {})", p.pgid);
+        assert_eq!(found.len(), 3, "{found:?}");
+        // the test's own session is never touched
+        let me = process(std::process::id()).unwrap();
+        assert!(members(&[ActorKey::Group(me.pgid)], &[std::process::id()])
+            .unwrap()
+            .is_empty());
     }
 }

@@ -7,8 +7,9 @@
 //! encrypted half, the same note dropped in three folders two. Two make a conviction — about as
 //! many documents as Apex One's rule (three) and far fewer than CryptoDrop's median (ten). A
 //! document converted to another known format (gzip, zip, an image format) or edited in its own
-//! format counts nothing. Scores fade (half of it every ten minutes), so a program that changes
-//! one document a day is not convicted for it, while a slow drip of a few seconds per file is.
+//! format counts nothing. Scores keep their value for a minute, then fade (half of it every ten
+//! minutes), so a program that changes one document a day is not convicted for it, while a slow
+//! drip of a few seconds per file is.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -112,10 +113,14 @@ struct Score {
     convicted: bool,
 }
 
+/// How long a score keeps its full value before it starts to fade (evidence close together
+/// adds up exactly: two documents are two).
+pub const FULL_FOR: Duration = Duration::from_secs(60);
+
 impl Score {
     fn faded(&self, now: Instant) -> f64 {
-        let half_lives = now.duration_since(self.at).as_secs_f64() / HALF_LIFE.as_secs_f64();
-        self.value * 0.5f64.powf(half_lives)
+        let aged = now.duration_since(self.at).saturating_sub(FULL_FOR);
+        self.value * 0.5f64.powf(aged.as_secs_f64() / HALF_LIFE.as_secs_f64())
     }
 }
 

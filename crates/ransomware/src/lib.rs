@@ -7,10 +7,15 @@
 //! - [`vault`]: holds (hard links, so deletion loses nothing) and copies (before the first
 //!   write) of originals;
 //! - [`actor`]: who acts — process group and program;
-//! - [`detector`]: evidence, scores, convictions.
+//! - [`detector`]: evidence, scores, convictions;
+//! - [`monitor`]: the fanotify groups, the judgement of each change, the response;
+//! - [`respond`] stops an actor, [`restore`] puts back what it did.
 
 pub mod actor;
 pub mod content;
 pub mod detector;
 pub mod doctype;
+pub mod monitor;
+pub mod respond;
+pub mod restore;
 pub mod vault;

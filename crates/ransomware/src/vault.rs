@@ -29,7 +29,8 @@ use sha2::{Digest, Sha256};
 pub const FOREIGN_HOLDS: &str = ".rampart-vault";
 
 /// What keeping a document before a change gave.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Kept {
     /// Its content is in the vault under this SHA-256.
     Copy {

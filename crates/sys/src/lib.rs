@@ -5,6 +5,7 @@
 //! seam; what a blocked open is doing is read from `/proc` here too ([`open`]).
 #![allow(unsafe_code)]
 
+pub mod notify;
 pub mod open;
 
 use std::ffi::CString;
@@ -134,6 +135,13 @@ pub fn poll_readable(fd: &OwnedFd, timeout_ms: i32) -> bool {
     // SAFETY: one valid pollfd for the duration of the call.
     let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
     n > 0 && (p.revents & libc::POLLIN) != 0
+}
+
+/// Takes ownership of the descriptor a fanotify event carries (closed when dropped).
+pub fn own_event_fd(fd: i32) -> OwnedFd {
+    // SAFETY: the kernel opened this descriptor for this process when the event was read; it
+    // is owned nowhere else, and is owned once here.
+    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 /// Closes a raw descriptor received in a fanotify event.

@@ -224,8 +224,16 @@ fn run(family: &str, dir: &Path, delay: Duration) -> std::io::Result<()> {
                 cmd.args(["--many", "workers"]).args(mine);
                 children.push(cmd.spawn()?);
             }
+            let mut failed = 0;
             for mut c in children {
-                c.wait()?;
+                if !c.wait()?.success() {
+                    failed += 1;
+                }
+            }
+            if failed > 0 {
+                return Err(std::io::Error::other(format!(
+                    "{failed} of 18 workers failed"
+                )));
             }
             Ok(())
         }

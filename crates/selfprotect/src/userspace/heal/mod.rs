@@ -12,7 +12,6 @@
 //! author as `repaired`. The group outlives either process of the pair (it is handed over), so
 //! a change made while one of them restarts is undone when it is back.
 
-pub mod events;
 pub mod shadow;
 
 use std::collections::{HashMap, HashSet};
@@ -26,8 +25,8 @@ use std::time::Instant;
 use rampart_protocol::tamper::{Action, Actor, Outcome, TamperAttempt, Target, Tier};
 
 use crate::procinfo;
+use crate::sys::notify::{self as events, Change, Place, FAN_Q_OVERFLOW};
 use crate::sys::{self, Handle};
-use events::{Change, Place, FAN_Q_OVERFLOW};
 use shadow::{Repair, Shadow};
 
 /// Events on the protected folders (and everything in them).

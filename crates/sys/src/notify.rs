@@ -1,8 +1,8 @@
-//! Decoding the healer's fanotify notifications (`FAN_REPORT_DFID_NAME`): each event names the
+//! Decoding fanotify notifications with names (`FAN_REPORT_DFID_NAME`): each event names the
 //! acting process, what happened, and the folder (by file handle) and entry it happened to; a
 //! rename names both the old and the new place.
 
-use crate::sys::Handle;
+use crate::Handle;
 
 /// An entry of a folder, as an event names it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,703 @@
+//! The notification side: every change in the protected folders, with the process that made it,
+//! judged in order by one worker.
+//!
+//! - a document closed after writing is judged against the copy kept before (its content now
+//!   encrypted-looking, destroyed, converted or just edited); a new file an actor made is
+//!   looked at for encryption and for ransom notes;
+//! - a deleted document counts as replaced by an encrypted copy if the actor wrote one beside
+//!   it, as converted if it wrote a known format (gzip, zip), else as deleted;
+//! - a document renamed to an extension no document has counts a little;
+//! - decoys count enough to convict at once.
+//!
+//! New folders are watched and new documents held and guarded as they appear. On conviction the
+//! actor is stopped, its program blocked and its files restored (block mode), and the incident
+//! sent.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use rampart_protocol::policy::RansomwareMode;
+use rampart_protocol::ransomware::{Incident, IncidentActor, Response};
+use rampart_sys::notify::{self, Change, Place};
+
+use super::{in_scope, watch_document, watch_folder, watch_tree, Convicted, Shared, Work};
+use crate::actor::{self, ActorKey};
+use crate::content::{self, Verdict, HEAD};
+use crate::detector::{Conviction, Evidence};
+use crate::doctype::DocumentTypes;
+use crate::restore::{Plan, Touch};
+use crate::vault::{read_head, Kept};
+
+/// Reads the notification group and passes what it reads to the worker, with the moment the
+/// queue was found empty after it.
+pub(crate) fn read(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>) {
+    rampart_sys::block_signals_in_this_thread();
+    let mut buf = vec![0u8; 256 * 1024];
+    while !stop.load(Ordering::SeqCst) {
+        // short waits: a held opener waits for the moment the queue is found empty
+        let readable = rampart_sys::poll_readable(&shared.notify, 5);
+        let mut changes = Vec::new();
+        if readable {
+            loop {
+                match rampart_sys::read_fd(&shared.notify, &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => changes.extend(notify::decode(&buf[..n])),
+                    Err(e) => {
+                        tracing::error!(error = %e, "ransomware: reading notifications failed");
+                        break;
+                    }
+                }
+            }
+        }
+        // the moment the queue was found empty matters only to held openers
+        if (!changes.is_empty() || shared.holding.load(Ordering::SeqCst))
+            && work.send(Work::Changes(changes, Instant::now())).is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// The worker: judges what the permission side and the notifications report, in order.
+pub(crate) fn judge(shared: &Shared, stop: &AtomicBool, queue: mpsc::Receiver<Work>) {
+    while !stop.load(Ordering::SeqCst) {
+        let waiting = !shared
+            .state
+            .lock()
+            .expect("state lock")
+            .finishing
+            .is_empty();
+        let wait = Duration::from_millis(if waiting { 10 } else { 200 });
+        let work = queue.recv_timeout(wait);
+        if waiting {
+            finish(shared, Instant::now());
+        }
+        let Ok(work) = work else {
+            continue;
+        };
+        match work {
+            Work::Opened {
+                pid,
+                keys,
+                path,
+                dev,
+                ino,
+                kept,
+            } => opened(shared, pid, &keys, path, dev, ino, kept),
+            Work::Changes(changes, empty_at) => {
+                for c in changes {
+                    change(shared, c);
+                }
+                shared.state.lock().expect("state lock").drained = Some(empty_at);
+            }
+        }
+    }
+}
+
+fn group_of(keys: &[ActorKey]) -> u32 {
+    keys.iter()
+        .find_map(|k| match k {
+            ActorKey::Group(g) => Some(*g),
+            ActorKey::Program(_) => None,
+        })
+        .unwrap_or(0)
+}
+
+fn opened(
+    shared: &Shared,
+    _pid: u32,
+    keys: &[ActorKey],
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    kept: Option<Kept>,
+) {
+    let mut state = shared.state.lock().expect("state lock");
+    let journal = state.journals.entry(group_of(keys)).or_default();
+    journal.first.get_or_insert_with(SystemTime::now);
+    // one touch per document and actor: the first keeps the original
+    let seen = journal
+        .touches
+        .iter()
+        .any(|t| matches!(t, Touch::Modified { dev: d, ino: i, .. } if *d == dev && *i == ino));
+    if !seen {
+        journal.touches.push(Touch::Modified {
+            path,
+            dev,
+            ino,
+            kept,
+        });
+    }
+}
+
+/// Resolves a place to a path: a watched folder's path, else the folder found by its handle.
+fn resolve(shared: &Shared, place: &Place) -> Option<PathBuf> {
+    let dir = match shared.folders.read().expect("folders lock").get(&place.dir) {
+        Some(d) => d.clone(),
+        None => shared.settings.folders.iter().find_map(|f| {
+            let mount = std::fs::File::open(f).ok()?;
+            let fd = rampart_sys::open_by_handle(&mount.into(), &place.dir).ok()?;
+            std::fs::read_link(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&fd)
+            ))
+            .ok()
+        })?,
+    };
+    Some(if place.name.is_empty() || place.name == "." {
+        dir
+    } else {
+        dir.join(&place.name)
+    })
+}
+
+/// The keys of the process that made a change (from `/proc`, or as seen before if it is gone).
+fn keys_of(shared: &Shared, pid: u32) -> Option<Vec<ActorKey>> {
+    if shared.spare.read().expect("spare lock").contains(&pid) {
+        return None;
+    }
+    match actor::process(pid) {
+        Some(p) => {
+            if super::is_trusted(shared, &p.program, pid) {
+                return None;
+            }
+            let keys = p.keys();
+            let mut state = shared.state.lock().expect("state lock");
+            state.keys_of.insert(pid, keys.clone());
+            let journal = state.journals.entry(p.pgid).or_default();
+            if journal.program.is_none() {
+                journal.program = Some(p.program.clone());
+                journal.cmdline = p.cmdline.join(" ");
+            }
+            if !p.program.is_bare_interpreter() {
+                state.groups_of.entry(p.program).or_default().insert(p.pgid);
+            }
+            Some(keys)
+        }
+        None => shared
+            .state
+            .lock()
+            .expect("state lock")
+            .keys_of
+            .get(&pid)
+            .cloned(),
+    }
+}
+
+fn is_canary(shared: &Shared, path: &Path) -> bool {
+    shared
+        .canaries
+        .read()
+        .expect("canaries lock")
+        .contains(path)
+}
+
+fn change(shared: &Shared, c: Change) {
+    let from = c.place.as_ref().and_then(|p| resolve(shared, p));
+    let to = c.to.as_ref().and_then(|p| resolve(shared, p));
+    let Some(path) = from.clone() else {
+        return;
+    };
+    let is_dir = c.mask & libc::FAN_ONDIR != 0;
+    // the agent's own changes (restores, quarantine) and trusted programs: only bookkeeping
+    let keys = keys_of(shared, c.pid);
+    // one event may carry several changes (fanotify merges them): in the order they happen
+    if c.mask & libc::FAN_CREATE != 0 && in_scope(shared, &path) {
+        if is_dir {
+            watch_folder(shared, &path);
+            watch_tree(shared, &path);
+        } else {
+            watch_document(shared, &path);
+        }
+        if let Some(keys) = &keys {
+            if let Ok(m) = std::fs::symlink_metadata(&path) {
+                let mut state = shared.state.lock().expect("state lock");
+                let journal = state.journals.entry(group_of(keys)).or_default();
+                journal.first.get_or_insert_with(SystemTime::now);
+                journal.touches.push(Touch::Created {
+                    path: path.clone(),
+                    dev: m.dev(),
+                    ino: m.ino(),
+                });
+                journal.made.insert(path.clone(), (false, false));
+            }
+        }
+    }
+    let Some(keys) = keys else {
+        // bookkeeping for the agent's and trusted programs' own renames and deletions
+        if c.mask & libc::FAN_RENAME != 0 {
+            if let Some(to) = &to {
+                moved(shared, &path, to);
+            }
+        }
+        if c.mask & libc::FAN_DELETE != 0 && !path.exists() {
+            shared.docs.write().expect("docs lock").remove(&path);
+        }
+        return;
+    };
+    if c.mask & libc::FAN_CLOSE_WRITE != 0 {
+        closed(shared, &keys, &path);
+    }
+    if c.mask & libc::FAN_RENAME != 0 {
+        if let Some(to) = &to {
+            renamed(shared, &keys, &path, to, is_dir);
+        }
+    }
+    if c.mask & libc::FAN_DELETE != 0 && !is_dir {
+        deleted(shared, &keys, &path);
+    }
+}
+
+/// Keeps the document index right after a rename (of a document, or of a folder of them).
+fn moved(shared: &Shared, from: &Path, to: &Path) {
+    let mut docs = shared.docs.write().expect("docs lock");
+    let inside: Vec<PathBuf> = docs
+        .keys()
+        .filter(|p| p.starts_with(from))
+        .cloned()
+        .collect();
+    for p in inside {
+        if let Some(d) = docs.remove(&p) {
+            let rest = p.strip_prefix(from).unwrap_or(Path::new(""));
+            let new = if rest.as_os_str().is_empty() {
+                to.to_path_buf()
+            } else {
+                to.join(rest)
+            };
+            docs.insert(new, d);
+        }
+    }
+    drop(docs);
+    let mut folders = shared.folders.write().expect("folders lock");
+    for p in folders.values_mut() {
+        if p.starts_with(from) {
+            let rest = p.strip_prefix(from).unwrap_or(Path::new("")).to_path_buf();
+            *p = if rest.as_os_str().is_empty() {
+                to.to_path_buf()
+            } else {
+                to.join(rest)
+            };
+        }
+    }
+}
+
+fn add(shared: &Shared, keys: &[ActorKey], evidence: Evidence) {
+    let conviction = {
+        let mut state = shared.state.lock().expect("state lock");
+        state.detector.add(keys, evidence, Instant::now())
+    };
+    if let Some(c) = conviction {
+        convict(shared, keys, c);
+    }
+}
+
+fn mark_changed(shared: &Shared, keys: &[ActorKey], path: &Path) {
+    if let Some(d) = shared.docs.read().expect("docs lock").get(path).cloned() {
+        let mut state = shared.state.lock().expect("state lock");
+        let j = state.journals.entry(group_of(keys)).or_default();
+        j.changed.insert((d.dev, d.ino));
+    }
+}
+
+/// A file closed after writing: an original judged against its copy, a new file looked at.
+fn closed(shared: &Shared, keys: &[ActorKey], path: &Path) {
+    let group = group_of(keys);
+    // the file as it is now: at its path, or — renamed or deleted since, which the queue has not
+    // told yet — through its hold
+    let found = match std::fs::symlink_metadata(path) {
+        Ok(m) => Some((m.dev(), m.ino(), m.len(), path.to_path_buf())),
+        Err(_) => shared
+            .docs
+            .read()
+            .expect("docs lock")
+            .get(path)
+            .cloned()
+            .and_then(|d| {
+                let hold = shared.vault.hold_path(d.dev, d.ino, path).ok()?;
+                let m = std::fs::metadata(&hold).ok()?;
+                Some((d.dev, d.ino, m.len(), hold))
+            }),
+    };
+    let (kept, made) = {
+        let mut state = shared.state.lock().expect("state lock");
+        let kept = found
+            .as_ref()
+            .and_then(|(dev, ino, _, _)| state.kept.get(&(group, *dev, *ino)).cloned());
+        let j = state.journals.entry(group).or_default();
+        j.writing = j.writing.saturating_sub(1);
+        (kept, j.made.contains_key(path))
+    };
+    let Some((_, _, len, read_from)) = found else {
+        return;
+    };
+    let canary = is_canary(shared, path);
+    let head = read_head(&read_from, HEAD).unwrap_or_default();
+    if let Some(Kept::Copy { sha256, size }) = kept {
+        let old = shared.vault.copy_head(&sha256, HEAD).unwrap_or_default();
+        let verdict = content::judge(&old, size, &head, len);
+        if matches!(verdict, Verdict::Encrypted | Verdict::Destroyed) {
+            mark_changed(shared, keys, path);
+        }
+        match verdict {
+            _ if canary && matches!(verdict, Verdict::Encrypted | Verdict::Destroyed) => {
+                add(shared, keys, Evidence::Canary(path.to_path_buf()))
+            }
+            Verdict::Encrypted => add(shared, keys, Evidence::Encrypted(path.to_path_buf())),
+            Verdict::Destroyed => add(shared, keys, Evidence::Destroyed(path.to_path_buf())),
+            Verdict::Edited | Verdict::Converted => {}
+        }
+    } else if made {
+        let encrypted = content::looks_encrypted(&head);
+        let converted = !encrypted && matches!(content::kind(&head), content::Kind::Format(_));
+        {
+            let mut state = shared.state.lock().expect("state lock");
+            let j = state.journals.entry(group).or_default();
+            j.made.insert(path.to_path_buf(), (encrypted, converted));
+        }
+        if encrypted {
+            add(shared, keys, Evidence::EncryptedFile(path.to_path_buf()));
+        } else if content::is_text(&head) && looks_like_note(&head) {
+            note(shared, keys, path);
+        }
+    }
+}
+
+/// Words ransom notes use.
+fn looks_like_note(text: &[u8]) -> bool {
+    let t = String::from_utf8_lossy(text).to_lowercase();
+    [
+        "bitcoin",
+        "btc",
+        "monero",
+        "decrypt",
+        "encrypted",
+        "ransom",
+        ".onion",
+        "tor browser",
+        "restore your files",
+        "private key",
+    ]
+    .iter()
+    .filter(|w| t.contains(*w))
+    .count()
+        >= 2
+}
+
+fn note(shared: &Shared, keys: &[ActorKey], path: &Path) {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let folders = {
+        let mut state = shared.state.lock().expect("state lock");
+        let e = state
+            .notes
+            .entry(name.clone())
+            .or_insert_with(|| (Default::default(), group_of(keys)));
+        if let Some(dir) = path.parent() {
+            e.0.insert(dir.to_path_buf());
+        }
+        e.0.len()
+    };
+    add(shared, keys, Evidence::RansomNotes { name, folders });
+}
+
+fn deleted(shared: &Shared, keys: &[ActorKey], path: &Path) {
+    let Some(doc) = shared.docs.write().expect("docs lock").remove(path) else {
+        return;
+    };
+    let group = group_of(keys);
+    let stem = path.to_string_lossy().into_owned();
+    let (encrypted_copy, converted) = {
+        let mut state = shared.state.lock().expect("state lock");
+        let j = state.journals.entry(group).or_default();
+        j.first.get_or_insert_with(SystemTime::now);
+        j.touches.push(Touch::Deleted {
+            path: path.to_path_buf(),
+            dev: doc.dev,
+            ino: doc.ino,
+        });
+        j.changed.insert((doc.dev, doc.ino));
+        // a file the actor made beside it, named after it
+        let beside = j
+            .made
+            .iter()
+            .filter(|(p, _)| p.parent() == path.parent() && p.to_string_lossy().starts_with(&stem))
+            .map(|(_, v)| *v);
+        beside.fold((false, false), |(e, c), (e2, c2)| (e || e2, c || c2))
+    };
+    if converted && !encrypted_copy {
+        // gzip, zip and friends: the content lives on in a known format
+        return;
+    }
+    let evidence = if is_canary(shared, path) {
+        Evidence::Canary(path.to_path_buf())
+    } else if encrypted_copy {
+        Evidence::ReplacedByEncryptedCopy(path.to_path_buf())
+    } else {
+        Evidence::Deleted(path.to_path_buf())
+    };
+    add(shared, keys, evidence);
+}
+
+fn renamed(shared: &Shared, keys: &[ActorKey], from: &Path, to: &Path, is_dir: bool) {
+    let group = group_of(keys);
+    let doc = shared.docs.read().expect("docs lock").get(from).cloned();
+    // renamed over a document: that one is gone
+    let over = shared.docs.read().expect("docs lock").get(to).cloned();
+    moved(shared, from, to);
+    {
+        let mut state = shared.state.lock().expect("state lock");
+        let j = state.journals.entry(group).or_default();
+        j.first.get_or_insert_with(SystemTime::now);
+        if let Some(d) = &doc {
+            j.touches.push(Touch::Renamed {
+                from: from.to_path_buf(),
+                to: to.to_path_buf(),
+                dev: d.dev,
+                ino: d.ino,
+            });
+        } else if let Some(v) = j.made.remove(from) {
+            // a file it made, moved: followed
+            if let Ok(m) = std::fs::symlink_metadata(to) {
+                j.touches.push(Touch::Renamed {
+                    from: from.to_path_buf(),
+                    to: to.to_path_buf(),
+                    dev: m.dev(),
+                    ino: m.ino(),
+                });
+            }
+            j.made.insert(to.to_path_buf(), v);
+        }
+        if let Some(o) = &over {
+            if doc.as_ref().is_none_or(|d| d.ino != o.ino) {
+                j.touches.push(Touch::Deleted {
+                    path: to.to_path_buf(),
+                    dev: o.dev,
+                    ino: o.ino,
+                });
+                j.changed.insert((o.dev, o.ino));
+            }
+        }
+    }
+    if is_dir || doc.is_none() {
+        if over.is_some() && !is_canary(shared, to) {
+            add(shared, keys, Evidence::Deleted(to.to_path_buf()));
+        }
+        return;
+    }
+    let new_ext = to
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let away = !DocumentTypes::is_known_extension(&new_ext);
+    if is_canary(shared, from) && away {
+        add(shared, keys, Evidence::Canary(from.to_path_buf()));
+    } else if away {
+        mark_changed(shared, keys, to);
+        add(
+            shared,
+            keys,
+            Evidence::RenamedAway {
+                from: from.to_path_buf(),
+                to: to.to_path_buf(),
+            },
+        );
+    }
+}
+
+fn ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A conviction: the actor is stopped and its program blocked (block mode) at once; its files
+/// are restored a moment later ([`finish`]), once the kernel has announced what it did until it
+/// stopped.
+fn convict(shared: &Shared, keys: &[ActorKey], c: Conviction) {
+    let convicted_at = SystemTime::now();
+    let block = shared.settings.mode == RansomwareMode::Block;
+    // the actor's groups: its own, and every group its program ran in
+    let (groups, program, cmdline) = {
+        let state = shared.state.lock().expect("state lock");
+        let mut groups: Vec<u32> = vec![group_of(keys)];
+        for k in keys {
+            if let ActorKey::Program(p) = k {
+                if let Some(gs) = state.groups_of.get(p) {
+                    groups.extend(gs.iter().copied());
+                }
+            }
+        }
+        groups.sort_unstable();
+        groups.dedup();
+        let j = state.journals.get(&group_of(keys));
+        (
+            groups,
+            j.and_then(|j| j.program.clone()),
+            j.map(|j| j.cmdline.clone()).unwrap_or_default(),
+        )
+    };
+    let mut all_keys: Vec<ActorKey> = keys.to_vec();
+    all_keys.extend(groups.iter().map(|g| ActorKey::Group(*g)));
+    all_keys.sort();
+    all_keys.dedup();
+    let spare: Vec<u32> = shared
+        .spare
+        .read()
+        .expect("spare lock")
+        .iter()
+        .copied()
+        .collect();
+    tracing::warn!(keys = ?all_keys, "ransomware: stopping the actor");
+    let stopped = if block {
+        crate::respond::stop(&all_keys, &spare)
+    } else {
+        Vec::new()
+    };
+    let sha256 = program
+        .as_ref()
+        .and_then(|p| super::sha256_of(p.script.as_deref().unwrap_or(&p.exe)));
+    let blocked = block && program.as_ref().is_some_and(|p| block_program(shared, p));
+    let changed = {
+        let mut state = shared.state.lock().expect("state lock");
+        state.convicted.push(all_keys.clone());
+        groups
+            .iter()
+            .filter_map(|g| state.journals.get(g))
+            .flat_map(|j| j.changed.iter().copied())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    };
+    let id = format!(
+        "rw-{}-{}",
+        ms(convicted_at),
+        shared.incident_count.fetch_add(1, Ordering::SeqCst) + 1
+    );
+    let incident = Incident {
+        id,
+        mode: format!("{:?}", shared.settings.mode).to_lowercase(),
+        response: if block {
+            Response::Stopped
+        } else {
+            Response::Reported
+        },
+        actor: IncidentActor {
+            pgid: group_of(keys),
+            program: program.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+            sha256,
+            cmdline,
+            stopped_pids: stopped,
+        },
+        evidence: c.evidence.iter().map(Evidence::describe).collect(),
+        score: c.score,
+        first_change_ms: ms(convicted_at),
+        convicted_ms: ms(convicted_at),
+        changed_before_conviction: changed,
+        program_blocked: blocked,
+        files: Vec::new(),
+    };
+    tracing::warn!(
+        id = %incident.id,
+        program = %incident.actor.program,
+        changed,
+        stopped = incident.actor.stopped_pids.len(),
+        "ransomware: actor convicted"
+    );
+    shared.state.lock().expect("state lock").finishing.push((
+        incident,
+        groups,
+        Instant::now() + SETTLE,
+    ));
+}
+
+/// How long after stopping an actor its last changes are waited for before restoring.
+const SETTLE: Duration = Duration::from_millis(150);
+
+/// Restores the files of convicted actors whose changes have settled, and sends their
+/// incidents.
+pub(crate) fn finish(shared: &Shared, now: Instant) {
+    let due: Vec<(Incident, Vec<u32>)> = {
+        let mut state = shared.state.lock().expect("state lock");
+        let (due, later): (Vec<_>, Vec<_>) =
+            state.finishing.drain(..).partition(|(_, _, at)| *at <= now);
+        state.finishing = later;
+        due.into_iter().map(|(i, g, _)| (i, g)).collect()
+    };
+    for (mut incident, groups) in due {
+        let (touches, first) = {
+            let state = shared.state.lock().expect("state lock");
+            let mut touches = Vec::new();
+            let mut first: Option<SystemTime> = None;
+            for g in &groups {
+                if let Some(j) = state.journals.get(g) {
+                    touches.extend(j.touches.iter().cloned());
+                    first = match (first, j.first) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+            }
+            (touches, first)
+        };
+        let plan = Plan::from_touches(&touches);
+        incident.files = if incident.response == Response::Stopped {
+            plan.restore(
+                &shared.vault,
+                &shared.settings.quarantine.join(&incident.id),
+            )
+        } else {
+            plan.files()
+        };
+        if let Some(f) = first {
+            incident.first_change_ms = ms(f);
+        }
+        tracing::warn!(
+            id = %incident.id,
+            files = incident.files.len(),
+            "ransomware: incident {}",
+            if incident.response == Response::Stopped { "restored" } else { "reported" }
+        );
+        shared
+            .state
+            .lock()
+            .expect("state lock")
+            .incidents
+            .push(Convicted {
+                incident: incident.clone(),
+                plan,
+            });
+        let _ = shared
+            .incidents
+            .lock()
+            .expect("incidents lock")
+            .send(incident);
+    }
+}
+
+/// Blocks `program` from running again: its file (the executable, or the script) refuses every
+/// open but the agent's. Not for shells and interpreters themselves.
+fn block_program(shared: &Shared, program: &crate::actor::Program) -> bool {
+    if program.is_bare_interpreter() {
+        return false;
+    }
+    let file = program.script.as_deref().unwrap_or(&program.exe);
+    let Ok(m) = std::fs::metadata(file) else {
+        return false;
+    };
+    let mask = libc::FAN_OPEN_PERM | libc::FAN_OPEN_EXEC_PERM;
+    if let Err(e) = rampart_sys::fanotify_mark_inode(&shared.perm, mask, file) {
+        tracing::warn!(program = %file.display(), error = %e, "could not block a program");
+        return false;
+    }
+    shared
+        .state
+        .lock()
+        .expect("state lock")
+        .blocked
+        .insert((m.dev(), m.ino()));
+    true
+}

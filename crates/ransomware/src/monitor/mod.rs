@@ -1,0 +1,508 @@
+//! The monitor: watches the protected folders, keeps originals, judges changes, convicts,
+//! responds.
+//!
+//! Two fanotify groups:
+//! - a **permission** group with an inode mark on every protected document (so other files cost
+//!   nothing): an open for writing by a process that is not trusted is answered only after the
+//!   document's content is copied into the vault; in `strict` mode it is refused; an actor with
+//!   evidence against it has its opens held until its earlier changes are judged (so it cannot
+//!   race ahead of the judgement), and a convicted one is refused ([`permission`]);
+//! - a **notification** group on every protected folder: closes after writing, creations,
+//!   deletions and renames, each with the acting process, judged in order by one worker
+//!   ([`changes`]).
+//!
+//! On conviction (block mode) the actor is stopped, its program blocked, every file it touched
+//! restored, and an [`Incident`] sent; in audit mode the incident is sent and nothing else.
+
+mod changes;
+mod permission;
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rampart_protocol::policy::RansomwareMode;
+use rampart_protocol::ransomware::Incident;
+use rampart_sys::Handle;
+
+use crate::actor::{ActorKey, Program};
+use crate::detector::Detector;
+use crate::doctype::DocumentTypes;
+use crate::restore::Touch;
+use crate::vault::{Kept, Vault};
+
+/// What the monitor protects and how.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Protected folders (absolute; those that exist are watched).
+    pub folders: Vec<PathBuf>,
+    /// Which files are documents.
+    pub types: DocumentTypes,
+    /// Folder names (anywhere below) or folders left alone.
+    pub exclusions: Vec<String>,
+    /// Trusted programs: path and SHA-256.
+    pub trusted: Vec<(PathBuf, String)>,
+    /// `block`, `audit` or `strict`.
+    pub mode: RansomwareMode,
+    /// Whether decoy documents are placed.
+    pub canaries: bool,
+    /// Where files an actor made go.
+    pub quarantine: PathBuf,
+}
+
+/// What the monitor reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// Folders watched.
+    pub folders: usize,
+    /// Documents held and guarded.
+    pub documents: usize,
+    /// Whether the first walk of the folders is done.
+    pub ready: bool,
+    /// Incidents so far (since start).
+    pub incidents: usize,
+}
+
+/// A convicted actor, and the plan that restores its files (for `rampart ransomware restore`).
+#[derive(Debug, Clone)]
+pub struct Convicted {
+    /// The incident as sent.
+    pub incident: Incident,
+    /// What restores its files.
+    pub plan: crate::restore::Plan,
+}
+
+/// Mask on protected folders in the notification group.
+const ON_FOLDER: u64 = libc::FAN_CREATE
+    | libc::FAN_DELETE
+    | libc::FAN_RENAME
+    | libc::FAN_CLOSE_WRITE
+    | libc::FAN_ONDIR
+    | libc::FAN_EVENT_ON_CHILD;
+
+/// How long an opener is held at most while its actor's earlier changes are judged.
+pub const HOLD_AT_MOST: Duration = Duration::from_millis(300);
+
+/// What the permission side tells the worker, in order with the notifications.
+pub(crate) enum Work {
+    /// Notifications read, and the time the queue was found empty after them.
+    Changes(Vec<rampart_sys::notify::Change>, Instant),
+    /// A document was opened for writing by an actor (its original kept first).
+    Opened {
+        pid: u32,
+        keys: Vec<ActorKey>,
+        path: PathBuf,
+        dev: u64,
+        ino: u64,
+        kept: Option<Kept>,
+    },
+}
+
+/// A document the monitor knows.
+#[derive(Debug, Clone)]
+pub(crate) struct Doc {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// What the actor of a group did (for restoring).
+#[derive(Debug, Default)]
+pub(crate) struct Journal {
+    pub touches: Vec<Touch>,
+    /// Documents changed (for "changed before conviction").
+    pub changed: HashSet<(u64, u64)>,
+    /// Files it made: path → (looks encrypted, converted), for pairing deletions with them.
+    pub made: HashMap<PathBuf, (bool, bool)>,
+    /// The first change.
+    pub first: Option<std::time::SystemTime>,
+    /// Open writes not yet closed.
+    pub writing: usize,
+    /// What it runs (the first process seen).
+    pub program: Option<Program>,
+    pub cmdline: String,
+}
+
+/// The state the threads share (one lock: every step under it is short).
+#[derive(Default)]
+pub(crate) struct State {
+    pub detector: Detector,
+    /// Journals by process group.
+    pub journals: HashMap<u32, Journal>,
+    /// Groups by program (a program's conviction restores every group it ran in).
+    pub groups_of: HashMap<Program, HashSet<u32>>,
+    /// Copies made per (group, inode): one per actor and document.
+    pub kept: HashMap<(u32, u64, u64), Kept>,
+    /// Processes seen, by pid (for notifications from processes already gone).
+    pub keys_of: HashMap<u32, Vec<ActorKey>>,
+    /// Notes: file name → (folders, group).
+    pub notes: HashMap<String, (HashSet<PathBuf>, u32)>,
+    /// Convicted actors' keys.
+    pub convicted: Vec<Vec<ActorKey>>,
+    /// Executables blocked from running: (dev, ino).
+    pub blocked: HashSet<(u64, u64)>,
+    /// Incidents so far.
+    pub incidents: Vec<Convicted>,
+    /// The worker has handled every change made before this instant.
+    pub drained: Option<Instant>,
+    /// Convicted actors whose files are restored once their last changes are in: the
+    /// incident so far, its groups, when.
+    pub finishing: Vec<(Incident, Vec<u32>, Instant)>,
+}
+
+/// What the threads share.
+pub(crate) struct Shared {
+    pub settings: Settings,
+    pub vault: Vault,
+    /// The agent and its supervisor: never judged, never held.
+    pub spare: RwLock<HashSet<u32>>,
+    pub state: Mutex<State>,
+    /// Documents by path.
+    pub docs: RwLock<HashMap<PathBuf, Doc>>,
+    /// Watched folders by file handle.
+    pub folders: RwLock<HashMap<Handle, PathBuf>>,
+    /// Decoys.
+    pub canaries: RwLock<HashSet<PathBuf>>,
+    pub perm: OwnedFd,
+    pub notify: OwnedFd,
+    pub incidents: Mutex<mpsc::Sender<Incident>>,
+    pub ready: AtomicBool,
+    /// Whether the permission side holds openers (waiting for the queue to be judged).
+    pub holding: AtomicBool,
+    pub incident_count: AtomicUsize,
+    /// Trusted executables' hashes, cached by (dev, ino, mtime).
+    pub trusted_cache: Mutex<HashMap<(u64, u64, i64), bool>>,
+}
+
+/// The running monitor.
+pub struct Monitor {
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Monitor {
+    /// Starts watching. `spare`: this process and its supervisor. Incidents go to `incidents`.
+    pub fn start(
+        settings: Settings,
+        vault: Vault,
+        spare: Vec<u32>,
+        incidents: mpsc::Sender<Incident>,
+    ) -> std::io::Result<Monitor> {
+        let perm = rampart_sys::fanotify_permission_group()?;
+        let notify = rampart_sys::fanotify_notification_group()?;
+        let shared = Arc::new(Shared {
+            settings,
+            vault,
+            spare: RwLock::new(spare.into_iter().collect()),
+            state: Mutex::new(State::default()),
+            docs: RwLock::new(HashMap::new()),
+            folders: RwLock::new(HashMap::new()),
+            canaries: RwLock::new(HashSet::new()),
+            perm,
+            notify,
+            incidents: Mutex::new(incidents),
+            ready: AtomicBool::new(false),
+            holding: AtomicBool::new(false),
+            incident_count: AtomicUsize::new(0),
+            trusted_cache: Mutex::new(HashMap::new()),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let (work, queue) = mpsc::channel();
+        let mut threads = Vec::new();
+        {
+            let (shared, stop, work) = (shared.clone(), stop.clone(), work.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("ransomware-permission".into())
+                    .spawn(move || permission::run(&shared, &stop, &work))?,
+            );
+        }
+        {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("ransomware-notify".into())
+                    .spawn(move || changes::read(&shared, &stop, &work))?,
+            );
+        }
+        {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("ransomware-judge".into())
+                    .spawn(move || changes::judge(&shared, &stop, queue))?,
+            );
+        }
+        {
+            // the first walk: folders watched, documents held and guarded, decoys placed
+            let shared = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("ransomware-scan".into())
+                    .spawn(move || {
+                        let started = Instant::now();
+                        let folders = shared.settings.folders.clone();
+                        for f in folders.iter().filter(|f| f.is_dir()) {
+                            if shared.settings.canaries {
+                                place_canaries(&shared, f);
+                            }
+                            watch_tree(&shared, f);
+                        }
+                        shared.ready.store(true, Ordering::SeqCst);
+                        tracing::info!(
+                            documents = shared.docs.read().expect("docs lock").len(),
+                            ms = started.elapsed().as_millis() as u64,
+                            "ransomware protection: folders watched"
+                        );
+                    })?,
+            );
+        }
+        Ok(Monitor {
+            shared,
+            stop,
+            threads,
+        })
+    }
+
+    /// What the monitor is doing.
+    pub fn status(&self) -> Status {
+        Status {
+            folders: self.shared.folders.read().expect("folders lock").len(),
+            documents: self.shared.docs.read().expect("docs lock").len(),
+            ready: self.shared.ready.load(Ordering::SeqCst),
+            incidents: self.shared.incident_count.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Trusts process `pid` as part of the agent (its supervisor, started again).
+    pub fn spare(&self, pid: u32) {
+        self.shared.spare.write().expect("spare lock").insert(pid);
+    }
+
+    /// The incidents so far, with their plans.
+    pub fn incidents(&self) -> Vec<Convicted> {
+        self.shared
+            .state
+            .lock()
+            .expect("state lock")
+            .incidents
+            .clone()
+    }
+
+    /// Restores the files of incident `id` again (idempotent). `None`: no such incident.
+    pub fn restore(&self, id: &str) -> Option<Incident> {
+        let plan = {
+            let state = self.shared.state.lock().expect("state lock");
+            state
+                .incidents
+                .iter()
+                .find(|c| c.incident.id == id)
+                .map(|c| c.plan.clone())?
+        };
+        let files = plan.restore(
+            &self.shared.vault,
+            &self.shared.settings.quarantine.join(id),
+        );
+        let mut state = self.shared.state.lock().expect("state lock");
+        let c = state.incidents.iter_mut().find(|c| c.incident.id == id)?;
+        c.incident.files = files;
+        Some(c.incident.clone())
+    }
+
+    /// The vault.
+    pub fn vault(&self) -> &Vault {
+        &self.shared.vault
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Whether `path` is left alone by the policy's exclusions (or is the vault or quarantine).
+pub(crate) fn excluded(shared: &Shared, path: &Path) -> bool {
+    if path.starts_with(shared.vault.dir()) || path.starts_with(&shared.settings.quarantine) {
+        return true;
+    }
+    let names: Vec<String> = path
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    shared.settings.exclusions.iter().any(|e| {
+        if e.starts_with('/') {
+            path.starts_with(e)
+        } else {
+            names.iter().any(|n| n == e) || names.iter().any(|n| n == crate::vault::FOREIGN_HOLDS)
+        }
+    })
+}
+
+/// Whether `path` is inside a protected folder.
+pub(crate) fn in_scope(shared: &Shared, path: &Path) -> bool {
+    shared.settings.folders.iter().any(|f| path.starts_with(f)) && !excluded(shared, path)
+}
+
+/// Watches folder `dir` and everything below it: folders get notification marks, documents
+/// are held in the vault and guarded by an inode mark.
+pub(crate) fn watch_tree(shared: &Shared, dir: &Path) {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if excluded(shared, &d) {
+            continue;
+        }
+        watch_folder(shared, &d);
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            let p = e.path();
+            if t.is_dir() {
+                stack.push(p);
+            } else if t.is_file() {
+                watch_document(shared, &p);
+            }
+        }
+    }
+}
+
+/// Marks one folder in the notification group, and its opens in the permission group (an
+/// actor under suspicion that moves on to the next folder waits for its judgement).
+pub(crate) fn watch_folder(shared: &Shared, dir: &Path) {
+    if let Err(e) = rampart_sys::fanotify_mark_inode(&shared.notify, ON_FOLDER, dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch a folder");
+        return;
+    }
+    if let Err(e) =
+        rampart_sys::fanotify_mark_inode(&shared.perm, libc::FAN_OPEN_PERM | libc::FAN_ONDIR, dir)
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot guard a folder");
+    }
+    if let Ok(h) = rampart_sys::name_to_handle(dir) {
+        shared
+            .folders
+            .write()
+            .expect("folders lock")
+            .insert(h, dir.to_path_buf());
+    }
+}
+
+/// Holds and guards `path` if it is a document (by name, or by content for names without an
+/// extension). Returns whether it is one.
+pub(crate) fn watch_document(shared: &Shared, path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let is_doc = shared.settings.types.by_name(&name)
+        || (!name.contains('.')
+            && crate::vault::read_head(path, 64)
+                .is_ok_and(|h| shared.settings.types.by_content(&h)));
+    if !is_doc || excluded(shared, path) {
+        return false;
+    }
+    let Ok(m) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    if let Err(e) = shared.vault.hold(path) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot hold a document");
+    }
+    if let Err(e) = rampart_sys::fanotify_mark_inode(&shared.perm, libc::FAN_OPEN_PERM, path) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot guard a document");
+    }
+    shared.docs.write().expect("docs lock").insert(
+        path.to_path_buf(),
+        Doc {
+            dev: m.dev(),
+            ino: m.ino(),
+        },
+    );
+    true
+}
+
+/// A minimal but valid document of each kind, as decoys.
+const CANARIES: &[(&str, &[u8])] = &[
+    (
+        ".~rampart-decoy.pdf",
+        b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n2 0 obj << /Type /Pages /Kids [] /Count 0 >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n",
+    ),
+    (
+        ".~rampart-decoy.txt",
+        b"Budget 2027 - draft\n\nRegion    Q1     Q2     Q3     Q4\nNorth     1200   1350   1410   1500\nSouth     980    1010   1100   1230\n",
+    ),
+];
+
+/// Places the decoys in `dir` (and leaves those already there).
+fn place_canaries(shared: &Shared, dir: &Path) {
+    for (name, content) in CANARIES {
+        let path = dir.join(name);
+        if !path.exists() {
+            if let Err(e) = std::fs::write(&path, content) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot place a decoy document");
+                continue;
+            }
+        }
+        shared.canaries.write().expect("canaries lock").insert(path);
+    }
+}
+
+/// Whether the actor with `keys` is convicted.
+pub(crate) fn is_convicted(state: &State, keys: &[ActorKey]) -> bool {
+    state.detector.is_convicted(keys)
+}
+
+/// Whether `program` is trusted by the policy (path and SHA-256).
+pub(crate) fn is_trusted(shared: &Shared, program: &Program, pid: u32) -> bool {
+    if shared.settings.trusted.is_empty() {
+        return false;
+    }
+    let Some((_, want)) = shared
+        .settings
+        .trusted
+        .iter()
+        .find(|(p, _)| *p == program.exe)
+    else {
+        return false;
+    };
+    let Ok(m) = std::fs::metadata(format!("/proc/{pid}/exe")) else {
+        return false;
+    };
+    let key = (m.dev(), m.ino(), m.mtime());
+    if let Some(v) = shared.trusted_cache.lock().expect("cache lock").get(&key) {
+        return *v;
+    }
+    let ok = sha256_of(Path::new(&format!("/proc/{pid}/exe"))).is_some_and(|h| h == *want);
+    shared
+        .trusted_cache
+        .lock()
+        .expect("cache lock")
+        .insert(key, ok);
+    ok
+}
+
+/// The SHA-256 of a file, in hex.
+pub fn sha256_of(path: &Path) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Some(hex::encode(h.finalize()))
+}

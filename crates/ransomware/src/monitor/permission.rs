@@ -1,0 +1,247 @@
+//! The permission side: every open of a protected document. Reads by actors without evidence
+//! against them, and everything the agent does, are answered at once. An open for writing by a
+//! process that is not trusted has the document's content copied into the vault first (from the
+//! event's own descriptor), and is then allowed — refused in `strict` mode, or once the actor is
+//! convicted. An actor with evidence against it (or with more than two documents open for
+//! writing) is held until the worker has judged what it did before (at most
+//! [`HOLD_AT_MOST`](super::HOLD_AT_MOST)), so that it cannot get ahead of its judgement.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use rampart_protocol::policy::RansomwareMode;
+use rampart_sys::open::{open_kind, tgid_of, OpenKind};
+
+use super::{is_convicted, is_trusted, Shared, Work, HOLD_AT_MOST};
+use crate::actor::{self, ActorKey};
+
+/// An open waiting for its answer.
+struct Held {
+    fd: OwnedFd,
+    keys: Vec<ActorKey>,
+    group: u32,
+    since: Instant,
+}
+
+enum Answer {
+    Allow,
+    Deny,
+    Hold(Vec<ActorKey>, u32),
+}
+
+pub(crate) fn run(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>) {
+    rampart_sys::block_signals_in_this_thread();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut held: Vec<Held> = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let timeout = if held.is_empty() { 100 } else { 2 };
+        if rampart_sys::poll_readable(&shared.perm, timeout) {
+            let n = rampart_sys::read_fd(&shared.perm, &mut buf).unwrap_or(0);
+            // every event of the batch judged before any is answered (an answer wakes every
+            // waiting opener for a moment, which hides what the others are doing)
+            let mut answers = Vec::new();
+            let mut at = 0;
+            while at + 24 <= n {
+                let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4")) as usize;
+                let fd = i32::from_ne_bytes(buf[at + 16..at + 20].try_into().expect("4"));
+                let tid = i32::from_ne_bytes(buf[at + 20..at + 24].try_into().expect("4")) as u32;
+                if len < 24 {
+                    break;
+                }
+                if fd >= 0 {
+                    let fd = rampart_sys::own_event_fd(fd);
+                    let answer = decide(shared, fd.as_fd(), tid, work);
+                    answers.push((fd, answer));
+                }
+                at += len;
+            }
+            for (fd, answer) in answers {
+                match answer {
+                    Answer::Allow => answer_now(shared, &fd, true),
+                    Answer::Deny => answer_now(shared, &fd, false),
+                    Answer::Hold(keys, group) => held.push(Held {
+                        fd,
+                        keys,
+                        group,
+                        since: Instant::now(),
+                    }),
+                }
+            }
+        }
+        if !held.is_empty() {
+            release(shared, &mut held);
+        }
+        shared.holding.store(!held.is_empty(), Ordering::SeqCst);
+    }
+    // nothing is left waiting
+    for h in held {
+        answer_now(shared, &h.fd, true);
+    }
+}
+
+fn answer_now(shared: &Shared, fd: &OwnedFd, allow: bool) {
+    use std::os::fd::AsRawFd;
+    if let Err(e) = rampart_sys::fanotify_answer(&shared.perm, fd.as_raw_fd(), allow) {
+        tracing::error!(error = %e, "answering a permission event failed");
+    }
+}
+
+/// Answers held opens whose actor is judged up to the moment they were held, convicted, or
+/// held long enough.
+fn release(shared: &Shared, held: &mut Vec<Held>) {
+    let now = Instant::now();
+    let state = shared.state.lock().expect("state lock");
+    let drained = state.drained;
+    held.retain(|h| {
+        let convicted = is_convicted(&state, &h.keys);
+        let writing = state.journals.get(&h.group).map_or(0, |j| j.writing);
+        let judged = drained.is_some_and(|d| d >= h.since) && writing <= 1;
+        if convicted || judged || now.duration_since(h.since) >= HOLD_AT_MOST {
+            let allow = !(convicted && shared.settings.mode == RansomwareMode::Block);
+            answer_now(shared, &h.fd, allow);
+            false
+        } else {
+            true
+        }
+    });
+}
+
+fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Work>) -> Answer {
+    let pid = tgid_of(tid).unwrap_or(tid);
+    if shared.spare.read().expect("spare lock").contains(&pid) {
+        return Answer::Allow;
+    }
+    let Ok(meta) = std::fs::File::from(fd.try_clone_to_owned().expect("dup")).metadata() else {
+        return Answer::Allow;
+    };
+    // a blocked program: not opened, not run, by anyone
+    {
+        let state = shared.state.lock().expect("state lock");
+        if !state.blocked.is_empty() && state.blocked.contains(&(meta.dev(), meta.ino())) {
+            return Answer::Deny;
+        }
+    }
+    let block = shared.settings.mode == RansomwareMode::Block;
+    let audit = shared.settings.mode == RansomwareMode::Audit;
+    let is_dir = meta.is_dir();
+    let kind = if is_dir {
+        OpenKind::Read
+    } else {
+        open_kind(tid)
+    };
+    // changes not read yet: whoever made them may be about to be judged on them, so a folder
+    // or a document is not opened for anyone's next step until they are
+    let unjudged = !audit && rampart_sys::poll_readable(&shared.notify, 0);
+    if matches!(kind, OpenKind::Read | OpenKind::FlagChange) {
+        let suspects = shared
+            .state
+            .lock()
+            .expect("state lock")
+            .detector
+            .any_suspect();
+        let may_wait = suspects || (is_dir && unjudged);
+        if audit || !may_wait {
+            return Answer::Allow;
+        }
+        let Some(p) = actor::process(pid) else {
+            return Answer::Allow;
+        };
+        if is_trusted(shared, &p.program, pid) {
+            return Answer::Allow;
+        }
+        let keys = p.keys();
+        let state = shared.state.lock().expect("state lock");
+        if is_convicted(&state, &keys) {
+            return if block { Answer::Deny } else { Answer::Allow };
+        }
+        if state.detector.score(&keys, Instant::now()) > 0.0 || (is_dir && unjudged) {
+            return Answer::Hold(keys, p.pgid);
+        }
+        return Answer::Allow;
+    }
+    // an open that may change the document
+    let Some(p) = actor::process(pid) else {
+        return Answer::Allow;
+    };
+    if is_trusted(shared, &p.program, pid) {
+        return Answer::Allow;
+    }
+    if shared.settings.mode == RansomwareMode::Strict {
+        tracing::warn!(pid, program = %p.program, "strict mode: an untrusted program may not modify documents");
+        return Answer::Deny;
+    }
+    let keys = p.keys();
+    let path = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ))
+    .unwrap_or_default();
+    let m = meta;
+    let (dev, ino) = (m.dev(), m.ino());
+    {
+        let state = shared.state.lock().expect("state lock");
+        if is_convicted(&state, &keys) && block {
+            return Answer::Deny;
+        }
+    }
+    // the original first: once per actor and document
+    let need_copy = !shared
+        .state
+        .lock()
+        .expect("state lock")
+        .kept
+        .contains_key(&(p.pgid, dev, ino));
+    let kept = if need_copy {
+        match shared.vault.keep(fd, &path, m.len()) {
+            Ok(k) => {
+                shared
+                    .state
+                    .lock()
+                    .expect("state lock")
+                    .kept
+                    .insert((p.pgid, dev, ino), k.clone());
+                Some(k)
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "could not keep a document before it changes");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut state = shared.state.lock().expect("state lock");
+    state.keys_of.insert(pid, keys.clone());
+    let journal = state.journals.entry(p.pgid).or_default();
+    journal.writing += 1;
+    if journal.program.is_none() {
+        journal.program = Some(p.program.clone());
+        journal.cmdline = p.cmdline.join(" ");
+    }
+    let writing = journal.writing;
+    if !p.program.is_bare_interpreter() {
+        state
+            .groups_of
+            .entry(p.program.clone())
+            .or_default()
+            .insert(p.pgid);
+    }
+    let _ = work.send(Work::Opened {
+        pid,
+        keys: keys.clone(),
+        path,
+        dev,
+        ino,
+        kept,
+    });
+    if audit {
+        return Answer::Allow;
+    }
+    if state.detector.score(&keys, Instant::now()) > 0.0 || writing > 2 || unjudged {
+        return Answer::Hold(keys, p.pgid);
+    }
+    Answer::Allow
+}

@@ -1,0 +1,236 @@
+//! The monitor against every family of the simulator (`rampart-ransim`), on this machine's
+//! kernel: the actor is stopped, every document is back as it was (checksums), the incident
+//! lists what it touched. Needs root and fanotify permission events; with `CI=true` a missing
+//! feature fails the test, elsewhere it is skipped with the reason.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rampart_protocol::policy::{DocumentFamily, RansomwareMode};
+use rampart_protocol::ransomware::{FileOutcome, Incident};
+use rampart_ransomware::doctype::DocumentTypes;
+use rampart_ransomware::monitor::{Monitor, Settings};
+use rampart_ransomware::vault::Vault;
+
+fn simulator() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("rampart-ransim");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p rampart-ransim)",
+        bin.display()
+    );
+    bin
+}
+
+/// A tree of documents in real formats: 60 in four folders.
+fn corpus(dir: &Path) {
+    let text = "Quarterly report. Revenue grew in every region; costs stayed flat. ".repeat(120);
+    for (i, sub) in ["", "projects", "projects/2026", "photos"]
+        .iter()
+        .enumerate()
+    {
+        let d = dir.join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        for k in 0..5 {
+            std::fs::write(d.join(format!("report-{i}-{k}.txt")), format!("{k}{text}")).unwrap();
+            let mut pdf = b"%PDF-1.4\n".to_vec();
+            pdf.extend(text.as_bytes());
+            pdf.extend(format!("{i}{k}").as_bytes());
+            std::fs::write(d.join(format!("contract-{i}-{k}.pdf")), &pdf).unwrap();
+            std::fs::write(
+                d.join(format!("budget-{i}-{k}.csv")),
+                (0..400)
+                    .map(|r| format!("{r},north,{},{}\n", r * 3 + k, r * 7))
+                    .collect::<String>(),
+            )
+            .unwrap();
+        }
+    }
+}
+
+/// Every file below `dir` (but the vault and quarantine) with its content.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.clone(), std::fs::read(&p).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+struct Scene {
+    _dir: tempfile::TempDir,
+    docs: PathBuf,
+    monitor: Option<Monitor>,
+    incidents: mpsc::Receiver<Incident>,
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        self.monitor = None;
+    }
+}
+
+fn scene(mode: RansomwareMode, trusted: Vec<(PathBuf, String)>, canaries: bool) -> Option<Scene> {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let docs = dir.path().join("home");
+    corpus(&docs);
+    let vault = Vault::open(&dir.path().join("vault"), 64 << 20).unwrap();
+    let settings = Settings {
+        folders: vec![docs.clone()],
+        types: DocumentTypes::new(DocumentFamily::ALL, &[]),
+        exclusions: vec![".git".into()],
+        trusted,
+        mode,
+        canaries,
+        quarantine: dir.path().join("quarantine"),
+    };
+    let (tx, incidents) = mpsc::channel();
+    let monitor = match Monitor::start(settings, vault, vec![std::process::id()], tx) {
+        Ok(m) => m,
+        Err(e) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("CI=true and fanotify is unavailable: {e}");
+            }
+            eprintln!("skipping: fanotify is unavailable: {e}");
+            return None;
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !monitor.status().ready {
+        assert!(Instant::now() < deadline, "the monitor did not get ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Some(Scene {
+        _dir: dir,
+        docs,
+        monitor: Some(monitor),
+        incidents,
+    })
+}
+
+/// Starts the simulator in a session of its own, as an attacker's program would run: the
+/// monitor never stops anything in its own session (here, the test's).
+fn attack(family: &str, dir: &Path) -> Child {
+    Command::new("setsid")
+        .arg(simulator())
+        .arg(family)
+        .arg(dir)
+        .args(["--delay-ms", if family == "drip" { "300" } else { "0" }])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Runs `family` against a fresh tree. Families that only delete or only drop notes do their
+/// work in microseconds, before any response can come: for them the assertion is that nothing
+/// is lost and the program is blocked, not that it was stopped.
+fn run_family(family: &str, canaries: bool) {
+    let Some(s) = scene(RansomwareMode::Block, Vec::new(), canaries) else {
+        return;
+    };
+    let before = snapshot(&s.docs);
+    let started = Instant::now();
+    let mut sim = attack(family, &s.docs);
+    let incident = s
+        .incidents
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| {
+            let _ = sim.kill();
+            panic!("{family}: no incident within 30 s")
+        });
+    let status = sim.wait().unwrap();
+    let quick = matches!(family, "wipe-delete" | "notes");
+    assert!(
+        quick || !status.success(),
+        "{family}: the simulator finished its work instead of being stopped\n{incident:#?}"
+    );
+    // blocked, unless it was gone before it could be named
+    assert!(
+        incident.program_blocked || incident.actor.program.is_empty(),
+        "{family}: {incident:#?}"
+    );
+    let after = snapshot(&s.docs);
+    let changed: Vec<&PathBuf> = before
+        .iter()
+        .filter(|(p, c)| after.get(*p) != Some(c))
+        .map(|(p, _)| p)
+        .collect();
+    let extra: Vec<&PathBuf> = after.keys().filter(|p| !before.contains_key(*p)).collect();
+    assert!(
+        changed.is_empty() && extra.is_empty(),
+        "{family}: not restored: changed {changed:?}, left {extra:?}\n{incident:#?}"
+    );
+    assert!(
+        incident.files.iter().all(|f| matches!(
+            f.outcome,
+            FileOutcome::Restored | FileOutcome::Quarantined | FileOutcome::Unchanged
+        )),
+        "{family}: {incident:#?}"
+    );
+    eprintln!(
+        "{family}: convicted after {} changed document(s), {} ms from the first change; {} files in the incident ({:?} total); evidence: {:?}",
+        incident.changed_before_conviction,
+        incident.convicted_ms - incident.first_change_ms,
+        incident.files.len(),
+        started.elapsed(),
+        incident.evidence
+    );
+}
+
+macro_rules! families {
+    ($($name:ident: $family:literal,)*) => {
+        /// With decoys placed (the default): most families touch one early.
+        mod with_decoys {
+            $(
+                #[test]
+                fn $name() {
+                    super::run_family($family, true);
+                }
+            )*
+        }
+        /// Without decoys: what the content and behaviour of the changes give away.
+        mod without_decoys {
+            $(
+                #[test]
+                fn $name() {
+                    super::run_family($family, false);
+                }
+            )*
+        }
+    };
+}
+
+families! {
+    in_place_encryption: "inplace",
+    encrypted_copy_and_delete: "new-file",
+    encrypt_and_rename: "rename",
+    first_four_kib_only: "head",
+    every_sixteenth_block: "blocks",
+    one_process_per_file: "per-process",
+    eighteen_workers: "workers",
+    through_a_memory_map: "mmap",
+    slow_drip: "drip",
+    base64_of_ciphertext: "base64",
+    bit_flip_and_rename: "xor",
+    wiper_truncating: "wipe-truncate",
+    wiper_deleting: "wipe-delete",
+    ransom_notes: "notes",
+}
