@@ -3,8 +3,8 @@
 //!
 //! No single signal decides, except the decoys: a document made encrypted-looking counts one,
 //! destroyed (emptied, zeroed) one, renamed to an extension no document has a little, deleted
-//! after an encrypted copy of it was written one, deleted alone half, a new file that looks
-//! encrypted half, the same note dropped in three folders two. Two make a conviction — about as
+//! after an encrypted copy of it was written one, a new file that looks encrypted half, the same
+//! note dropped in three folders two, a deletion alone a twentieth. Two make a conviction — about as
 //! many documents as Apex One's rule (three) and far fewer than CryptoDrop's median (ten). A
 //! document converted to another known format (gzip, zip, an image format) or edited in its own
 //! format counts nothing. Scores keep their value for a minute, then fade (half of it every ten
@@ -51,6 +51,9 @@ pub enum Evidence {
     },
     /// A decoy document was changed, renamed or deleted.
     Canary(PathBuf),
+    /// A document deleted a moment ago was made again under its name by the same actor: a
+    /// replacement (what `git checkout` and `tar -x` do), not a deletion; takes its deletion back.
+    Recreated(PathBuf),
 }
 
 impl Evidence {
@@ -60,7 +63,11 @@ impl Evidence {
             Evidence::Encrypted(_) | Evidence::Destroyed(_) => 1.0,
             Evidence::ReplacedByEncryptedCopy(_) => 1.0,
             Evidence::RenamedAway { .. } => 0.4,
-            Evidence::Deleted(_) | Evidence::EncryptedFile(_) => 0.5,
+            Evidence::EncryptedFile(_) => 0.5,
+            // deleting is what people do every day (`git rm`, `rm -r`), and a held document is
+            // not lost: deletions alone convict only in numbers (forty); decoys catch wipers early
+            Evidence::Deleted(_) => 0.05,
+            Evidence::Recreated(_) => -0.05,
             Evidence::RansomNotes { folders, .. } if *folders >= 3 => THRESHOLD,
             Evidence::RansomNotes { .. } => 0.0,
             Evidence::Canary(_) => THRESHOLD,
@@ -87,6 +94,7 @@ impl Evidence {
                 format!("note {name:?} dropped in {folders} folders")
             }
             Evidence::Canary(p) => format!("decoy document {} touched", p.display()),
+            Evidence::Recreated(p) => format!("{} made again after its deletion", p.display()),
         }
     }
 }
@@ -145,7 +153,18 @@ impl Detector {
         now: Instant,
     ) -> Option<Conviction> {
         let weight = evidence.weight();
-        if weight <= 0.0 {
+        if weight == 0.0 {
+            return None;
+        }
+        if weight < 0.0 {
+            // taking evidence back: only from actors that have some
+            for key in keys {
+                if let Some(s) = self.scores.get_mut(key) {
+                    s.value = (s.faded(now) + weight).max(0.0);
+                    s.at = now;
+                    s.evidence.push(evidence.clone());
+                }
+            }
             return None;
         }
         let mut convicted = None;

@@ -4,8 +4,8 @@
 //!
 //! - [`doctype`]: which files are documents (by extension, by content type);
 //! - [`content`]: what a change did to a document (edited, converted, destroyed, encrypted);
-//! - [`vault`]: holds (hard links, so deletion loses nothing) and copies (before the first
-//!   write) of originals;
+//! - [`vault`]: copies of originals (before the first write); [`holds`]: descriptors that keep
+//!   a document alive when it is deleted or renamed over;
 //! - [`actor`]: who acts — process group and program;
 //! - [`detector`]: evidence, scores, convictions;
 //! - [`monitor`]: the fanotify groups, the judgement of each change, the response;
@@ -15,6 +15,7 @@ pub mod actor;
 pub mod content;
 pub mod detector;
 pub mod doctype;
+pub mod holds;
 pub mod monitor;
 pub mod respond;
 pub mod restore;

@@ -4,7 +4,7 @@
 //! What the actor did is a list of [`Touch`]es in the order they happened. From them a
 //! [`Plan`] is made per inode: where the document was first (its original path), and where its
 //! original content is — a copy in the vault (kept before the first write), or the inode itself
-//! through its hold (renamed or deleted without being written). Carrying the plan out is
+//! (renamed, or deleted while held, without being written). Carrying the plan out is
 //! idempotent: a restore can be repeated, and says `unchanged` for what is already back.
 
 use std::collections::BTreeMap;
@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use rampart_protocol::ransomware::{FileAction, FileOutcome, IncidentFile};
 use serde::{Deserialize, Serialize};
 
+use crate::holds::Holds;
 use crate::vault::{Kept, Vault};
 
 /// One thing the actor did, as seen.
@@ -68,7 +69,7 @@ pub enum Touch {
 pub enum Source {
     /// A copy in the vault.
     Copy(String),
-    /// The inode itself, through its hold (never written by the actor).
+    /// The inode itself: renamed away, or deleted while held (never written by the actor).
     Hold,
     /// Written by the actor, and too large to have been copied.
     NotPreserved,
@@ -225,14 +226,14 @@ impl Plan {
     /// Carries the plan out: files the actor made go to `quarantine` (first, so that none
     /// stands where an original belongs), then every original comes back. Returns the files with
     /// their outcomes.
-    pub fn restore(&self, vault: &Vault, quarantine: &Path) -> Vec<IncidentFile> {
+    pub fn restore(&self, vault: &Vault, holds: &Holds, quarantine: &Path) -> Vec<IncidentFile> {
         let mut files = self.files();
         let made_at = self.originals.len();
         for (i, m) in self.made.iter().enumerate() {
             files[made_at + i].outcome = quarantine_file(&m.now_at, quarantine);
         }
         for (i, o) in self.originals.iter().enumerate() {
-            files[i].outcome = match restore_one(o, vault) {
+            files[i].outcome = match restore_one(o, vault, holds) {
                 Ok(outcome) => outcome,
                 Err(e) => {
                     tracing::error!(path = %o.path.display(), error = %e, "could not restore a document");
@@ -269,25 +270,29 @@ fn quarantine_file(at: &Path, quarantine: &Path) -> FileOutcome {
     }
 }
 
-/// Brings one original back to its path. Its content comes from the vault copy, or from its
-/// hold (the same inode, linked again).
-fn restore_one(o: &Original, vault: &Vault) -> std::io::Result<FileOutcome> {
-    let hold = vault
-        .hold_path(o.dev, o.ino, &o.path)
-        .map_err(std::io::Error::other)?;
+/// Brings one original back to its path: the inode itself if it still has a name (renamed
+/// away), else its content — from the vault copy, or through its hold.
+fn restore_one(o: &Original, vault: &Vault, holds: &Holds) -> std::io::Result<FileOutcome> {
+    let held = holds.reader(o.dev, o.ino);
     match &o.source {
         Source::NotPreserved => Ok(FileOutcome::NotPreserved),
         Source::Hold => {
-            // the inode is intact: it goes back under its name
             if same_inode(&o.path, o.dev, o.ino) {
                 remove_other_name(o);
                 return Ok(FileOutcome::Unchanged);
             }
-            let tmp = sibling(&o.path, ".rampart-restore");
-            let _ = std::fs::remove_file(&tmp);
-            std::fs::hard_link(&hold, &tmp)?;
-            std::fs::rename(&tmp, &o.path)?;
-            remove_other_name(o);
+            if let Some(at) = o.now_at.as_ref().filter(|at| same_inode(at, o.dev, o.ino)) {
+                std::fs::rename(at, &o.path)?;
+                return Ok(FileOutcome::Restored);
+            }
+            let Some(reader) = held else {
+                // deleted without a hold: gone
+                return Ok(FileOutcome::NotPreserved);
+            };
+            if same_content(&o.path, &reader)? {
+                return Ok(FileOutcome::Unchanged);
+            }
+            put(&reader, &o.path, Some(&reader))?;
             Ok(FileOutcome::Restored)
         }
         Source::Copy(sha256) => {
@@ -296,24 +301,24 @@ fn restore_one(o: &Original, vault: &Vault) -> std::io::Result<FileOutcome> {
                 remove_other_name(o);
                 return Ok(FileOutcome::Unchanged);
             }
-            // the copy's content, under the original name (and the hold follows the new inode)
-            let tmp = sibling(&o.path, ".rampart-restore");
-            std::fs::copy(&copy, &tmp)?;
-            if let Ok(m) = std::fs::metadata(&hold) {
-                let _ = std::fs::set_permissions(&tmp, m.permissions());
-                let _ = std::os::unix::fs::chown(&tmp, Some(m.uid()), Some(m.gid()));
-            }
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, &o.path)?;
+            put(&copy, &o.path, held.as_deref())?;
             remove_other_name(o);
-            if let Ok(m) = std::fs::metadata(&o.path) {
-                if let Ok(new_hold) = vault.hold_path(m.dev(), m.ino(), &o.path) {
-                    let _ = std::fs::hard_link(&o.path, new_hold);
-                }
-            }
             Ok(FileOutcome::Restored)
         }
     }
+}
+
+/// Writes the content of `from` to `path` (through a temporary beside it, renamed over), with
+/// the mode and owner of `like` when there is one.
+fn put(from: &Path, path: &Path, like: Option<&Path>) -> std::io::Result<()> {
+    let tmp = sibling(path, ".rampart-restore");
+    std::fs::copy(from, &tmp)?;
+    if let Some(m) = like.and_then(|l| std::fs::metadata(l).ok()) {
+        let _ = std::fs::set_permissions(&tmp, m.permissions());
+        let _ = std::os::unix::fs::chown(&tmp, Some(m.uid()), Some(m.gid()));
+    }
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Removes the name the actor gave the original (after a rename), once the original is back.
@@ -358,12 +363,13 @@ mod tests {
     fn every_kind_of_damage_is_undone_and_again_is_harmless() {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let vault = Vault::open(&dir.path().join("vault"), 1 << 20).unwrap();
+        let holds = Holds::new();
         let docs = dir.path().join("docs");
         std::fs::create_dir(&docs).unwrap();
         let names = ["a.txt", "b.txt", "c.txt", "d.txt"];
         for n in names {
             std::fs::write(docs.join(n), format!("original {n}")).unwrap();
-            vault.hold(&docs.join(n)).unwrap();
+            holds.hold_path(&docs.join(n)).unwrap();
         }
         let mut touches = Vec::new();
         // a: encrypted in place
@@ -438,7 +444,7 @@ mod tests {
         assert_eq!(plan.originals.len(), 4);
         assert_eq!(plan.made.len(), 2);
         let quarantine = dir.path().join("quarantine");
-        let files = plan.restore(&vault, &quarantine);
+        let files = plan.restore(&vault, &holds, &quarantine);
         for n in names {
             assert_eq!(
                 std::fs::read_to_string(docs.join(n)).unwrap(),
@@ -462,7 +468,7 @@ mod tests {
         );
         assert_eq!(std::fs::read_dir(&quarantine).unwrap().count(), 2);
         // again: nothing to do
-        let again = plan.restore(&vault, &quarantine);
+        let again = plan.restore(&vault, &holds, &quarantine);
         assert!(
             again.iter().all(|f| f.outcome == FileOutcome::Unchanged),
             "{again:?}"

@@ -1,32 +1,17 @@
-//! The vault of originals.
-//!
-//! Two kinds of keeping:
-//! - a **hold**: a hard link to every protected document, made when it is first seen, so that
-//!   deleting it or renaming something over it loses nothing — the inode lives on in the vault.
-//!   A hold costs no space while the document is there; it holds old content only once the
-//!   document's name points elsewhere. Holds live on the document's filesystem
-//!   (`links/DEV-INO`), in the vault if it is on the same one, else in a `.rampart-vault`
-//!   folder at the root of that filesystem.
-//! - a **copy**: before a process that is not trusted first opens a document for writing, its
-//!   content is copied (`copies/SHA256`; the same content is never stored twice). A file larger
-//!   than the policy's limit is not copied, and that is recorded.
-//!
-//! Copies are evicted oldest first past the size limit, and after the age limit; holds whose
-//! document is gone or replaced likewise after the age limit. The vault lives inside the
-//! agent's self-protected state, and only the agent writes it.
+//! The vault of originals: before a process that is not trusted first opens a document for
+//! writing, its content is copied here (`copies/SHA256`; the same content is never stored
+//! twice). A file larger than the policy's limit is not copied, and that is recorded. Copies are
+//! evicted oldest first past the size limit, and after the age limit, except those an incident
+//! still needs. (Deletion and renaming over are covered by [`holds`](crate::holds), which keep
+//! the inode itself alive.) The vault lives inside the agent's self-protected state, and only
+//! the agent writes it.
 
-use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::BorrowedFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
-
-/// The name of the hold folder on filesystems other than the vault's own.
-pub const FOREIGN_HOLDS: &str = ".rampart-vault";
 
 /// What keeping a document before a change gave.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -69,69 +54,23 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> VaultEr
 /// The vault.
 pub struct Vault {
     dir: PathBuf,
-    dev: u64,
     max_file_bytes: u64,
-    /// Hold folders by device.
-    holds: Mutex<HashMap<u64, PathBuf>>,
 }
 
 impl Vault {
     /// Opens (creating) the vault in `dir`; files larger than `max_file_bytes` are not copied.
     pub fn open(dir: &Path, max_file_bytes: u64) -> Result<Vault, VaultError> {
-        for sub in ["copies", "links"] {
-            std::fs::create_dir_all(dir.join(sub)).map_err(io("creating", &dir.join(sub)))?;
-        }
-        let dev = std::fs::metadata(dir).map_err(io("reading", dir))?.dev();
+        let copies = dir.join("copies");
+        std::fs::create_dir_all(&copies).map_err(io("creating", &copies))?;
         Ok(Vault {
             dir: dir.to_path_buf(),
-            dev,
             max_file_bytes,
-            holds: Mutex::new(HashMap::from([(dev, dir.join("links"))])),
         })
     }
 
     /// The vault's folder.
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// Where holds for documents on device `dev` (found at `path`) live.
-    fn hold_dir(&self, dev: u64, path: &Path) -> Result<PathBuf, VaultError> {
-        if let Some(d) = self.holds.lock().expect("holds lock").get(&dev) {
-            return Ok(d.clone());
-        }
-        // the root of that filesystem: the highest ancestor on the same device
-        let mut top = path.to_path_buf();
-        while let Some(parent) = top.parent() {
-            match std::fs::metadata(parent) {
-                Ok(m) if m.dev() == dev => top = parent.to_path_buf(),
-                _ => break,
-            }
-        }
-        let dir = top.join(FOREIGN_HOLDS).join("links");
-        std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
-        self.holds
-            .lock()
-            .expect("holds lock")
-            .insert(dev, dir.clone());
-        Ok(dir)
-    }
-
-    /// The hold of inode (`dev`, `ino`).
-    pub fn hold_path(&self, dev: u64, ino: u64, near: &Path) -> Result<PathBuf, VaultError> {
-        Ok(self.hold_dir(dev, near)?.join(format!("{dev:x}-{ino}")))
-    }
-
-    /// Holds the document at `path` (a hard link to its inode), if it is not held already.
-    /// Returns the hold's path.
-    pub fn hold(&self, path: &Path) -> Result<PathBuf, VaultError> {
-        let m = std::fs::symlink_metadata(path).map_err(io("reading", path))?;
-        let hold = self.hold_path(m.dev(), m.ino(), path)?;
-        match std::fs::hard_link(path, &hold) {
-            Ok(()) => Ok(hold),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(hold),
-            Err(e) => Err(io("holding", path)(e)),
-        }
     }
 
     /// Copies the content of the open file `fd` (the document at `path`, `size` bytes) into the
@@ -186,14 +125,9 @@ impl Vault {
     }
 
     /// Removes copies older than `max_age`, then the oldest ones until the copies take at most
-    /// `max_bytes`; and holds of documents gone or replaced for longer than `max_age`. Copies
-    /// in `keep` (those an open incident still needs) stay. Returns (copies, holds) removed.
-    pub fn evict(
-        &self,
-        max_bytes: u64,
-        max_age: Duration,
-        keep: &dyn Fn(&str) -> bool,
-    ) -> (usize, usize) {
+    /// `max_bytes`. Copies in `keep` (those an open incident still needs) stay. Returns how many
+    /// were removed.
+    pub fn evict(&self, max_bytes: u64, max_age: Duration, keep: &dyn Fn(&str) -> bool) -> usize {
         let now = SystemTime::now();
         let mut copies: Vec<(SystemTime, u64, PathBuf)> =
             std::fs::read_dir(self.dir.join("copies"))
@@ -219,29 +153,7 @@ impl Vault {
                 removed += 1;
             }
         }
-        // a hold with one link left is the only name of old content
-        let mut holds = 0;
-        let dirs: Vec<PathBuf> = self
-            .holds
-            .lock()
-            .expect("holds lock")
-            .values()
-            .cloned()
-            .collect();
-        for dir in dirs {
-            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let Ok(m) = e.metadata() else { continue };
-                let orphan_for =
-                    std::time::UNIX_EPOCH + Duration::from_secs(m.ctime().max(0) as u64);
-                if m.nlink() == 1
-                    && now.duration_since(orphan_for).unwrap_or_default() > max_age
-                    && std::fs::remove_file(e.path()).is_ok()
-                {
-                    holds += 1;
-                }
-            }
-        }
-        (removed, holds)
+        removed
     }
 
     /// Bytes the copies take, and how many there are.
@@ -252,11 +164,6 @@ impl Vault {
             .flatten()
             .filter_map(|e| e.metadata().ok())
             .fold((0, 0), |(b, n), m| (b + m.len(), n + 1))
-    }
-
-    /// Whether the vault's own filesystem is `dev`.
-    pub fn is_local(&self, dev: u64) -> bool {
-        dev == self.dev
     }
 }
 
@@ -282,16 +189,10 @@ mod tests {
     use std::os::fd::AsFd;
 
     #[test]
-    fn holds_survive_deletion_and_copies_are_kept_once() {
+    fn copies_are_kept_once_and_evicted_unless_needed() {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let vault = Vault::open(&dir.path().join("vault"), 1 << 20).unwrap();
         let doc = dir.path().join("report.txt");
-        std::fs::write(&doc, b"the original").unwrap();
-        let hold = vault.hold(&doc).unwrap();
-        assert_eq!(vault.hold(&doc).unwrap(), hold, "held once");
-        std::fs::remove_file(&doc).unwrap();
-        assert_eq!(std::fs::read(&hold).unwrap(), b"the original");
-
         std::fs::write(&doc, b"version one").unwrap();
         let f = std::fs::File::open(&doc).unwrap();
         let a = vault.keep(f.as_fd(), &doc, 11).unwrap();
@@ -313,12 +214,12 @@ mod tests {
         // nothing is old yet; a copy an incident needs stays even past the size limit
         assert_eq!(
             vault.evict(1 << 30, Duration::from_secs(3600), &|_| false),
-            (0, 0)
+            0
         );
         assert_eq!(
             vault.evict(0, Duration::from_secs(3600), &|s| s == sha256),
-            (0, 0)
+            0
         );
-        assert_eq!(vault.evict(0, Duration::from_secs(3600), &|_| false).0, 1);
+        assert_eq!(vault.evict(0, Duration::from_secs(3600), &|_| false), 1);
     }
 }

@@ -658,3 +658,87 @@ pub fn fanotify_mount_group() -> io::Result<OwnedFd> {
     })?;
     Ok(group)
 }
+
+/// An `O_PATH` descriptor on `path` (links not followed): it names the inode without opening
+/// its content, so no fanotify permission event is raised, and keeps it alive once deleted.
+pub fn open_path(path: &Path) -> io::Result<OwnedFd> {
+    let p = cpath(path)?;
+    // SAFETY: p is a valid NUL-terminated path; the result is a new descriptor or -1.
+    let fd = unsafe {
+        libc::open(
+            p.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor this function owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The entries of the folder open as `dir` (names, and whether each is a regular file),
+/// listed through that descriptor: no new open of the folder, so no fanotify permission event
+/// (a permission handler may list a folder it is answering for).
+pub fn list_dir_fd(
+    dir: std::os::fd::BorrowedFd<'_>,
+) -> io::Result<Vec<(std::ffi::OsString, bool)>> {
+    use std::os::unix::ffi::OsStringExt;
+    let own = dir.try_clone_to_owned()?;
+    // SAFETY: fdopendir takes ownership of a valid directory descriptor (the duplicate).
+    let stream = unsafe { libc::fdopendir(own.as_raw_fd()) };
+    if stream.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    std::mem::forget(own); // now owned by the stream, closed by closedir
+                           // SAFETY: rewinds a valid stream (the duplicate shares the offset with the event's
+                           // descriptor, which nobody else reads).
+    unsafe { libc::rewinddir(stream) };
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: readdir on a valid stream returns an entry valid until the next call, or null.
+        let entry = unsafe { libc::readdir(stream) };
+        if entry.is_null() {
+            break;
+        }
+        // SAFETY: d_name is a NUL-terminated array within the entry.
+        let (name, ty) = unsafe {
+            let e = &*entry;
+            (
+                std::ffi::CStr::from_ptr(e.d_name.as_ptr())
+                    .to_bytes()
+                    .to_vec(),
+                e.d_type,
+            )
+        };
+        if name == b"." || name == b".." {
+            continue;
+        }
+        out.push((std::ffi::OsString::from_vec(name), ty == libc::DT_REG));
+    }
+    // SAFETY: closes the stream (and its descriptor) once.
+    unsafe { libc::closedir(stream) };
+    Ok(out)
+}
+
+/// An `O_PATH` descriptor on entry `name` of the folder open as `dir` (links not followed).
+pub fn open_path_at(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+) -> io::Result<OwnedFd> {
+    let n = CString::new(name.as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name with a NUL byte"))?;
+    // SAFETY: dir is a live descriptor, n a valid NUL-terminated name.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            n.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor this function owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

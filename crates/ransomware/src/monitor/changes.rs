@@ -64,15 +64,14 @@ pub(crate) fn read(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>
 /// The worker: judges what the permission side and the notifications report, in order.
 pub(crate) fn judge(shared: &Shared, stop: &AtomicBool, queue: mpsc::Receiver<Work>) {
     while !stop.load(Ordering::SeqCst) {
-        let waiting = !shared
-            .state
-            .lock()
-            .expect("state lock")
-            .finishing
-            .is_empty();
+        let waiting = {
+            let state = shared.state.lock().expect("state lock");
+            !state.finishing.is_empty() || !state.pending.is_empty()
+        };
         let wait = Duration::from_millis(if waiting { 10 } else { 200 });
         let work = queue.recv_timeout(wait);
         if waiting {
+            settle(shared, Instant::now());
             finish(shared, Instant::now());
         }
         let Ok(work) = work else {
@@ -213,6 +212,7 @@ fn change(shared: &Shared, c: Change) {
             watch_document(shared, &path);
         }
         if let Some(keys) = &keys {
+            let mut recreated = false;
             if let Ok(m) = std::fs::symlink_metadata(&path) {
                 let mut state = shared.state.lock().expect("state lock");
                 let journal = state.journals.entry(group_of(keys)).or_default();
@@ -223,6 +223,15 @@ fn change(shared: &Shared, c: Change) {
                     ino: m.ino(),
                 });
                 journal.made.insert(path.clone(), (false, false));
+                if let Some((at, dev, ino)) = journal.deleted.remove(&path) {
+                    if at.elapsed() < Duration::from_secs(2) {
+                        journal.replaced.insert(path.clone(), (dev, ino));
+                        recreated = true;
+                    }
+                }
+            }
+            if recreated {
+                add(shared, keys, Evidence::Recreated(path.clone()));
             }
         }
     }
@@ -316,7 +325,7 @@ fn closed(shared: &Shared, keys: &[ActorKey], path: &Path) {
             .get(path)
             .cloned()
             .and_then(|d| {
-                let hold = shared.vault.hold_path(d.dev, d.ino, path).ok()?;
+                let hold = shared.holds.reader(d.dev, d.ino)?;
                 let m = std::fs::metadata(&hold).ok()?;
                 Some((d.dev, d.ino, m.len(), hold))
             }),
@@ -330,21 +339,54 @@ fn closed(shared: &Shared, keys: &[ActorKey], path: &Path) {
         j.writing = j.writing.saturating_sub(1);
         (kept, j.made.contains_key(path))
     };
-    let Some((_, _, len, read_from)) = found else {
+    let Some((dev, ino, len, read_from)) = found else {
         return;
     };
+    // judged again now: a verdict waiting on it is settled by this one
+    shared
+        .state
+        .lock()
+        .expect("state lock")
+        .pending
+        .retain(|p| (p.dev, p.ino) != (dev, ino));
     let canary = is_canary(shared, path);
     let head = read_head(&read_from, HEAD).unwrap_or_default();
     if let Some(Kept::Copy { sha256, size }) = kept {
         let old = shared.vault.copy_head(&sha256, HEAD).unwrap_or_default();
         let verdict = content::judge(&old, size, &head, len);
-        if matches!(verdict, Verdict::Encrypted | Verdict::Destroyed) {
-            mark_changed(shared, keys, path);
-        }
         match verdict {
             _ if canary && matches!(verdict, Verdict::Encrypted | Verdict::Destroyed) => {
+                mark_changed(shared, keys, path);
                 add(shared, keys, Evidence::Canary(path.to_path_buf()))
             }
+            Verdict::Encrypted => {
+                mark_changed(shared, keys, path);
+                add(shared, keys, Evidence::Encrypted(path.to_path_buf()))
+            }
+            // emptied: many programs truncate a file, close it and write it again at once
+            // (ImageMagick does); that is judged a moment later, when it has settled
+            Verdict::Destroyed => {
+                shared
+                    .state
+                    .lock()
+                    .expect("state lock")
+                    .pending
+                    .push(super::Pending {
+                        keys: keys.to_vec(),
+                        path: path.to_path_buf(),
+                        dev,
+                        ino,
+                        sha256,
+                        size,
+                        due: Instant::now() + SETTLE_EMPTY,
+                    });
+            }
+            Verdict::Edited | Verdict::Converted => {}
+        }
+    } else if let Some(old) = replaced_head(shared, group, path) {
+        // made again where a document was: judged against the document it replaces
+        let (old_head, old_len) = old;
+        match content::judge(&old_head, old_len, &head, len) {
             Verdict::Encrypted => add(shared, keys, Evidence::Encrypted(path.to_path_buf())),
             Verdict::Destroyed => add(shared, keys, Evidence::Destroyed(path.to_path_buf())),
             Verdict::Edited | Verdict::Converted => {}
@@ -363,6 +405,18 @@ fn closed(shared: &Shared, keys: &[ActorKey], path: &Path) {
             note(shared, keys, path);
         }
     }
+}
+
+/// The head and size of the document `path` replaced (deleted, then made again), through its
+/// hold.
+fn replaced_head(shared: &Shared, group: u32, path: &Path) -> Option<(Vec<u8>, u64)> {
+    let (dev, ino) = {
+        let state = shared.state.lock().expect("state lock");
+        *state.journals.get(&group)?.replaced.get(path)?
+    };
+    let reader = shared.holds.reader(dev, ino)?;
+    let len = std::fs::metadata(&reader).ok()?.len();
+    Some((read_head(&reader, HEAD).ok()?, len))
 }
 
 /// Words ransom notes use.
@@ -421,6 +475,8 @@ fn deleted(shared: &Shared, keys: &[ActorKey], path: &Path) {
             ino: doc.ino,
         });
         j.changed.insert((doc.dev, doc.ino));
+        j.deleted
+            .insert(path.to_path_buf(), (Instant::now(), doc.dev, doc.ino));
         // a file the actor made beside it, named after it
         let beside = j
             .made
@@ -483,10 +539,35 @@ fn renamed(shared: &Shared, keys: &[ActorKey], from: &Path, to: &Path, is_dir: b
             }
         }
     }
-    if is_dir || doc.is_none() {
-        if over.is_some() && !is_canary(shared, to) {
-            add(shared, keys, Evidence::Deleted(to.to_path_buf()));
+    if let Some(o) = &over {
+        // a document replaced by renaming over it (how editors save): the new content is judged
+        // against the one it replaces, kept alive by its hold
+        let old = shared.holds.reader(o.dev, o.ino).and_then(|r| {
+            let len = std::fs::metadata(&r).ok()?.len();
+            Some((read_head(&r, HEAD).ok()?, len))
+        });
+        let new_len = std::fs::metadata(to).map(|m| m.len()).unwrap_or(0);
+        let new_head = read_head(to, HEAD).unwrap_or_default();
+        let evidence = match old {
+            Some((old_head, old_len)) => {
+                match content::judge(&old_head, old_len, &new_head, new_len) {
+                    Verdict::Encrypted => Some(Evidence::Encrypted(to.to_path_buf())),
+                    Verdict::Destroyed => Some(Evidence::Destroyed(to.to_path_buf())),
+                    Verdict::Edited | Verdict::Converted => None,
+                }
+            }
+            None => Some(Evidence::Deleted(to.to_path_buf())),
+        };
+        if let Some(e) = evidence {
+            let e = if is_canary(shared, to) {
+                Evidence::Canary(to.to_path_buf())
+            } else {
+                e
+            };
+            add(shared, keys, e);
         }
+    }
+    if is_dir || doc.is_none() {
         return;
     }
     let new_ext = to
@@ -614,6 +695,50 @@ fn convict(shared: &Shared, keys: &[ActorKey], c: Conviction) {
     ));
 }
 
+/// The restore plan for what the actor with process groups `groups` did, in order.
+pub(crate) fn plan_of(shared: &Shared, groups: &[u32]) -> Plan {
+    let state = shared.state.lock().expect("state lock");
+    let mut touches = Vec::new();
+    for g in groups {
+        if let Some(j) = state.journals.get(g) {
+            touches.extend(j.touches.iter().cloned());
+        }
+    }
+    drop(state);
+    Plan::from_touches(&touches)
+}
+
+/// How long an emptied document is given to be written again before it counts as destroyed.
+const SETTLE_EMPTY: Duration = Duration::from_millis(250);
+
+/// Judges again the emptied documents whose time is up: still empty (or one repeated byte),
+/// they count as destroyed.
+pub(crate) fn settle(shared: &Shared, now: Instant) {
+    let due: Vec<super::Pending> = {
+        let mut state = shared.state.lock().expect("state lock");
+        let (due, later): (Vec<_>, Vec<_>) = state.pending.drain(..).partition(|p| p.due <= now);
+        state.pending = later;
+        due
+    };
+    for p in due {
+        let current = if std::fs::symlink_metadata(&p.path)
+            .is_ok_and(|m| (m.dev(), m.ino()) == (p.dev, p.ino))
+        {
+            Some(p.path.clone())
+        } else {
+            shared.holds.reader(p.dev, p.ino)
+        };
+        let Some(current) = current else { continue };
+        let len = std::fs::metadata(&current).map(|m| m.len()).unwrap_or(0);
+        let head = read_head(&current, HEAD).unwrap_or_default();
+        let old = shared.vault.copy_head(&p.sha256, HEAD).unwrap_or_default();
+        if content::judge(&old, p.size, &head, len) == Verdict::Destroyed {
+            mark_changed(shared, &p.keys, &p.path);
+            add(shared, &p.keys, Evidence::Destroyed(p.path.clone()));
+        }
+    }
+}
+
 /// How long after stopping an actor its last changes are waited for before restoring.
 const SETTLE: Duration = Duration::from_millis(150);
 
@@ -628,28 +753,25 @@ pub(crate) fn finish(shared: &Shared, now: Instant) {
         due.into_iter().map(|(i, g, _)| (i, g)).collect()
     };
     for (mut incident, groups) in due {
-        let (touches, first) = {
+        let first = {
             let state = shared.state.lock().expect("state lock");
-            let mut touches = Vec::new();
-            let mut first: Option<SystemTime> = None;
-            for g in &groups {
-                if let Some(j) = state.journals.get(g) {
-                    touches.extend(j.touches.iter().cloned());
-                    first = match (first, j.first) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                }
-            }
-            (touches, first)
+            groups
+                .iter()
+                .filter_map(|g| state.journals.get(g).and_then(|j| j.first))
+                .min()
         };
-        let plan = Plan::from_touches(&touches);
+        let plan = plan_of(shared, &groups);
         incident.files = if incident.response == Response::Stopped {
             plan.restore(
                 &shared.vault,
+                &shared.holds,
                 &shared.settings.quarantine.join(&incident.id),
             )
         } else {
+            // audit mode: what a restore would need stays held
+            for o in &plan.originals {
+                shared.holds.pin(o.dev, o.ino);
+            }
             plan.files()
         };
         if let Some(f) = first {
@@ -669,6 +791,7 @@ pub(crate) fn finish(shared: &Shared, now: Instant) {
             .push(Convicted {
                 incident: incident.clone(),
                 plan,
+                groups,
             });
         let _ = shared
             .incidents
@@ -678,6 +801,19 @@ pub(crate) fn finish(shared: &Shared, now: Instant) {
     }
 }
 
+/// Folders of the system's own programs (installed by packages).
+const SYSTEM_PROGRAMS: &[&str] = &[
+    "/usr/bin",
+    "/usr/sbin",
+    "/bin",
+    "/sbin",
+    "/usr/lib",
+    "/usr/libexec",
+    "/usr/local/bin",
+    "/usr/local/sbin",
+    "/usr/share",
+];
+
 /// Blocks `program` from running again: its file (the executable, or the script) refuses every
 /// open but the agent's. Not for shells and interpreters themselves.
 fn block_program(shared: &Shared, program: &crate::actor::Program) -> bool {
@@ -685,6 +821,12 @@ fn block_program(shared: &Shared, program: &crate::actor::Program) -> bool {
         return false;
     }
     let file = program.script.as_deref().unwrap_or(&program.exe);
+    // the system's own programs are not blocked (a tool the attack used, like openssl or
+    // convert, is everyone's tool; the attacker's script or binary is blocked instead)
+    if SYSTEM_PROGRAMS.iter().any(|d| file.starts_with(d)) {
+        tracing::warn!(program = %file.display(), "not blocked: a program of the system");
+        return false;
+    }
     let Ok(m) = std::fs::metadata(file) else {
         return false;
     };

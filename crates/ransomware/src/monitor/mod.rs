@@ -73,8 +73,10 @@ pub struct Status {
 pub struct Convicted {
     /// The incident as sent.
     pub incident: Incident,
-    /// What restores its files.
+    /// What restores its files (as of the incident).
     pub plan: crate::restore::Plan,
+    /// Its process groups (what it did since — in audit mode it goes on — is restored too).
+    pub groups: Vec<u32>,
 }
 
 /// Mask on protected folders in the notification group.
@@ -118,6 +120,10 @@ pub(crate) struct Journal {
     pub changed: HashSet<(u64, u64)>,
     /// Files it made: path → (looks encrypted, converted), for pairing deletions with them.
     pub made: HashMap<PathBuf, (bool, bool)>,
+    /// Documents it deleted lately: path → (when, device, inode).
+    pub deleted: HashMap<PathBuf, (Instant, u64, u64)>,
+    /// Files it made again where it had just deleted a document: path → the old (device, inode).
+    pub replaced: HashMap<PathBuf, (u64, u64)>,
     /// The first change.
     pub first: Option<std::time::SystemTime>,
     /// Open writes not yet closed.
@@ -152,12 +158,44 @@ pub(crate) struct State {
     /// Convicted actors whose files are restored once their last changes are in: the
     /// incident so far, its groups, when.
     pub finishing: Vec<(Incident, Vec<u32>, Instant)>,
+    /// Emptied documents to be judged again once settled.
+    pub pending: Vec<Pending>,
+}
+
+/// An emptied document, judged again a moment later.
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    pub keys: Vec<ActorKey>,
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+    /// Its content before (the vault copy), and its size.
+    pub sha256: String,
+    pub size: u64,
+    pub due: Instant,
+}
+
+impl State {
+    /// Whether the actor with `keys` is under suspicion: evidence against it, or a verdict on it
+    /// pending. `except`: an inode whose own pending verdict does not count (the actor writing
+    /// again what it emptied).
+    pub fn suspect(&self, keys: &[ActorKey], except: Option<(u64, u64)>) -> bool {
+        self.detector.score(keys, Instant::now()) > 0.0
+            || self
+                .pending
+                .iter()
+                .any(|p| Some((p.dev, p.ino)) != except && p.keys.iter().any(|k| keys.contains(k)))
+    }
 }
 
 /// What the threads share.
 pub(crate) struct Shared {
     pub settings: Settings,
     pub vault: Vault,
+    /// Documents kept alive while untrusted processes work near them.
+    pub holds: crate::holds::Holds,
+    /// Folders whose documents were held lately, by (device, inode), and when.
+    pub held_folders: Mutex<HashMap<(u64, u64), Instant>>,
     /// The agent and its supervisor: never judged, never held.
     pub spare: RwLock<HashSet<u32>>,
     pub state: Mutex<State>,
@@ -198,6 +236,8 @@ impl Monitor {
         let shared = Arc::new(Shared {
             settings,
             vault,
+            holds: crate::holds::Holds::new(),
+            held_folders: Mutex::new(HashMap::new()),
             spare: RwLock::new(spare.into_iter().collect()),
             state: Mutex::new(State::default()),
             docs: RwLock::new(HashMap::new()),
@@ -249,7 +289,15 @@ impl Monitor {
                         let folders = shared.settings.folders.clone();
                         for f in folders.iter().filter(|f| f.is_dir()) {
                             if shared.settings.canaries {
+                                // in each protected folder and each folder just below (a home)
                                 place_canaries(&shared, f);
+                                for e in std::fs::read_dir(f).into_iter().flatten().flatten() {
+                                    if e.file_type().is_ok_and(|t| t.is_dir())
+                                        && !excluded(&shared, &e.path())
+                                    {
+                                        place_canaries(&shared, &e.path());
+                                    }
+                                }
                             }
                             watch_tree(&shared, f);
                         }
@@ -294,23 +342,27 @@ impl Monitor {
             .clone()
     }
 
-    /// Restores the files of incident `id` again (idempotent). `None`: no such incident.
+    /// Restores the files of incident `id` (again: it is idempotent), with everything its actor
+    /// did up to now. `None`: no such incident.
     pub fn restore(&self, id: &str) -> Option<Incident> {
-        let plan = {
+        let groups = {
             let state = self.shared.state.lock().expect("state lock");
             state
                 .incidents
                 .iter()
                 .find(|c| c.incident.id == id)
-                .map(|c| c.plan.clone())?
+                .map(|c| c.groups.clone())?
         };
+        let plan = changes::plan_of(&self.shared, &groups);
         let files = plan.restore(
             &self.shared.vault,
+            &self.shared.holds,
             &self.shared.settings.quarantine.join(id),
         );
         let mut state = self.shared.state.lock().expect("state lock");
         let c = state.incidents.iter_mut().find(|c| c.incident.id == id)?;
         c.incident.files = files;
+        c.plan = plan;
         Some(c.incident.clone())
     }
 
@@ -342,7 +394,7 @@ pub(crate) fn excluded(shared: &Shared, path: &Path) -> bool {
         if e.starts_with('/') {
             path.starts_with(e)
         } else {
-            names.iter().any(|n| n == e) || names.iter().any(|n| n == crate::vault::FOREIGN_HOLDS)
+            names.iter().any(|n| n == e)
         }
     })
 }
@@ -414,9 +466,6 @@ pub(crate) fn watch_document(shared: &Shared, path: &Path) -> bool {
     let Ok(m) = std::fs::symlink_metadata(path) else {
         return false;
     };
-    if let Err(e) = shared.vault.hold(path) {
-        tracing::warn!(path = %path.display(), error = %e, "cannot hold a document");
-    }
     if let Err(e) = rampart_sys::fanotify_mark_inode(&shared.perm, libc::FAN_OPEN_PERM, path) {
         tracing::warn!(path = %path.display(), error = %e, "cannot guard a document");
     }
@@ -452,7 +501,42 @@ fn place_canaries(shared: &Shared, dir: &Path) {
                 continue;
             }
         }
+        if let Some((dev, ino)) = shared.holds.hold_path(&path) {
+            shared.holds.pin(dev, ino);
+        }
         shared.canaries.write().expect("canaries lock").insert(path);
+    }
+}
+
+/// Holds every document of the folder open as `dir` (an untrusted process lists it: it may
+/// delete what it finds), unless they were held a moment ago. Lists it through the event's own
+/// descriptor: opening it again would wait for the very event being answered.
+pub(crate) fn hold_folder(shared: &Shared, dir: std::os::fd::BorrowedFd<'_>, key: (u64, u64)) {
+    let now = Instant::now();
+    {
+        let mut recent = shared.held_folders.lock().expect("folders lock");
+        if recent
+            .get(&key)
+            .is_some_and(|t| now.duration_since(*t) < crate::holds::HOLD_FOR / 2)
+        {
+            return;
+        }
+        recent.insert(key, now);
+    }
+    let Ok(entries) = rampart_sys::list_dir_fd(dir) else {
+        return;
+    };
+    for (name, is_file) in entries {
+        if is_file && shared.settings.types.by_name(&name.to_string_lossy()) {
+            if let Ok(fd) = rampart_sys::open_path_at(dir, &name) {
+                if let Ok(m) = std::fs::metadata(format!(
+                    "/proc/self/fd/{}",
+                    std::os::fd::AsRawFd::as_raw_fd(&fd)
+                )) {
+                    shared.holds.keep(m.dev(), m.ino(), fd);
+                }
+            }
+        }
     }
 }
 

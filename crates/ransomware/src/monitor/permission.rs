@@ -6,7 +6,7 @@
 //! writing) is held until the worker has judged what it did before (at most
 //! [`HOLD_AT_MOST`](super::HOLD_AT_MOST)), so that it cannot get ahead of its judgement.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -36,7 +36,12 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>)
     rampart_sys::block_signals_in_this_thread();
     let mut buf = vec![0u8; 64 * 1024];
     let mut held: Vec<Held> = Vec::new();
+    let mut expired_at = Instant::now();
     while !stop.load(Ordering::SeqCst) {
+        if expired_at.elapsed() > std::time::Duration::from_secs(5) {
+            shared.holds.expire(Instant::now());
+            expired_at = Instant::now();
+        }
         let timeout = if held.is_empty() { 100 } else { 2 };
         if rampart_sys::poll_readable(&shared.perm, timeout) {
             let n = rampart_sys::read_fd(&shared.perm, &mut buf).unwrap_or(0);
@@ -127,6 +132,12 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
     let block = shared.settings.mode == RansomwareMode::Block;
     let audit = shared.settings.mode == RansomwareMode::Audit;
     let is_dir = meta.is_dir();
+    // whoever works near documents may delete them next: they are held
+    if is_dir {
+        super::hold_folder(shared, fd, (meta.dev(), meta.ino()));
+    } else if let Ok(dup) = fd.try_clone_to_owned() {
+        shared.holds.keep(meta.dev(), meta.ino(), dup);
+    }
     let kind = if is_dir {
         OpenKind::Read
     } else {
@@ -136,12 +147,10 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
     // or a document is not opened for anyone's next step until they are
     let unjudged = !audit && rampart_sys::poll_readable(&shared.notify, 0);
     if matches!(kind, OpenKind::Read | OpenKind::FlagChange) {
-        let suspects = shared
-            .state
-            .lock()
-            .expect("state lock")
-            .detector
-            .any_suspect();
+        let suspects = {
+            let state = shared.state.lock().expect("state lock");
+            state.detector.any_suspect() || !state.pending.is_empty()
+        };
         let may_wait = suspects || (is_dir && unjudged);
         if audit || !may_wait {
             return Answer::Allow;
@@ -157,7 +166,7 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
         if is_convicted(&state, &keys) {
             return if block { Answer::Deny } else { Answer::Allow };
         }
-        if state.detector.score(&keys, Instant::now()) > 0.0 || (is_dir && unjudged) {
+        if state.suspect(&keys, None) || (is_dir && unjudged) {
             return Answer::Hold(keys, p.pgid);
         }
         return Answer::Allow;
@@ -174,11 +183,7 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
         return Answer::Deny;
     }
     let keys = p.keys();
-    let path = std::fs::read_link(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&fd)
-    ))
-    .unwrap_or_default();
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default();
     let m = meta;
     let (dev, ino) = (m.dev(), m.ino());
     {
@@ -240,7 +245,7 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
     if audit {
         return Answer::Allow;
     }
-    if state.detector.score(&keys, Instant::now()) > 0.0 || writing > 2 || unjudged {
+    if state.suspect(&keys, Some((dev, ino))) || writing > 2 || unjudged {
         return Answer::Hold(keys, p.pgid);
     }
     Answer::Allow

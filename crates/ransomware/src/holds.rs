@@ -1,0 +1,151 @@
+//! Holds: open descriptors on documents an untrusted process is working near, so that deleting
+//! them, or renaming something over them, loses nothing — the inode lives on while a descriptor
+//! is open, and its content can be read back through `/proc/self/fd`.
+//!
+//! A hold is taken when an untrusted process opens a document (the permission event's own
+//! descriptor is kept), and for every document of a folder when such a process lists it (an
+//! `O_PATH` descriptor, which costs no permission event and no link: hard links would make tools
+//! that refuse files with several links, gzip among them, skip documents). Holds last a minute
+//! after the last such access, longer while an incident needs them.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a hold lasts after the last access that asked for it.
+pub const HOLD_FOR: Duration = Duration::from_secs(60);
+
+struct Hold {
+    fd: OwnedFd,
+    until: Instant,
+    pinned: bool,
+}
+
+/// The holds, by (device, inode).
+#[derive(Default)]
+pub struct Holds {
+    held: Mutex<HashMap<(u64, u64), Hold>>,
+}
+
+impl Holds {
+    /// No holds.
+    pub fn new() -> Holds {
+        Holds::default()
+    }
+
+    /// Holds inode (`dev`, `ino`) through `fd` (or extends the hold it has).
+    pub fn keep(&self, dev: u64, ino: u64, fd: OwnedFd) {
+        let until = Instant::now() + HOLD_FOR;
+        let mut held = self.held.lock().expect("holds lock");
+        match held.get_mut(&(dev, ino)) {
+            Some(h) => h.until = h.until.max(until),
+            None => {
+                held.insert(
+                    (dev, ino),
+                    Hold {
+                        fd,
+                        until,
+                        pinned: false,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Holds the document at `path` (an `O_PATH` descriptor). Returns its (device, inode).
+    pub fn hold_path(&self, path: &Path) -> Option<(u64, u64)> {
+        {
+            // already held: extend
+            let m = std::fs::symlink_metadata(path).ok()?;
+            let key = (m.dev(), m.ino());
+            let mut held = self.held.lock().expect("holds lock");
+            if let Some(h) = held.get_mut(&key) {
+                h.until = h.until.max(Instant::now() + HOLD_FOR);
+                return Some(key);
+            }
+        }
+        let fd = rampart_sys::open_path(path).ok()?;
+        let m = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+        self.keep(m.dev(), m.ino(), fd);
+        Some((m.dev(), m.ino()))
+    }
+
+    /// Keeps the hold on (`dev`, `ino`) until [`Holds::unpin`] (an incident needs it).
+    pub fn pin(&self, dev: u64, ino: u64) -> bool {
+        match self.held.lock().expect("holds lock").get_mut(&(dev, ino)) {
+            Some(h) => {
+                h.pinned = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Lets a pinned hold expire again.
+    pub fn unpin(&self, dev: u64, ino: u64) {
+        if let Some(h) = self.held.lock().expect("holds lock").get_mut(&(dev, ino)) {
+            h.pinned = false;
+        }
+    }
+
+    /// A path through which the held inode's content can be read (also once it is deleted).
+    pub fn reader(&self, dev: u64, ino: u64) -> Option<PathBuf> {
+        self.held
+            .lock()
+            .expect("holds lock")
+            .get(&(dev, ino))
+            .map(|h| PathBuf::from(format!("/proc/self/fd/{}", h.fd.as_raw_fd())))
+    }
+
+    /// Closes holds whose time is up. Returns how many are left.
+    pub fn expire(&self, now: Instant) -> usize {
+        let mut held = self.held.lock().expect("holds lock");
+        held.retain(|_, h| h.pinned || h.until > now);
+        held.len()
+    }
+
+    /// How many inodes are held.
+    pub fn len(&self) -> usize {
+        self.held.lock().expect("holds lock").len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_document_outlives_its_deletion_and_holds_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let doc = dir.path().join("report.txt");
+        std::fs::write(&doc, b"the original").unwrap();
+        let holds = Holds::new();
+        let (dev, ino) = holds.hold_path(&doc).unwrap();
+        assert_eq!(holds.hold_path(&doc), Some((dev, ino)), "held once");
+        assert_eq!(
+            std::fs::metadata(&doc).unwrap().nlink(),
+            1,
+            "no link is added"
+        );
+        std::fs::remove_file(&doc).unwrap();
+        let reader = holds.reader(dev, ino).unwrap();
+        assert_eq!(std::fs::read(&reader).unwrap(), b"the original");
+        assert!(holds.pin(dev, ino));
+        assert_eq!(
+            holds.expire(Instant::now() + 2 * HOLD_FOR),
+            1,
+            "pinned stays"
+        );
+        holds.unpin(dev, ino);
+        assert_eq!(holds.expire(Instant::now() + 2 * HOLD_FOR), 0);
+        assert!(holds.reader(dev, ino).is_none());
+    }
+}

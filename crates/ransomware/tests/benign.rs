@@ -1,0 +1,391 @@
+//! Ordinary work on documents must not be convicted: each workload runs to completion,
+//! unhindered, as an untrusted program in a session of its own, with ransomware protection in
+//! block mode, and no incident follows. Then the two other modes: audit (detects and reports the
+//! same, stops and restores nothing — a restore afterwards does), strict (only trusted programs
+//! may write). Needs root, fanotify, and the tools the workloads use (scripts/install-deps.sh
+//! installs them); with `CI=true` anything missing fails the test.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rampart_protocol::policy::{DocumentFamily, RansomwareMode};
+use rampart_protocol::ransomware::Incident;
+use rampart_ransomware::doctype::DocumentTypes;
+use rampart_ransomware::monitor::{sha256_of, Monitor, Settings};
+use rampart_ransomware::vault::Vault;
+
+fn skip_or_fail(why: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true and {why}");
+    }
+    eprintln!("skipping: {why}");
+}
+
+fn corpus(dir: &Path) {
+    let text = "Quarterly report. Revenue grew in every region; costs stayed flat.\n".repeat(60);
+    for sub in ["", "projects", "projects/2026", "letters"] {
+        let d = dir.join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        for k in 0..75 {
+            std::fs::write(d.join(format!("note-{k}.txt")), format!("{k} {text}")).unwrap();
+        }
+        let mut pdf = b"%PDF-1.4\n".to_vec();
+        pdf.extend(text.as_bytes());
+        std::fs::write(d.join("contract.pdf"), &pdf).unwrap();
+    }
+}
+
+struct Scene {
+    dir: tempfile::TempDir,
+    docs: PathBuf,
+    monitor: Option<Monitor>,
+    incidents: mpsc::Receiver<Incident>,
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        self.monitor = None;
+    }
+}
+
+fn scene(mode: RansomwareMode, trusted: Vec<(PathBuf, String)>) -> Option<Scene> {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let docs = dir.path().join("home");
+    corpus(&docs);
+    let settings = Settings {
+        folders: vec![docs.clone()],
+        types: DocumentTypes::new(DocumentFamily::ALL, &[]),
+        exclusions: vec!["target".into(), ".git".into()],
+        trusted,
+        mode,
+        canaries: true,
+        quarantine: dir.path().join("quarantine"),
+    };
+    let vault = Vault::open(&dir.path().join("vault"), 64 << 20).unwrap();
+    let (tx, incidents) = mpsc::channel();
+    let monitor = match Monitor::start(settings, vault, vec![std::process::id()], tx) {
+        Ok(m) => m,
+        Err(e) => {
+            skip_or_fail(&format!("fanotify is unavailable: {e}"));
+            return None;
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !monitor.status().ready {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Some(Scene {
+        dir,
+        docs,
+        monitor: Some(monitor),
+        incidents,
+    })
+}
+
+/// Runs `script` with `sh` in `dir`, in a session of its own; returns whether it succeeded.
+fn run(dir: &Path, script: &str) -> (bool, String) {
+    let out = Command::new("setsid")
+        .args(["sh", "-ec", script])
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn needs(tools: &[&str]) -> bool {
+    for t in tools {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            skip_or_fail(&format!(
+                "{t} is not installed (scripts/install-deps.sh installs it)"
+            ));
+            return false;
+        }
+    }
+    true
+}
+
+fn benign(tools: &[&str], script: &str) {
+    if !needs(tools) {
+        return;
+    }
+    let Some(s) = scene(RansomwareMode::Block, Vec::new()) else {
+        return;
+    };
+    let started = Instant::now();
+    let (ok, out) = run(&s.docs, script);
+    assert!(ok, "the workload was hindered:\n{script}\n{out}");
+    // whatever it changed is judged by now, or very soon
+    if let Ok(i) = s.incidents.recv_timeout(Duration::from_millis(1500)) {
+        panic!("a benign workload was convicted:\n{script}\n{i:#?}");
+    }
+    eprintln!(
+        "ran in {:?}: {}",
+        started.elapsed(),
+        script.lines().next().unwrap_or("")
+    );
+}
+
+#[test]
+fn tar_with_gzip_and_zstd() {
+    benign(
+        &["tar", "gzip", "zstd"],
+        "tar czf backup.tar.gz projects letters\ntar --zstd -cf backup.tar.zst projects",
+    );
+}
+
+#[test]
+fn gzip_in_place() {
+    benign(&["gzip"], "gzip -r .\ngunzip -r .");
+}
+
+#[test]
+fn zip_archive() {
+    benign(
+        &["zip", "unzip"],
+        "zip -qr docs.zip projects letters\nmkdir unpacked && cd unpacked && unzip -q ../docs.zip",
+    );
+}
+
+#[test]
+fn git_clone_gc_and_checkout() {
+    benign(
+        &["git"],
+        "git init -q repo && cp -r projects/* repo/ && cd repo && git add -A && git commit -qm one
+         git checkout -qb other && for f in note-1*.txt; do echo more >> $f; done && git rm -q note-2*.txt
+         git commit -qam two && git checkout -q master && git gc -q
+         cd .. && git clone -q repo copy && cd copy && git checkout -q other && git checkout -q master",
+    );
+}
+
+#[test]
+fn rsync_a_tree_and_again() {
+    benign(
+        &["rsync"],
+        "rsync -a projects/ mirror/\nfor f in projects/note-1*.txt; do echo changed >> $f; done\nrsync -a projects/ mirror/",
+    );
+}
+
+#[test]
+fn sqlite_writes() {
+    benign(
+        &["sqlite3"],
+        "sqlite3 ledger.db 'create table t(k integer primary key, v text)'
+         for i in $(seq 1 60); do sqlite3 ledger.db \"insert into t(v) values ('row $i of the ledger')\"; done
+         sqlite3 ledger.db 'update t set v = upper(v); vacuum'",
+    );
+}
+
+#[test]
+fn sed_in_place_over_hundreds_of_files() {
+    benign(
+        &["sed"],
+        "sed -i 's/Revenue/Income/' *.txt projects/*.txt projects/2026/*.txt letters/*.txt",
+    );
+}
+
+#[test]
+fn image_conversion() {
+    benign(
+        &["/usr/bin/convert"],
+        "/usr/bin/convert -size 64x64 gradient:blue-red a.png
+         /usr/bin/convert -size 64x64 plasma: b.png
+         /usr/bin/convert a.png a.jpg && /usr/bin/convert b.png -resize 50% b.png && /usr/bin/convert a.jpg -rotate 90 a.jpg",
+    );
+}
+
+#[test]
+fn a_package_unpacked() {
+    benign(
+        &["dpkg-deb"],
+        "mkdir -p pkg/DEBIAN pkg/usr/share/doc/demo
+         printf 'Package: demo\\nVersion: 1.0\\nArchitecture: all\\nMaintainer: t\\nDescription: demo\\n' > pkg/DEBIAN/control
+         cp projects/*.txt pkg/usr/share/doc/demo/
+         dpkg-deb -b pkg demo.deb >/dev/null && dpkg-deb -x demo.deb installed && dpkg-deb -x demo.deb installed",
+    );
+}
+
+#[test]
+fn cargo_build() {
+    benign(
+        &["cargo"],
+        "cargo new -q --vcs none app && cd app && cargo build -q --offline && echo '// edited' >> src/main.rs && cargo build -q --offline",
+    );
+}
+
+#[test]
+fn an_editor_saving() {
+    // write a temporary copy, rename it over the original (vim, VS Code, gedit)
+    benign(
+        &["python3"],
+        "python3 - <<'EOF'
+import os, glob
+for p in sorted(glob.glob('letters/*.txt'))[:40]:
+    text = open(p).read() + 'Signed, A.\\n'
+    tmp = os.path.join(os.path.dirname(p), '.' + os.path.basename(p) + '.swp')
+    with open(tmp, 'w') as f: f.write(text)
+    os.rename(tmp, p)
+EOF",
+    );
+}
+
+#[test]
+fn an_office_suite_saving() {
+    // LibreOffice: a lock file, the new document (a zip) written beside, renamed over, lock removed
+    benign(
+        &["python3", "zip"],
+        "zip -q report.odt projects/note-1.txt
+         python3 - <<'EOF'
+import os, zipfile
+for n in range(5):
+    lock = '.~lock.report.odt#'
+    open(lock, 'w').write('user,host,2026')
+    with zipfile.ZipFile('.report.odt.tmp', 'w', zipfile.ZIP_DEFLATED) as z:
+        z.writestr('content.xml', '<doc>revision %d %s</doc>' % (n, 'text ' * 500))
+    os.rename('.report.odt.tmp', 'report.odt')
+    os.remove(lock)
+EOF",
+    );
+}
+
+#[test]
+fn gpg_encrypting_one_file() {
+    benign(
+        &["gpg"],
+        "export GNUPGHOME=$(mktemp -d)
+         gpg --batch --yes --pinentry-mode loopback --passphrase secret --symmetric -o contract.pdf.gpg contract.pdf
+         rm -rf \"$GNUPGHOME\"",
+    );
+}
+
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert(e.path(), std::fs::read(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+fn simulator() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("rampart-ransim");
+    assert!(bin.exists(), "{} is missing: build it first", bin.display());
+    bin
+}
+
+#[test]
+fn audit_mode_reports_the_same_and_stops_nothing_and_a_restore_undoes_it_later() {
+    let Some(s) = scene(RansomwareMode::Audit, Vec::new()) else {
+        return;
+    };
+    let before = snapshot(&s.docs);
+    let status = Command::new("setsid")
+        .arg(simulator())
+        .args(["inplace"])
+        .arg(&s.docs)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "audit mode must not stop the actor");
+    let incident = s
+        .incidents
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the incident is reported in audit mode too");
+    assert_eq!(incident.mode, "audit");
+    assert!(incident.actor.stopped_pids.is_empty());
+    assert!(!incident.program_blocked);
+    assert_ne!(
+        snapshot(&s.docs),
+        before,
+        "audit mode restores nothing by itself"
+    );
+    // the originals were kept all the same: a restore brings them back
+    let restored = s.monitor.as_ref().unwrap().restore(&incident.id).unwrap();
+    assert!(restored.files.len() > 2, "{restored:#?}");
+    assert_eq!(snapshot(&s.docs), before);
+    let _ = &s.dir;
+}
+
+#[test]
+fn strict_mode_refuses_an_untrusted_writer_and_lets_a_trusted_one_through() {
+    if !needs(&["python3"]) {
+        return;
+    }
+    // the interpreter itself (not a wrapper script in front of it, like pyenv's shims)
+    let python = std::fs::canonicalize(
+        String::from_utf8(
+            Command::new("python3")
+                .args(["-c", "import sys; print(sys.executable)"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim(),
+    )
+    .unwrap();
+    let hash = sha256_of(&python).unwrap();
+    let Some(s) = scene(RansomwareMode::Strict, vec![(python.clone(), hash)]) else {
+        return;
+    };
+    let doc = s.docs.join("letters/note-1.txt");
+    let before = std::fs::read(&doc).unwrap();
+    let (ok, _) = run(&s.docs, "echo untrusted >> letters/note-1.txt");
+    assert!(!ok, "strict mode let an untrusted program write a document");
+    assert_eq!(std::fs::read(&doc).unwrap(), before);
+    let (ok, out) = run(
+        &s.docs,
+        &format!(
+            "{} -c \"open('letters/note-1.txt', 'a').write('trusted\\n')\"",
+            python.display()
+        ),
+    );
+    assert!(ok, "the trusted program was refused: {out}");
+    assert!(std::fs::read_to_string(&doc)
+        .unwrap()
+        .ends_with("trusted\n"));
+}
+
+/// For trying things by hand: `RAMPART_MANUAL=1 cargo test -p rampart-ransomware --test benign
+/// manual -- --ignored --nocapture` prints the protected folder and waits a minute.
+#[test]
+#[ignore = "by hand only"]
+fn manual() {
+    let Some(s) = scene(RansomwareMode::Block, Vec::new()) else {
+        return;
+    };
+    println!("MANUAL {}", s.docs.display());
+    if let Ok(i) = s.incidents.recv_timeout(Duration::from_secs(60)) {
+        println!("INCIDENT {i:#?}");
+    }
+}
