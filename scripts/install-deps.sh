@@ -16,6 +16,9 @@ if [ "$purpose" = test ]; then
   # The kernel tier is tested in a QEMU guest with a stock Debian kernel (vm/run.sh), attacked
   # with real tools: busybox and the ones it lacks.
   packages+=(qemu-system-x86 busybox-static cpio attr strace procps e2fsprogs)
+  # Ransomware protection is tested against the everyday work it must let through (archivers,
+  # git, rsync, SQLite, ImageMagick, gpg, an interpreter) and benchmarked on real formats.
+  packages+=(zstd zip unzip git rsync sqlite3 imagemagick gnupg python3 file)
 fi
 
 missing=()

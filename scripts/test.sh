@@ -20,7 +20,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== build"
 cargo build --workspace --locked --bins
 echo "== tests"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 echo "== kernel tier, in a QEMU guest with a stock Debian kernel"
 vm/kernel-tier-tests.sh
 

@@ -6,6 +6,7 @@ mod battery;
 mod enrollment;
 mod events;
 mod policy;
+mod ransomware;
 mod replicas;
 mod selfprotect;
 mod up;

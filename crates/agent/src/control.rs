@@ -32,6 +32,17 @@ pub enum Request {
         /// The token from `rampart agents maintenance-token`.
         token: String,
     },
+    /// Ransomware protection's state and counts.
+    RansomwareStatus,
+    /// Every ransomware incident on this agent.
+    RansomwareIncidents,
+    /// Restore the files of one incident (again).
+    RansomwareRestore {
+        /// The incident's id (`rw-…`).
+        id: String,
+    },
+    /// What the vault of originals holds.
+    RansomwareVault,
 }
 
 /// The agent's answer.
@@ -48,6 +59,9 @@ pub struct Reply {
     /// The protections' state right now (answer to [`Request::Status`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protections: Option<Vec<rampart_protocol::checkin::ProtectionStatus>>,
+    /// What a request asked for (incidents, the vault), as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
 }
 
 impl Reply {
@@ -58,6 +72,15 @@ impl Reply {
             message,
             pending: None,
             protections: None,
+            data: None,
+        }
+    }
+
+    /// A request carried out, with what it asked for.
+    pub fn with_data(message: String, data: serde_json::Value) -> Reply {
+        Reply {
+            data: Some(data),
+            ..Reply::done(message)
         }
     }
 
@@ -68,6 +91,7 @@ impl Reply {
             message: message.to_owned(),
             pending: None,
             protections: None,
+            data: None,
         }
     }
 }

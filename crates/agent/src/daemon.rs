@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rampart_protocol::checkin::{CheckinRequest, DesiredState, ProtectionState, ProtectionStatus};
 use rampart_protocol::events::{self, EventBatch};
+use rampart_protocol::policy::RansomwareSettings;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -26,6 +27,7 @@ use crate::identity;
 use crate::outbox::Outbox;
 use crate::paths::AgentPaths;
 use crate::protection::Protection;
+use crate::ransomware::Ransomware;
 use crate::status::AgentStatus;
 use crate::tamper;
 
@@ -54,9 +56,9 @@ fn load_held(paths: &AgentPaths) -> Option<HeldState> {
     }
 }
 
-/// The protections this build has that are not self-protection, and their state.
+/// The protections this build does not have yet, and their state.
 fn other_protections() -> Vec<ProtectionStatus> {
-    ["ransomware", "on-access-scan"]
+    ["on-access-scan"]
         .into_iter()
         .map(|name| ProtectionStatus {
             name: name.to_owned(),
@@ -70,16 +72,37 @@ fn other_protections() -> Vec<ProtectionStatus> {
 struct Shared {
     paths: AgentPaths,
     outbox: Outbox,
-    wake: Notify,
+    wake: Arc<Notify>,
     held: Mutex<Option<HeldState>>,
     protection: Arc<Mutex<Protection>>,
+    ransomware: Arc<Ransomware>,
 }
 
 impl Shared {
     fn protections(&self) -> Vec<ProtectionStatus> {
-        let mut v = vec![self.protection.lock().expect("protection lock").status()];
+        let mut v = vec![
+            self.protection.lock().expect("protection lock").status(),
+            self.ransomware.status(),
+        ];
         v.extend(other_protections());
         v
+    }
+
+    /// The ransomware section of the policy in force (the default before any arrived).
+    fn ransomware_settings(&self) -> RansomwareSettings {
+        self.held
+            .lock()
+            .expect("held lock")
+            .as_ref()
+            .map(|h| h.desired.policy.policy.ransomware.clone())
+            .unwrap_or_default()
+    }
+
+    /// Puts the policy's ransomware section in force (off the async threads).
+    async fn apply_ransomware(&self) {
+        let settings = self.ransomware_settings();
+        let ransomware = self.ransomware.clone();
+        let _ = tokio::task::spawn_blocking(move || ransomware.apply(&settings)).await;
     }
 }
 
@@ -115,13 +138,26 @@ pub async fn run(paths: AgentPaths, shutdown: impl Future<Output = ()>) -> Resul
         paths.control_socket(),
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )?;
+    let wake = Arc::new(Notify::new());
+    let ransomware = {
+        let wake = wake.clone();
+        Ransomware::new(
+            paths.clone(),
+            outbox.clone(),
+            tokio::runtime::Handle::current(),
+            Arc::new(move || wake.notify_one()),
+        )
+    };
     let shared = Arc::new(Shared {
         paths: paths.clone(),
         outbox: outbox.clone(),
-        wake: Notify::new(),
+        wake,
         held: Mutex::new(load_held(&paths)),
         protection: Arc::new(Mutex::new(protection)),
+        ransomware,
     });
+    // documents are protected from the start, with the policy held from the last run
+    shared.apply_ransomware().await;
     outbox
         .push(
             events::AGENT_STARTED,
@@ -161,6 +197,8 @@ pub async fn run(paths: AgentPaths, shutdown: impl Future<Output = ()>) -> Resul
     }
     uploader.abort();
     controller.abort();
+    let ransomware = shared.ransomware.clone();
+    tokio::task::spawn_blocking(move || ransomware.stop()).await?;
     // lift the kernel tier before the process goes, so nothing outlives it
     let protection = shared.protection.clone();
     tokio::task::spawn_blocking(move || protection.lock().expect("protection lock").unload())
@@ -210,6 +248,8 @@ async fn checkin_loop(client: &ServerClient, shared: &Shared, status: &mut Agent
             reported = protections.clone();
         }
         status.protections = protections.clone();
+        let ransomware = shared.ransomware.clone();
+        let _ = tokio::task::spawn_blocking(move || ransomware.maintain()).await;
         let held = shared.held.lock().expect("held lock").clone();
         let request = CheckinRequest {
             identity: identity::current(),
@@ -240,6 +280,7 @@ async fn checkin_loop(client: &ServerClient, shared: &Shared, status: &mut Agent
                     status.last_error = Some(format!("applying policy {version}: {e}"));
                 } else {
                     *shared.held.lock().expect("held lock") = Some(new);
+                    shared.apply_ransomware().await;
                     // report the applied version at once rather than one interval later
                     again_now = changed;
                     shared.wake.notify_one();
@@ -386,9 +427,48 @@ async fn handle(request: Request, shared: &Shared) -> Reply {
                 message: format!("{n} event(s) waiting"),
                 pending: Some(n),
                 protections: Some(shared.protections()),
+                data: None,
             },
             Err(e) => Reply::refused(&e.to_string()),
         },
+        Request::RansomwareStatus => {
+            let status = shared.ransomware.status();
+            let incidents = shared.ransomware.incidents().len();
+            let settings = shared.ransomware_settings();
+            Reply::with_data(
+                status.reason.clone().unwrap_or_default(),
+                json!({"status": status, "incidents": incidents, "mode": settings.mode, "folders": settings.folders}),
+            )
+        }
+        Request::RansomwareIncidents => {
+            let incidents: Vec<_> = shared
+                .ransomware
+                .incidents()
+                .into_iter()
+                .map(|r| r.incident)
+                .collect();
+            Reply::with_data(format!("{} incident(s)", incidents.len()), json!(incidents))
+        }
+        Request::RansomwareRestore { id } => {
+            let ransomware = shared.ransomware.clone();
+            let done = tokio::task::spawn_blocking(move || ransomware.restore(&id)).await;
+            shared.wake.notify_one();
+            match done {
+                Ok(Ok(incident)) => Reply::with_data(
+                    format!("incident {} restored", incident.id),
+                    json!(incident),
+                ),
+                Ok(Err(e)) => Reply::refused(&e),
+                Err(e) => Reply::refused(&format!("restoring: {e}")),
+            }
+        }
+        Request::RansomwareVault => {
+            let ransomware = shared.ransomware.clone();
+            match tokio::task::spawn_blocking(move || ransomware.vault()).await {
+                Ok(v) => Reply::with_data(format!("{} copies", v.copies), json!(v)),
+                Err(e) => Reply::refused(&e.to_string()),
+            }
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod identity;
 pub mod outbox;
 pub mod paths;
 pub mod protection;
+pub mod ransomware;
 pub mod status;
 pub mod tamper;
 

@@ -16,6 +16,10 @@ pub struct AgentPaths {
     pub state_dir: PathBuf,
     /// Logs: `ROOT/var/log/rampart`.
     pub log_dir: PathBuf,
+    /// The vault of originals ransomware protection keeps: `ROOT/var/lib/rampart/vault`.
+    pub vault_dir: PathBuf,
+    /// Quarantine: `ROOT/var/lib/rampart/quarantine` (files a convicted actor made).
+    pub quarantine_dir: PathBuf,
 }
 
 impl AgentPaths {
@@ -27,6 +31,8 @@ impl AgentPaths {
             config_dir: root.join("etc/rampart"),
             state_dir: root.join("var/lib/rampart/agent"),
             log_dir: root.join("var/log/rampart"),
+            vault_dir: root.join("var/lib/rampart/vault"),
+            quarantine_dir: root.join("var/lib/rampart/quarantine"),
         }
     }
 
@@ -81,6 +87,11 @@ impl AgentPaths {
     /// The desired state last received from the server, with its ETag.
     pub fn desired_state_file(&self) -> PathBuf {
         self.state_dir.join("desired-state.json")
+    }
+
+    /// Ransomware incidents (one JSON file each, with what restores them).
+    pub fn incidents_dir(&self) -> PathBuf {
+        self.state_dir.join("ransomware-incidents")
     }
 
     /// What the running agent last wrote about itself, for `rampart agent status`.

@@ -63,6 +63,9 @@ enum Command {
     EnrollToken(commands::enroll_token::Command),
     /// List events the server received from agents.
     Events(commands::events::Args),
+    /// Ransomware protection on this host: status, incidents, restore, vault.
+    #[command(subcommand)]
+    Ransomware(commands::ransomware::Command),
     /// The userspace tier's supervisor, started by the agent or the server themselves.
     #[command(hide = true, name = "selfprotect-supervisor")]
     SelfprotectSupervisor,
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
             Command::Agents(cmd) => commands::agents::run(&root, cmd).await,
             Command::EnrollToken(cmd) => commands::enroll_token::run(&root, cmd).await,
             Command::Events(args) => commands::events::run(&root, args).await,
+            Command::Ransomware(cmd) => commands::ransomware::run(&root, cmd).await,
             Command::SelfprotectSupervisor => unreachable!("handled before the runtime starts"),
         }
     });

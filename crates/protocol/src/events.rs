@@ -22,6 +22,10 @@ pub const UNLOAD_REFUSED: &str = "selfprotect.unload-refused";
 pub const AGENT_NOTE: &str = "agent.note";
 /// The agent applied a new policy. Body: `{"version": N}`.
 pub const POLICY_APPLIED: &str = "policy.applied";
+/// Ransomware protection convicted an actor (body: [`crate::ransomware::Incident`]).
+pub const RANSOMWARE_INCIDENT: &str = "ransomware.incident";
+/// An operator restored an incident's files again (body: the incident with the new outcomes).
+pub const RANSOMWARE_RESTORED: &str = "ransomware.restored";
 
 /// The most events one upload may carry.
 pub const MAX_BATCH_EVENTS: usize = 1000;

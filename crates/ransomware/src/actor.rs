@@ -100,6 +100,10 @@ pub fn process(pid: u32) -> Option<Process> {
     let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
     let num = |i: usize| fields.get(i).and_then(|v| v.parse::<u32>().ok());
     let (ppid, pgid, sid) = (num(1)?, num(2)?, num(3)?);
+    // a group or session whose leader lives outside this PID namespace reads as 0 (a process
+    // in a container started by a runtime): the process then counts as a group of its own,
+    // never as one group with everything else so placed
+    let pgid = if pgid == 0 { pid } else { pgid };
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
     let cmdline: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
         .unwrap_or_default()
@@ -167,6 +171,7 @@ pub fn members(keys: &[ActorKey], spare: &[u32]) -> Option<Vec<u32>> {
     let sessions: std::collections::HashSet<u32> = spare
         .iter()
         .filter_map(|s| by_pid.get(s).map(|p| p.sid))
+        .filter(|sid| *sid > 0)
         .collect();
     let mut untouchable: std::collections::HashSet<u32> = spare.iter().copied().collect();
     for s in spare {
@@ -229,7 +234,8 @@ mod tests {
     fn this_process_and_its_keys() {
         let me = process(std::process::id()).unwrap();
         assert_eq!(me.pid, std::process::id());
-        assert!(me.pgid > 0 && me.sid > 0);
+        // the session may read 0 (its leader outside this PID namespace); the group never does
+        assert!(me.pgid > 0);
         assert_eq!(me.keys()[0], ActorKey::Group(me.pgid));
         assert!(script_of(&["bash".into(), "-c".into(), "x".into()], 1).is_none());
         assert_eq!(

@@ -4,7 +4,7 @@
 //! No single signal decides, except the decoys: a document made encrypted-looking counts one,
 //! destroyed (emptied, zeroed) one, renamed to an extension no document has a little, deleted
 //! after an encrypted copy of it was written one, a new file that looks encrypted half, the same
-//! note dropped in three folders two, a deletion alone a twentieth. Two make a conviction — about as
+//! note dropped in three folders two, a deletion alone a fortieth. Two make a conviction — about as
 //! many documents as Apex One's rule (three) and far fewer than CryptoDrop's median (ten). A
 //! document converted to another known format (gzip, zip, an image format) or edited in its own
 //! format counts nothing. Scores keep their value for a minute, then fade (half of it every ten
@@ -260,12 +260,13 @@ mod tests {
     fn deletions_alone_need_more_and_scores_fade() {
         let mut d = Detector::new();
         let t = Instant::now();
-        for i in 0..3 {
-            assert!(d
-                .add(&group(1), Evidence::Deleted(format!("{i}").into()), t)
-                .is_none());
-        }
-        assert!(d.add(&group(1), Evidence::Deleted("3".into()), t).is_some());
+        let deletions = (0..100)
+            .position(|i| {
+                d.add(&group(1), Evidence::Deleted(format!("{i}").into()), t)
+                    .is_some()
+            })
+            .map(|i| i + 1);
+        assert_eq!(deletions, Some(40), "deletions alone convict at forty");
         // one document a day is not a pattern
         let mut d = Detector::new();
         assert!(d

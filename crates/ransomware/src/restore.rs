@@ -301,6 +301,13 @@ fn restore_one(o: &Original, vault: &Vault, holds: &Holds) -> std::io::Result<Fi
                 remove_other_name(o);
                 return Ok(FileOutcome::Unchanged);
             }
+            // a copy is used only if it still is what was kept
+            if crate::monitor::sha256_of(&copy).as_deref() != Some(sha256.as_str()) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("the vault copy {} is missing or damaged", copy.display()),
+                ));
+            }
             put(&copy, &o.path, held.as_deref())?;
             remove_other_name(o);
             Ok(FileOutcome::Restored)

@@ -105,6 +105,8 @@ impl Vault {
         let copy = self.copy_path(&sha256);
         if copy.exists() {
             let _ = std::fs::remove_file(&tmp);
+            // kept again: its age starts again
+            let _ = std::fs::File::open(&copy).and_then(|f| f.set_modified(SystemTime::now()));
         } else {
             std::fs::rename(&tmp, &copy).map_err(io("storing", &copy))?;
         }

@@ -126,10 +126,14 @@ fn scene(mode: RansomwareMode, trusted: Vec<(PathBuf, String)>, canaries: bool) 
 }
 
 /// Starts the simulator in a session of its own, as an attacker's program would run: the
-/// monitor never stops anything in its own session (here, the test's).
+/// monitor never stops anything in its own session (here, the test's). It runs from a copy of
+/// its own, beside the tree: the same program in two tests running at once would be one actor
+/// (convicted in one, stopped in both).
 fn attack(family: &str, dir: &Path) -> Child {
+    let copy = dir.with_file_name(format!("ransim-{family}"));
+    std::fs::copy(simulator(), &copy).unwrap();
     Command::new("setsid")
-        .arg(simulator())
+        .arg(&copy)
         .arg(family)
         .arg(dir)
         .args(["--delay-ms", if family == "drip" { "300" } else { "0" }])
@@ -153,8 +157,16 @@ fn run_family(family: &str, canaries: bool) {
         .incidents
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| {
+            let running = sim.try_wait().ok().flatten().is_none();
             let _ = sim.kill();
-            panic!("{family}: no incident within 30 s")
+            let after = snapshot(&s.docs);
+            let changed = before.iter().filter(|(p, c)| after.get(*p) != Some(c)).count();
+            panic!(
+                "{family}: no incident within 30 s (simulator {}; {changed} of {} files changed; {:?})",
+                if running { "still running" } else { "finished" },
+                before.len(),
+                s.monitor.as_ref().map(|m| m.status())
+            )
         });
     let status = sim.wait().unwrap();
     let quick = matches!(family, "wipe-delete" | "notes");

@@ -26,6 +26,9 @@
 //! | `wipe-delete` | deletes it |
 //! | `notes` | drops `HOW-TO-DECRYPT.txt` in every folder |
 //!
+//! `rampart-ransim corpus FOLDER [--count N] [--seed S]` makes a deterministic corpus of
+//! documents to attack or benchmark with (office, PDF, images, mail, code; 1 KiB to 128 KiB).
+//!
 //! It prints each file as it is done (`done PATH`) and exits 0 when it has done all; a
 //! protected host stops it first. Which files count as documents: the usual office, PDF,
 //! image, text and archive extensions.
@@ -36,6 +39,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use aes::cipher::{KeyIvInit, StreamCipher};
+
+mod corpus;
 
 type Cipher = ctr::Ctr128BE<aes::Aes128>;
 
@@ -253,6 +258,19 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         // a worker of per-process or workers
         Some("--one") if args.len() == 3 => one(&args[1], Path::new(&args[2])),
+        Some("corpus") if args.len() >= 2 => {
+            let flag = |name: &str, default: u64| {
+                args.iter()
+                    .position(|a| a == name)
+                    .and_then(|i| args.get(i + 1))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(default)
+            };
+            let dir = Path::new(&args[1]);
+            let count = flag("--count", 240) as usize;
+            corpus::make(dir, count, flag("--seed", 1))
+                .map(|()| println!("made {count} documents below {}", dir.display()))
+        }
         Some("--many") if args.len() >= 2 => args[2..]
             .iter()
             .try_for_each(|p| one(&args[1], Path::new(p)).map(|()| announce(Path::new(p)))),
@@ -267,7 +285,7 @@ fn main() -> ExitCode {
             run(family, Path::new(&args[1]), Duration::from_millis(delay))
         }
         _ => {
-            eprintln!("usage: rampart-ransim FAMILY FOLDER [--delay-ms N]  (see the source for the families)");
+            eprintln!("usage: rampart-ransim FAMILY FOLDER [--delay-ms N] | corpus FOLDER [--count N] [--seed S]  (see the source for the families)");
             return ExitCode::from(2);
         }
     };

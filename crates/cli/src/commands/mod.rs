@@ -7,6 +7,7 @@ pub mod events;
 pub mod groups;
 pub mod login;
 pub mod policy;
+pub mod ransomware;
 pub mod server;
 pub mod up;
 

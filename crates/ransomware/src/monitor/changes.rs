@@ -762,11 +762,13 @@ pub(crate) fn finish(shared: &Shared, now: Instant) {
         };
         let plan = plan_of(shared, &groups);
         incident.files = if incident.response == Response::Stopped {
-            plan.restore(
+            let files = plan.restore(
                 &shared.vault,
                 &shared.holds,
                 &shared.settings.quarantine.join(&incident.id),
-            )
+            );
+            super::watch_restored(shared, &files);
+            files
         } else {
             // audit mode: what a restore would need stays held
             for o in &plan.originals {

@@ -359,6 +359,7 @@ impl Monitor {
             &self.shared.holds,
             &self.shared.settings.quarantine.join(id),
         );
+        watch_restored(&self.shared, &files);
         let mut state = self.shared.state.lock().expect("state lock");
         let c = state.incidents.iter_mut().find(|c| c.incident.id == id)?;
         c.incident.files = files;
@@ -369,6 +370,33 @@ impl Monitor {
     /// The vault.
     pub fn vault(&self) -> &Vault {
         &self.shared.vault
+    }
+
+    /// Evicts vault copies older than `max_age` or beyond `max_bytes`, except those an
+    /// incident or a running actor's journal still needs. Returns how many went.
+    pub fn evict(&self, max_bytes: u64, max_age: Duration) -> usize {
+        let needed: HashSet<String> = {
+            let state = self.shared.state.lock().expect("state lock");
+            let from_incidents = state.incidents.iter().flat_map(|c| {
+                c.plan.originals.iter().filter_map(|o| match &o.source {
+                    crate::restore::Source::Copy(sha) => Some(sha.clone()),
+                    _ => None,
+                })
+            });
+            let from_journals = state.journals.values().flat_map(|j| {
+                j.touches.iter().filter_map(|t| match t {
+                    Touch::Modified {
+                        kept: Some(Kept::Copy { sha256, .. }),
+                        ..
+                    } => Some(sha256.clone()),
+                    _ => None,
+                })
+            });
+            from_incidents.chain(from_journals).collect()
+        };
+        self.shared
+            .vault
+            .evict(max_bytes, max_age, &|sha| needed.contains(sha))
     }
 }
 
@@ -490,6 +518,33 @@ const CANARIES: &[(&str, &[u8])] = &[
         b"Budget 2027 - draft\n\nRegion    Q1     Q2     Q3     Q4\nNorth     1200   1350   1410   1500\nSouth     980    1010   1100   1230\n",
     ),
 ];
+
+/// Guards the documents a restore brought back: each is a new inode (written beside and renamed
+/// over), which neither carries the old one's mark nor is known by it; a decoy is held again.
+pub(crate) fn watch_restored(
+    shared: &Shared,
+    files: &[rampart_protocol::ransomware::IncidentFile],
+) {
+    for f in files {
+        if f.outcome != rampart_protocol::ransomware::FileOutcome::Restored {
+            continue;
+        }
+        let path = Path::new(&f.path);
+        if !watch_document(shared, path) {
+            continue;
+        }
+        let canary = shared
+            .canaries
+            .read()
+            .expect("canaries lock")
+            .contains(path);
+        if canary {
+            if let Some((dev, ino)) = shared.holds.hold_path(path) {
+                shared.holds.pin(dev, ino);
+            }
+        }
+    }
+}
 
 /// Places the decoys in `dir` (and leaves those already there).
 fn place_canaries(shared: &Shared, dir: &Path) {
