@@ -60,6 +60,18 @@ fn differences(
     (changed, extra)
 }
 
+/// Runs `script` with `sh -c` in a session of its own; whether it succeeded.
+fn sh(script: &str) -> bool {
+    Command::new("setsid")
+        .args(["sh", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
 /// The start of a file's content, for a failure message.
 fn show(content: &[u8]) -> String {
     let head = &content[..content.len().min(24)];
@@ -169,13 +181,31 @@ fn attack(agent: &TestAgent, family: &str, docs: &Path) -> (bool, BTreeSet<PathB
     (out.status.success(), done)
 }
 
-/// Waits for the server to hold `count` incidents; returns the last.
-async fn incident_number(server: &TestServer, count: usize, what: &str) -> Incident {
-    eventually(Duration::from_secs(60), what, || async {
+/// Waits for the server to hold `count` incidents; returns the last. On a timeout, the failure
+/// shows what the agent logged and which incidents it holds itself.
+async fn incident_number(
+    server: &TestServer,
+    agent: &TestAgent,
+    count: usize,
+    what: &str,
+) -> Incident {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
         let all = incidents_on_server(server).await;
-        (all.len() >= count).then(|| all[count - 1].clone())
-    })
-    .await
+        if all.len() >= count {
+            return all[count - 1].clone();
+        }
+        if std::time::Instant::now() > deadline {
+            let (_, local, _) = run_cli(agent.root(), &["ransomware", "incidents"]);
+            let log = agent.log();
+            let lines: Vec<&str> = log.lines().collect();
+            panic!(
+                "timed out after 60 s waiting for: {what}\n--- the agent's incidents:\n{local}\n--- agent log:\n{}",
+                lines[lines.len().saturating_sub(80)..].join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// In block mode, each family in turn against the same folder: stopped (unless it was done in
@@ -207,6 +237,7 @@ async fn every_family_is_stopped_and_undone_and_reported_to_the_server() {
         let (finished, done) = attack(&agent, family, &docs);
         let incident = incident_number(
             &server,
+            &agent,
             n + 1,
             &format!("{family}: its incident on the server"),
         )
@@ -270,7 +301,7 @@ async fn audit_mode_reports_and_stops_nothing_and_the_cli_restores_repeatably() 
     let before = snapshot(&docs);
     let (finished, done) = attack(&agent, "inplace", &docs);
     assert!(finished, "audit mode stopped the simulator");
-    let incident = incident_number(&server, 1, "the audit incident on the server").await;
+    let incident = incident_number(&server, &agent, 1, "the audit incident on the server").await;
     assert_eq!(incident.mode, "audit");
     assert!(incident.actor.stopped_pids.is_empty(), "{incident:#?}");
     assert!(!incident.program_blocked);
@@ -280,6 +311,31 @@ async fn audit_mode_reports_and_stops_nothing_and_the_cli_restores_repeatably() 
         done.len(),
         "audit mode changes nothing back by itself"
     );
+    // the vault is inside the agent's self-protected area: nobody else changes or removes the
+    // originals it keeps (a write is refused; a removal is undone at once)
+    let copies: Vec<PathBuf> = std::fs::read_dir(agent.root().join("var/lib/rampart/vault/copies"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(!copies.is_empty(), "audit mode kept no originals");
+    let victim = copies[0].clone();
+    let kept = std::fs::read(&victim).unwrap();
+    assert!(
+        !sh(&format!("echo tampered > '{}'", victim.display())),
+        "a vault copy was writable by another process"
+    );
+    let _ = sh(&format!("rm -f '{}'", victim.display()));
+    eventually(
+        Duration::from_secs(10),
+        "the removed vault copy put back",
+        || {
+            let (victim, kept) = (victim.clone(), kept.clone());
+            async move { (std::fs::read(&victim).ok() == Some(kept)).then_some(()) }
+        },
+    )
+    .await;
     for round in 0..2 {
         let (ok, out, err) = run_cli(
             agent.root(),
@@ -349,16 +405,6 @@ async fn strict_mode_refuses_untrusted_writers_and_lets_the_trusted_program_writ
         .find(|p| p.extension().is_some_and(|e| e == "txt"));
     let doc = doc.expect("a text document in the corpus");
     let before = std::fs::read(&doc).unwrap();
-    let sh = |script: &str| {
-        Command::new("setsid")
-            .args(["sh", "-c", script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap()
-            .success()
-    };
     assert!(
         !sh(&format!("echo untrusted >> '{}'", doc.display())),
         "strict mode let an untrusted program write a document"

@@ -82,5 +82,12 @@ fn up_starts_a_server_and_an_enrolled_agent_and_down_stops_them() {
     let (ok, out, err) = run_cli(root.path(), &["down"]);
     assert!(ok, "{out}{err}");
     let left = rampart_tests::processes_below(root.path());
-    assert!(left.is_empty(), "still running after down: {left:?}");
+    let log =
+        std::fs::read_to_string(root.path().join("var/log/rampart/agent.log")).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+    assert!(
+        left.is_empty(),
+        "still running after down: {left:?}\n--- down said:\n{out}{err}\n--- agent log (last lines, newest first):\n{}",
+        tail.join("\n")
+    );
 }

@@ -570,7 +570,10 @@ impl TestAgent {
             .stdin(Stdio::null())
             .stdout(open("agent.stdout"))
             .stderr(open("agent.stderr"))
-            .env("RAMPART_LOG", "info,sqlx=warn")
+            .env(
+                "RAMPART_LOG",
+                std::env::var("RAMPART_TEST_AGENT_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
+            )
             .process_group(0)
             .spawn()
             .expect("starting rampart agent");

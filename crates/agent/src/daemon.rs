@@ -123,8 +123,13 @@ pub async fn run(paths: AgentPaths, shutdown: impl Future<Output = ()>) -> Resul
     // protection first: whatever was changed while no agent guarded its files (by someone who
     // killed the last one, say) is put back before anything here reads them, and every file
     // made from here on is the agent's own
-    std::fs::create_dir_all(&paths.state_dir)
-        .with_context(|| format!("creating {}", paths.state_dir.display()))?;
+    for dir in [
+        paths.state_dir.clone(),
+        paths.vault_dir.join("copies"),
+        paths.quarantine_dir.clone(),
+    ] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let (protection, tamper_reports) = Protection::start(crate::protection::target(&paths));
     let enrollment = Enrollment::load(&paths)?;
     let client = enrollment.client()?;

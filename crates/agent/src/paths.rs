@@ -36,6 +36,12 @@ impl AgentPaths {
         }
     }
 
+    /// The data folder of a management server on this host (the same root): its database, CA
+    /// and keys. Ransomware protection guards it wherever the server runs beside an agent.
+    pub fn server_data_dir(&self) -> PathBuf {
+        self.root.join("var/lib/rampart/server")
+    }
+
     /// The installed `rampart` binary.
     pub fn installed_binary(&self) -> PathBuf {
         self.install_dir.join("bin/rampart")

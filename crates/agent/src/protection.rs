@@ -1,6 +1,7 @@
 //! The agent's self-protection: what it covers (its install folder, configuration store, state
-//! folder and service unit, all below the agent's root prefix) handed to the
-//! [`Guardian`](rampart_selfprotect::guardian::Guardian), which picks the tier.
+//! folder, ransomware vault and quarantine, and service unit, all below the agent's root
+//! prefix) handed to the [`Guardian`](rampart_selfprotect::guardian::Guardian), which picks
+//! the tier.
 
 use rampart_selfprotect::guardian::{Supervision, Target};
 
@@ -15,6 +16,10 @@ pub fn target(paths: &AgentPaths) -> Target {
             paths.install_dir.clone(),
             paths.config_dir.clone(),
             paths.state_dir.clone(),
+            // ransomware protection's originals and what it took away from an attacker: only
+            // the agent writes, renames or deletes there
+            paths.vault_dir.clone(),
+            paths.quarantine_dir.clone(),
         ],
         files: paths.unit_files(),
         // the configuration store stays without the immutable attribute: a write the kernel

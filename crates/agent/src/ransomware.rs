@@ -202,8 +202,14 @@ impl Ransomware {
         if let Some(h) = monitor::sha256_of(&own) {
             trusted.push((own, h));
         }
+        let mut folders: Vec<PathBuf> = policy.folders.iter().map(|f| rooted(f)).collect();
+        // on the server's host its data folder is protected too, whatever the policy lists
+        let server_data = self.paths.server_data_dir();
+        if server_data.is_dir() && !folders.iter().any(|f| server_data.starts_with(f)) {
+            folders.push(server_data);
+        }
         Settings {
-            folders: policy.folders.iter().map(|f| rooted(f)).collect(),
+            folders,
             types: DocumentTypes::new(&policy.document_types, &policy.extra_extensions),
             exclusions,
             trusted,

@@ -1,13 +1,14 @@
 //! The vault of originals: before a process that is not trusted first opens a document for
 //! writing, its content is copied here (`copies/SHA256`; the same content is never stored
-//! twice). A file larger than the policy's limit is not copied, and that is recorded. Copies are
+//! twice; a reflink where the filesystem has them, so the copy costs no space until the
+//! document changes). A file larger than the policy's limit is not copied, and that is recorded. Copies are
 //! evicted oldest first past the size limit, and after the age limit, except those an incident
 //! still needs. (Deletion and renaming over are covered by [`holds`](crate::holds), which keep
 //! the inode itself alive.) The vault lives inside the agent's self-protected state, and only
 //! the agent writes it.
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -87,17 +88,32 @@ impl Vault {
         let tmp = self
             .dir
             .join(format!("copies/.new-{}-{n}", std::process::id()));
-        let mut out = std::fs::File::create(&tmp).map_err(io("creating", &tmp))?;
+        let mut out = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io("creating", &tmp))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
         let mut total = 0u64;
+        // a reflink where the filesystem has them (the copy shares the blocks until the
+        // document is written), hashed from the clone; else a copy, hashed as it is written
+        let cloned = rampart_sys::reflink(out.as_fd(), file.as_fd()).is_ok();
         loop {
-            let n = file.read(&mut buf).map_err(io("reading", path))?;
+            let n = if cloned {
+                out.read(&mut buf)
+            } else {
+                file.read(&mut buf)
+            }
+            .map_err(io("reading", path))?;
             if n == 0 {
                 break;
             }
             hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(io("writing", &tmp))?;
+            if !cloned {
+                out.write_all(&buf[..n]).map_err(io("writing", &tmp))?;
+            }
             total += n as u64;
         }
         out.sync_data().map_err(io("writing", &tmp))?;
@@ -223,5 +239,86 @@ mod tests {
             0
         );
         assert_eq!(vault.evict(0, Duration::from_secs(3600), &|_| false), 1);
+    }
+
+    /// An XFS filesystem in a file of the test's own, mounted below its temporary folder and
+    /// unmounted when dropped.
+    struct Xfs {
+        dir: tempfile::TempDir,
+    }
+
+    impl Drop for Xfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.dir.path().join("mnt"))
+                .status();
+        }
+    }
+
+    fn run(cmd: &str, args: &[&str]) -> bool {
+        std::process::Command::new(cmd)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    #[test]
+    fn on_a_filesystem_with_reflinks_the_copy_shares_the_documents_blocks() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let (img, mnt) = (dir.path().join("xfs.img"), dir.path().join("mnt"));
+        std::fs::create_dir(&mnt).unwrap();
+        let made = std::fs::File::create(&img)
+            .and_then(|f| f.set_len(320 << 20))
+            .is_ok()
+            && run("mkfs.xfs", &["-q", img.to_str().unwrap()])
+            && run(
+                "mount",
+                &["-o", "loop", img.to_str().unwrap(), mnt.to_str().unwrap()],
+            );
+        if !made {
+            let why =
+                "needs root, loop devices and mkfs.xfs (scripts/install-deps.sh installs xfsprogs)";
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true: {why}"
+            );
+            eprintln!("skipping: {why}");
+            return;
+        }
+        let fs = Xfs { dir };
+        let mnt = fs.dir.path().join("mnt");
+        let vault = Vault::open(&mnt.join("vault"), 64 << 20).unwrap();
+        let doc = mnt.join("thesis.pdf");
+        let content: Vec<u8> = (0..(4u32 << 20))
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        std::fs::write(&doc, &content).unwrap();
+        let f = std::fs::File::open(&doc).unwrap();
+        let Kept::Copy { sha256, size } =
+            vault.keep(f.as_fd(), &doc, content.len() as u64).unwrap()
+        else {
+            panic!("not kept")
+        };
+        assert_eq!(size, content.len() as u64);
+        let copy = vault.copy_path(&sha256);
+        assert_eq!(std::fs::read(&copy).unwrap(), content);
+        let extents = std::process::Command::new("filefrag")
+            .arg("-v")
+            .arg(&copy)
+            .output()
+            .unwrap();
+        let extents = String::from_utf8_lossy(&extents.stdout);
+        assert!(
+            extents.contains("shared"),
+            "the copy was written, not reflinked:\n{extents}"
+        );
+        // the document changes; the copy does not
+        std::fs::write(&doc, b"encrypted").unwrap();
+        assert_eq!(std::fs::read(&copy).unwrap(), content);
+        drop(f);
+        drop(vault);
+        drop(fs);
     }
 }

@@ -36,7 +36,7 @@ pub fn mount_securityfs() -> io::Result<()> {
     })
 }
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -192,6 +192,13 @@ pub fn set_immutable(path: &Path, on: bool) -> io::Result<()> {
         check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_SETFLAGS, &wanted) })?;
     }
     Ok(())
+}
+
+/// Makes `dst` share the content of `src` (a reflink: `FICLONE`), where the filesystem can
+/// (btrfs, XFS, bcachefs); elsewhere an error (`EOPNOTSUPP`, `EXDEV`, `EINVAL`) and nothing done.
+pub fn reflink(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: FICLONE takes the source descriptor as its argument; both stay open for the call.
+    check(unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) })
 }
 
 /// Whether `path` carries the immutable attribute.

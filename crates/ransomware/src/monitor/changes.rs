@@ -165,7 +165,7 @@ fn keys_of(shared: &Shared, pid: u32) -> Option<Vec<ActorKey>> {
             }
             let keys = p.keys();
             let mut state = shared.state.lock().expect("state lock");
-            state.keys_of.insert(pid, keys.clone());
+            state.remember(pid, &keys);
             let journal = state.journals.entry(p.pgid).or_default();
             if journal.program.is_none() {
                 journal.program = Some(p.program.clone());
@@ -176,13 +176,7 @@ fn keys_of(shared: &Shared, pid: u32) -> Option<Vec<ActorKey>> {
             }
             Some(keys)
         }
-        None => shared
-            .state
-            .lock()
-            .expect("state lock")
-            .keys_of
-            .get(&pid)
-            .cloned(),
+        None => shared.state.lock().expect("state lock").remembered(pid),
     }
 }
 
@@ -203,6 +197,7 @@ fn change(shared: &Shared, c: Change) {
     let is_dir = c.mask & libc::FAN_ONDIR != 0;
     // the agent's own changes (restores, quarantine) and trusted programs: only bookkeeping
     let keys = keys_of(shared, c.pid);
+    tracing::debug!(pid = c.pid, mask = c.mask, path = %path.display(), actor = ?keys, "change");
     // one event may carry several changes (fanotify merges them): in the order they happen
     if c.mask & libc::FAN_CREATE != 0 && in_scope(shared, &path) {
         if is_dir {

@@ -90,6 +90,9 @@ const ON_FOLDER: u64 = libc::FAN_CREATE
 /// How long an opener is held at most while its actor's earlier changes are judged.
 pub const HOLD_AT_MOST: Duration = Duration::from_millis(300);
 
+/// How many processes [`State::remember`] keeps before it forgets those long gone.
+const REMEMBERED: usize = 8192;
+
 /// What the permission side tells the worker, in order with the notifications.
 pub(crate) enum Work {
     /// Notifications read, and the time the queue was found empty after them.
@@ -143,8 +146,8 @@ pub(crate) struct State {
     pub groups_of: HashMap<Program, HashSet<u32>>,
     /// Copies made per (group, inode): one per actor and document.
     pub kept: HashMap<(u32, u64, u64), Kept>,
-    /// Processes seen, by pid (for notifications from processes already gone).
-    pub keys_of: HashMap<u32, Vec<ActorKey>>,
+    /// Processes seen, by pid, and when (for notifications from processes already gone).
+    pub keys_of: HashMap<u32, (Vec<ActorKey>, Instant)>,
     /// Notes: file name → (folders, group).
     pub notes: HashMap<String, (HashSet<PathBuf>, u32)>,
     /// Convicted actors' keys.
@@ -176,6 +179,24 @@ pub(crate) struct Pending {
 }
 
 impl State {
+    /// Remembers who `pid` is, for its changes announced after it is gone. Bounded: past
+    /// [`REMEMBERED`] entries, those of processes gone for a minute are forgotten.
+    pub fn remember(&mut self, pid: u32, keys: &[ActorKey]) {
+        let now = Instant::now();
+        if self.keys_of.len() >= REMEMBERED {
+            self.keys_of.retain(|pid, (_, at)| {
+                now.duration_since(*at) < Duration::from_secs(60)
+                    || Path::new(&format!("/proc/{pid}")).exists()
+            });
+        }
+        self.keys_of.insert(pid, (keys.to_vec(), now));
+    }
+
+    /// Who `pid` was, if it was seen.
+    pub fn remembered(&self, pid: u32) -> Option<Vec<ActorKey>> {
+        self.keys_of.get(&pid).map(|(k, _)| k.clone())
+    }
+
     /// Whether the actor with `keys` is under suspicion: evidence against it, or a verdict on it
     /// pending. `except`: an inode whose own pending verdict does not count (the actor writing
     /// again what it emptied).

@@ -152,6 +152,27 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
             state.detector.any_suspect() || !state.pending.is_empty()
         };
         let may_wait = suspects || (is_dir && unjudged);
+        // whoever lists a folder may delete what is in it and be gone before the deletions
+        // are read (a wiper takes microseconds): it is named now, once per process
+        if is_dir {
+            let known = shared
+                .state
+                .lock()
+                .expect("state lock")
+                .keys_of
+                .contains_key(&pid);
+            if !known {
+                if let Some(p) =
+                    actor::process(pid).filter(|p| !is_trusted(shared, &p.program, pid))
+                {
+                    shared
+                        .state
+                        .lock()
+                        .expect("state lock")
+                        .remember(pid, &p.keys());
+                }
+            }
+        }
         if audit || !may_wait {
             return Answer::Allow;
         }
@@ -219,7 +240,7 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
         None
     };
     let mut state = shared.state.lock().expect("state lock");
-    state.keys_of.insert(pid, keys.clone());
+    state.remember(pid, &keys);
     let journal = state.journals.entry(p.pgid).or_default();
     journal.writing += 1;
     if journal.program.is_none() {

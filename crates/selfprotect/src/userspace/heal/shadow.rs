@@ -199,20 +199,31 @@ impl Shadow {
             }
             Err(e) => return Err(e),
         };
+        match self.link_and_note(rel, &path, is_dir) {
+            // gone since (a temporary of the process itself, renamed a moment later)
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path.exists() => {
+                self.forget(rel);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn link_and_note(&mut self, rel: &str, path: &Path, is_dir: bool) -> std::io::Result<()> {
         let link = self.dir.join(link_name(rel));
         let linked = std::fs::symlink_metadata(&link)
             .ok()
-            .zip(std::fs::symlink_metadata(&path).ok())
+            .zip(std::fs::symlink_metadata(path).ok())
             .is_some_and(|(l, p)| l.ino() == p.ino());
         if !is_dir && !linked {
             let tmp = self.dir.join(".new");
             self.writable(|| {
                 let _ = std::fs::remove_file(&tmp);
-                std::fs::hard_link(&path, &tmp)?;
+                std::fs::hard_link(path, &tmp)?;
                 std::fs::rename(&tmp, &link)
             })?;
         }
-        let entry = Entry::of(&path)?;
+        let entry = Entry::of(path)?;
         self.entries.insert(rel.to_owned(), entry);
         Ok(())
     }

@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# Ransomware protection's figures, in one run, on a real server and agent (`rampart up`):
+#
+#  1. Detection: every family of the simulator (rampart-ransim) against a fresh copy of a corpus
+#     of DOCS documents in real formats (made by the simulator, plus JPEGs from ImageMagick and
+#     SQLite databases), ROUNDS times each: documents changed before conviction (median, max),
+#     documents lost after the restore (checksums before and after), time from the first change
+#     to the conviction (median, max).
+#  2. Benign work: each workload of the benign set in a protected folder (false convictions
+#     counted), and the same without the agent, ROUNDS times each: medians and the ratio.
+#
+# Usage: bench/ransomware.sh      (DOCS=2000 ROUNDS=3 FAMILIES="inplace rename …" WORKLOADS="tar …")
+# Results: target/bench-ransomware/DATE/ (table.md, incidents, logs). Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DOCS=${DOCS:-2000}
+ROUNDS=${ROUNDS:-3}
+FAMILIES=${FAMILIES:-"inplace new-file rename head blocks per-process workers mmap drip base64 xor wipe-truncate wipe-delete notes"}
+WORKLOADS=${WORKLOADS:-"tar gzip zip git rsync sqlite sed convert package cargo editor office gpg"}
+DRIP_MS=${DRIP_MS:-1000}
+
+for tool in python3 convert sqlite3 zstd zip rsync git gpg dpkg-deb sha256sum; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is missing (scripts/install-deps.sh --for test installs it)" >&2; exit 1; }
+done
+cargo build --release --locked -p rampart-cli -p rampart-ransim >&2
+bin=$PWD/target/release/rampart
+sim=$PWD/target/release/rampart-ransim
+out=$PWD/target/bench-ransomware/$(date -u +%Y%m%dT%H%MZ)
+mkdir -p "$out"
+root=$(mktemp -d /var/tmp/rampart-rw-root.XXXXXX)
+work=$(mktemp -d /var/tmp/rampart-rw-work.XXXXXX)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+password="ransomware-bench-unload"
+r() { "$bin" --root "$root" "$@"; }
+
+cleanup() {
+  if [ -f "$root/var/lib/rampart/up.pids" ]; then
+    RAMPART_UNLOAD_PASSWORD=$password r agent unload >/dev/null 2>&1 || true
+    r down >/dev/null 2>&1 || true
+  fi
+  chattr -R -i "$root" 2>/dev/null || true
+  rm -rf "$work" "$root"
+}
+trap cleanup EXIT
+
+# --- the corpus: DOCS documents, a pristine tar of them --------------------------------------
+echo "making a corpus of $DOCS documents" >&2
+corpus=$work/corpus
+"$sim" corpus "$corpus" --count "$DOCS" --seed 1 >/dev/null
+mkdir -p "$corpus/Photos/camera" "$corpus/Finance/ledgers"
+for i in $(seq 1 40); do
+  convert -size 160x120 "plasma:fractal" -seed "$i" "$corpus/Photos/camera/IMG_$((1000 + i)).jpg"
+done
+for i in $(seq 1 10); do
+  sqlite3 "$corpus/Finance/ledgers/ledger-$i.sqlite" \
+    "create table entry(id integer primary key, day text, amount real, memo text);
+     with recursive n(k) as (select 1 union all select k + 1 from n where k < 400)
+     insert into entry(day, amount, memo) select date('2026-01-01', '+' || (k % 365) || ' days'), k * 1.25, 'entry ' || k from n;"
+done
+total=$(find "$corpus" -type f | wc -l)
+tar -C "$corpus" -cf "$work/corpus.tar" .
+rm -rf "$corpus"
+
+# --- server and agent ------------------------------------------------------------------------
+policy() { # FOLDER
+  r policy set - >/dev/null <<JSON
+{"checkin": {"interval_seconds": 1}, "unload": {"password": "$password"},
+ "ransomware": {"mode": "block", "folders": ["$1"]}}
+JSON
+}
+# waits until the agent protects FOLDER and has walked it
+wait_protected() { # FOLDER
+  local want=$1
+  for _ in $(seq 1 600); do
+    if r ransomware status --json 2>/dev/null | WANT=$want python3 -c '
+import json, os, sys
+s = json.load(sys.stdin)
+reason = s["status"].get("reason") or ""
+ok = s["folders"] == [os.environ["WANT"]] and "starting" not in reason and "folder(s) watched" in reason and "none of" not in reason
+sys.exit(0 if ok else 1)'; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "bench: the agent did not protect $want within 60 s" >&2
+  r ransomware status >&2 || true
+  exit 1
+}
+incidents() { r ransomware incidents --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+checksums() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum); }
+
+r up --detach --listen "127.0.0.1:$port" >"$out/up.log" 2>&1
+mkdir -p "$root/bench"
+
+# --- 1. detection ----------------------------------------------------------------------------
+: >"$out/detection.tsv"
+for family in $FAMILIES; do
+  for round in $(seq 1 "$ROUNDS"); do
+    dir=/bench/$family-$round
+    mkdir -p "$root$dir"
+    tar -C "$root$dir" -xf "$work/corpus.tar"
+    policy "$dir"
+    wait_protected "$dir"
+    checksums "$root$dir" >"$work/before"
+    n0=$(incidents)
+    copy=$work/sim-$family-$round          # a program of its own: a blocked one stays blocked
+    cp "$sim" "$copy"
+    delay=0; [ "$family" = drip ] && delay=$DRIP_MS
+    setsid "$copy" "$family" "$root$dir" --delay-ms "$delay" >"$out/sim-$family-$round.out" 2>&1 || true
+    for _ in $(seq 1 600); do [ "$(incidents)" -gt "$n0" ] && break; sleep 0.1; done
+    checksums "$root$dir" >"$work/after"
+    lost=$(comm -23 <(sort "$work/before") <(sort "$work/after") | wc -l)
+    left=$(comm -13 <(cut -c67- "$work/before" | sort) <(cut -c67- "$work/after" | sort) | wc -l)
+    r ransomware incidents --json | N0=$n0 F="$family" R="$round" LOST="$lost" LEFT="$left" python3 -c '
+import json, os, sys
+all = json.load(sys.stdin)
+n0 = int(os.environ["N0"])
+new = all[n0:]
+if not new:
+    print("\t".join([os.environ["F"], os.environ["R"], "none", "-", "-", os.environ["LOST"], os.environ["LEFT"]]))
+else:
+    i = new[0]
+    print("\t".join([os.environ["F"], os.environ["R"], i["id"], str(i["changed_before_conviction"]),
+                     str(i["convicted_ms"] - i["first_change_ms"]), os.environ["LOST"], os.environ["LEFT"]]))
+' | tee -a "$out/detection.tsv" >&2
+  done
+done
+r ransomware incidents --json >"$out/incidents.json"
+
+# --- 2. benign work, with the agent protecting its folder and without the agent ---------------
+workload() { # NAME DIR (the corpus is in DIR/src)
+  local d=$2
+  cd "$d"
+  case $1 in
+    tar) tar czf backup.tar.gz src && tar --zstd -cf backup.tar.zst src && mkdir x && tar -xzf backup.tar.gz -C x ;;
+    gzip) gzip -r src && gunzip -r src ;;
+    zip) zip -qr docs.zip src && mkdir unpacked && (cd unpacked && unzip -q ../docs.zip) ;;
+    git) git init -q repo && cp -r src/Documents repo/ && cd repo && git add -A \
+           && git -c user.name=b -c user.email=b@example.org commit -qm one \
+           && git checkout -qb other && find Documents -name '*.txt' | head -50 | while read -r f; do echo more >>"$f"; done \
+           && git -c user.name=b -c user.email=b@example.org commit -qam two && git checkout -q - && git gc -q \
+           && cd .. && git clone -q repo copy && cd copy && git checkout -q other ;;
+    rsync) rsync -a src/ mirror/ && find src -name '*.md' | while read -r f; do echo changed >>"$f"; done && rsync -a src/ mirror/ ;;
+    sqlite) sqlite3 app.db 'create table t(k integer primary key, v text)' \
+           && for i in $(seq 1 200); do sqlite3 app.db "insert into t(v) values ('row $i')"; done \
+           && sqlite3 app.db 'update t set v = upper(v); vacuum' ;;
+    sed) find src -name '*.txt' -print0 | xargs -0 sed -i 's/the/THE/g' ;;
+    convert) for f in src/Photos/camera/*.jpg; do convert "$f" -resize 50% "${f%.jpg}.png" && convert "$f" -rotate 90 "$f"; done ;;
+    package) mkdir -p pkg/DEBIAN pkg/usr/share/doc/demo \
+           && printf 'Package: demo\nVersion: 1.0\nArchitecture: all\nMaintainer: t\nDescription: demo\n' >pkg/DEBIAN/control \
+           && cp -r src/Documents pkg/usr/share/doc/demo/ && dpkg-deb -b pkg demo.deb >/dev/null \
+           && dpkg-deb -x demo.deb installed && dpkg-deb -x demo.deb installed ;;
+    cargo) cargo new -q --vcs none app && cd app && cargo build -q --offline && echo '// edited' >>src/main.rs && cargo build -q --offline ;;
+    editor) python3 - <<'EOF'
+import os, glob
+for p in sorted(glob.glob('src/**/*.txt', recursive=True))[:200]:
+    text = open(p).read() + 'Signed, A.\n'
+    tmp = os.path.join(os.path.dirname(p), '.' + os.path.basename(p) + '.swp')
+    with open(tmp, 'w') as f: f.write(text)
+    os.rename(tmp, p)
+EOF
+    ;;
+    office) python3 - <<'EOF'
+import os, glob, zipfile
+for p in sorted(glob.glob('src/**/*.docx', recursive=True))[:100]:
+    d, n = os.path.dirname(p), os.path.basename(p)
+    lock = os.path.join(d, '.~lock.' + n + '#')
+    open(lock, 'w').write('user,host,2026')
+    with zipfile.ZipFile(p) as z: parts = {i: z.read(i) for i in z.namelist()}
+    tmp = os.path.join(d, '.' + n + '.tmp')
+    with zipfile.ZipFile(tmp, 'w', zipfile.ZIP_DEFLATED) as z:
+        for k, v in parts.items(): z.writestr(k, v + (b' ' if k.endswith('.xml') else b''))
+    os.rename(tmp, p)
+    os.remove(lock)
+EOF
+    ;;
+    gpg) export GNUPGHOME; GNUPGHOME=$(mktemp -d) \
+           && f=$(find src -name '*.pdf' | head -1) \
+           && gpg --batch --yes --pinentry-mode loopback --passphrase secret --symmetric -o "$f.gpg" "$f" \
+           && rm -rf "$GNUPGHOME" ;;
+    *) echo "unknown workload $1" >&2; return 2 ;;
+  esac
+}
+declare -A took
+failed=()
+run_workloads() { # MODE BASE
+  local mode=$1 base=$2 w d s e
+  for w in $WORKLOADS; do
+    d=$base/$w-$mode-$round
+    mkdir -p "$d/src"
+    tar -C "$d/src" -xf "$work/corpus.tar"
+    sync
+    s=$(date +%s.%N)
+    if ! (workload "$w" "$d") >"$out/workload-$w-$mode-$round.log" 2>&1; then failed+=("$w ($mode, round $round)"); fi
+    e=$(date +%s.%N)
+    took[$w,$mode]+="$(python3 -c "print($e - $s)") "
+  done
+}
+
+policy /bench/benign
+mkdir -p "$root/bench/benign"
+wait_protected /bench/benign
+before_benign=$(incidents)
+for round in $(seq 1 "$ROUNDS"); do
+  echo "benign round $round/$ROUNDS: protected" >&2
+  run_workloads on "$root/bench/benign"
+  echo "benign round $round/$ROUNDS: no agent" >&2
+  RAMPART_UNLOAD_PASSWORD=$password r agent unload >/dev/null
+  r down >/dev/null 2>&1
+  mkdir -p "$work/plain"
+  run_workloads off "$work/plain"
+  r up --detach --listen "127.0.0.1:$port" >>"$out/up.log" 2>&1
+  wait_protected /bench/benign
+done
+false_convictions=$(( $(incidents) - before_benign ))
+r ransomware incidents --json >"$out/incidents.json"
+
+# --- the table -------------------------------------------------------------------------------
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+{
+  echo "Ransomware protection, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, kernel $(uname -r): $total documents, $ROUNDS rounds per family and workload"
+  echo
+  echo "| family | changed before conviction (median / max) | first change → conviction (median / max) | documents lost | files left behind | rounds convicted |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  for family in $FAMILIES; do
+    FAMILY=$family python3 - "$out/detection.tsv" <<'EOF'
+import os, statistics, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.split("\t")[0] == os.environ["FAMILY"]]
+convicted = [r for r in rows if r[2] != "none"]
+changed = [int(r[3]) for r in convicted] or [0]
+ms = [int(r[4]) for r in convicted] or [0]
+lost = sum(int(r[5]) for r in rows)
+left = sum(int(r[6]) for r in rows)
+print(f"| {os.environ['FAMILY']} | {statistics.median(changed):g} / {max(changed)} | {statistics.median(ms):g} ms / {max(ms)} ms | {lost} | {left} | {len(convicted)}/{len(rows)} |")
+EOF
+  done
+  echo
+  echo "Benign workloads: $false_convictions false conviction(s); ${#failed[@]} failed run(s)${failed:+: ${failed[*]}}"
+  echo
+  echo "| workload | no agent | protected | ratio |"
+  echo "|---|---:|---:|---:|"
+  for w in $WORKLOADS; do
+    off=$(echo "${took[$w,off]}" | median)
+    on=$(echo "${took[$w,on]}" | median)
+    printf '| %s | %.3f s | %.3f s | %.3f× |\n' "$w" "$off" "$on" "$(python3 -c "print($on / $off)")"
+  done
+} | tee "$out/table.md"
+echo "results in $out" >&2
+[ "$false_convictions" = 0 ] && [ ${#failed[@]} = 0 ]
