@@ -101,6 +101,9 @@ for family in $FAMILIES; do
     tar -C "$root$dir" -xf "$work/corpus.tar"
     policy "$dir"
     wait_protected "$dir"
+    # the previous run's tree is no longer protected: away with it
+    [ -n "${prev:-}" ] && rm -rf "$root$prev"
+    prev=$dir
     checksums "$root$dir" >"$work/before"
     n0=$(incidents)
     copy=$work/sim-$family-$round          # a program of its own: a blocked one stays blocked

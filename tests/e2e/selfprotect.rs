@@ -238,3 +238,85 @@ async fn the_server_protects_its_data_folder_and_an_administrator_can_lift_it() 
         data.display()
     )));
 }
+
+/// Uninstalling goes through the unload path: a wrong password is refused (and reported) with
+/// nothing removed and the agent running on; the policy's password stops the agent and removes
+/// its files.
+#[tokio::test]
+async fn uninstall_needs_an_authorized_unload_and_then_removes_the_agent() {
+    const PASSWORD: &str = "uninstall-me-please";
+    let server = TestServer::start(StoreKind::Sqlite).await;
+    server
+        .admin
+        .create_group(
+            "leaving",
+            Some(serde_json::json!({"checkin": {"interval_seconds": 2}, "unload": {"password": PASSWORD}})),
+        )
+        .await
+        .unwrap();
+    let token = server.enrollment_token("leaving", 1).await;
+    let mut agent = TestAgent::enroll(&server, &token);
+    agent.unload_password = Some(PASSWORD.to_owned());
+    agent.start();
+    eventually(
+        Duration::from_secs(30),
+        "the policy with the password held",
+        || async { (agent.status()["applied_policy_version"] == 1).then_some(()) },
+    )
+    .await;
+    let uninstall = |password: &str| {
+        let out = Command::new(rampart_tests::rampart_bin())
+            .arg("--root")
+            .arg(agent.root())
+            .args(["agent", "uninstall"])
+            .env("RAMPART_UNLOAD_PASSWORD", password)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let config = agent.root().join("etc/rampart");
+    let state = agent.root().join("var/lib/rampart/agent");
+    let (ok, out) = uninstall("not the password");
+    assert!(!ok && out.contains("uninstall refused"), "{out}");
+    assert!(config.join("agent.toml").exists() && state.exists());
+    assert!(
+        agent.pid().is_some(),
+        "a refused uninstall stopped the agent"
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the refusal on the server",
+        || async {
+            let n = rampart_tests::count_events(&server.admin, "selfprotect.unload-refused").await;
+            (n >= 1).then_some(())
+        },
+    )
+    .await;
+    let (ok, out) = uninstall(PASSWORD);
+    assert!(ok, "{out}");
+    assert!(
+        rampart_tests::processes_below(agent.root()).is_empty(),
+        "processes left after the uninstall: {:?}",
+        rampart_tests::processes_below(agent.root())
+    );
+    for gone in [
+        &config,
+        &state,
+        &agent.root().join("var/lib/rampart/vault"),
+        &agent.root().join("var/lib/rampart/quarantine"),
+    ] {
+        assert!(!gone.exists(), "{} is left: {out}", gone.display());
+    }
+    // without an agent, nothing is there to check an authorization: uninstall says so
+    let (ok, out) = uninstall(PASSWORD);
+    assert!(!ok && out.contains("no agent runs"), "{out}");
+    agent.stop();
+}

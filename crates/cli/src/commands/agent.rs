@@ -1,4 +1,5 @@
-//! `rampart agent …`: run the agent daemon, enroll this host, show its status, write a note.
+//! `rampart agent …`: run the agent daemon, enroll this host, show its status, write a note,
+//! lift self-protection, uninstall.
 
 use std::path::Path;
 
@@ -44,6 +45,14 @@ pub enum Command {
         #[arg(long, env = "RAMPART_MAINTENANCE_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Uninstall the agent from this host: only through an authorized unload (the same token or
+    /// password as `unload`), then the agent is stopped and its install folder, configuration
+    /// store, state, vault, quarantine and service unit are removed.
+    Uninstall {
+        /// A one-time maintenance token signed by the server.
+        #[arg(long, env = "RAMPART_MAINTENANCE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Write an operator's note into the agent's event stream (delivered like every event).
     Note {
         /// The note's text.
@@ -73,21 +82,7 @@ pub async fn run(root: &Path, command: Command) -> Result<()> {
         }
         Command::Status { json } => status(&paths, json).await,
         Command::Unload { token } => {
-            let request = match token {
-                Some(token) => Request::UnloadWithToken { token },
-                None => {
-                    let password = match std::env::var("RAMPART_UNLOAD_PASSWORD") {
-                        Ok(p) => p,
-                        Err(_) => {
-                            eprint!("Unload password: ");
-                            let mut line = String::new();
-                            std::io::stdin().read_line(&mut line)?;
-                            line.trim_end_matches(['\n', '\r']).to_owned()
-                        }
-                    };
-                    Request::Unload { password }
-                }
-            };
+            let request = unload_request(token)?;
             match control::request(&paths.control_socket(), &request).await? {
                 Some(reply) if reply.ok => {
                     println!("{}", reply.message);
@@ -97,6 +92,7 @@ pub async fn run(root: &Path, command: Command) -> Result<()> {
                 None => bail!("no agent is running below {}", paths.root.display()),
             }
         }
+        Command::Uninstall { token } => uninstall(&paths, unload_request(token)?).await,
         Command::Note { text, count } => {
             if count == 0 || count > 1_000_000 {
                 bail!("--count must be between 1 and 1000000");
@@ -201,4 +197,108 @@ async fn status(paths: &AgentPaths, as_json: bool) -> Result<()> {
         println!("  {:<18} {}", p.name, p.describe());
     }
     Ok(())
+}
+
+/// The unload request: the token if one was given, else the password (from
+/// `RAMPART_UNLOAD_PASSWORD`, or asked for on standard input).
+fn unload_request(token: Option<String>) -> Result<Request> {
+    if let Some(token) = token {
+        return Ok(Request::UnloadWithToken { token });
+    }
+    let password = match std::env::var("RAMPART_UNLOAD_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            eprint!("Unload password: ");
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\n', '\r']).to_owned()
+        }
+    };
+    Ok(Request::Unload { password })
+}
+
+/// `rampart agent uninstall`: the running agent checks the authorization (and reports a refused
+/// one as a `tamper` event); once it has lifted its protection it is stopped and its files go.
+async fn uninstall(paths: &AgentPaths, request: Request) -> Result<()> {
+    const AGENT: &[&str] = &["agent", "run"];
+    match control::request(&paths.control_socket(), &request).await? {
+        Some(reply) if reply.ok => {}
+        Some(reply) => bail!("uninstall refused: {}", reply.message),
+        None => bail!(
+            "no agent runs below {}: uninstalling needs the running agent, which checks the \
+             authorization (start it with `rampart agent run`)",
+            paths.root.display()
+        ),
+    }
+    if let Some(pid) = rampart_selfprotect::procinfo::running_below(&paths.root, AGENT) {
+        super::up::terminate(pid);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while rampart_selfprotect::procinfo::running_below(&paths.root, AGENT).is_some() {
+            if std::time::Instant::now() > deadline {
+                bail!("the agent (pid {pid}) did not stop within 15 s; nothing was removed");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    // a server below the same root (`rampart up`) runs the installed binary too
+    let server_here = paths.server_data_dir().is_dir();
+    let mut gone = vec![
+        paths.config_dir.clone(),
+        paths.state_dir.clone(),
+        paths.vault_dir.clone(),
+        paths.quarantine_dir.clone(),
+    ];
+    gone.extend(paths.unit_files());
+    if !server_here {
+        gone.push(paths.install_dir.clone());
+    }
+    let mut removed = Vec::new();
+    for path in gone {
+        // the shadow a healed folder had, should the unload have left one
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if let (Some(parent), Some(name)) = (path.parent(), name) {
+            let shadow = parent.join(format!(".{name}.rampart-shadow"));
+            if shadow.exists() {
+                remove(&shadow)?;
+            }
+        }
+        if std::fs::symlink_metadata(&path).is_ok() {
+            remove(&path)?;
+            removed.push(path.display().to_string());
+        }
+    }
+    println!("Rampart agent uninstalled from {}", paths.root.display());
+    for r in removed {
+        println!("  removed  {r}");
+    }
+    if server_here {
+        println!(
+            "  kept     {} (the management server below this root uses it)",
+            paths.install_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Removes a file or a folder with everything in it, immutable attributes first.
+fn remove(path: &Path) -> Result<()> {
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if !m.file_type().is_symlink() {
+            let _ = rampart_sys::set_immutable(&p, false);
+        }
+        if m.is_dir() {
+            stack.extend(std::fs::read_dir(&p)?.flatten().map(|e| e.path()));
+        }
+    }
+    let m = std::fs::symlink_metadata(path)?;
+    let result = if m.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    result.map_err(|e| anyhow::anyhow!("removing {}: {e}", path.display()))
 }
