@@ -10,7 +10,8 @@
 #     counted), and the same without the agent, ROUNDS times each: medians and the ratio.
 #
 # Usage: bench/ransomware.sh      (DOCS=2000 ROUNDS=3 FAMILIES="inplace rename …" WORKLOADS="tar …")
-# Results: target/bench-ransomware/DATE/ (table.md, incidents, logs). Needs root.
+# Results: target/bench-ransomware/DATE/ (table.md, detection.tsv, incidents.json, agent.log, the
+# simulator's and each workload's output). Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DOCS=${DOCS:-2000}
@@ -34,6 +35,7 @@ password="ransomware-bench-unload"
 r() { "$bin" --root "$root" "$@"; }
 
 cleanup() {
+  cp "$root/var/log/rampart/agent.log" "$out/agent.log" 2>/dev/null || true
   if [ -f "$root/var/lib/rampart/up.pids" ]; then
     RAMPART_UNLOAD_PASSWORD=$password r agent unload >/dev/null 2>&1 || true
     r down >/dev/null 2>&1 || true

@@ -130,6 +130,10 @@ pub async fn run(paths: AgentPaths, shutdown: impl Future<Output = ()>) -> Resul
     ] {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    match rampart_sys::raise_open_files_limit() {
+        Ok(n) => tracing::debug!(limit = n, "open files"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the limit of open files"),
+    }
     let (protection, tamper_reports) = Protection::start(crate::protection::target(&paths));
     let enrollment = Enrollment::load(&paths)?;
     let client = enrollment.client()?;

@@ -24,22 +24,61 @@ struct Hold {
     pinned: bool,
 }
 
-/// The holds, by (device, inode).
-#[derive(Default)]
+/// The holds, by (device, inode), at most [`Holds::max`] of them: each is a descriptor, and a
+/// process out of descriptors cannot read its fanotify events (which would leave every opener
+/// of a guarded file waiting).
 pub struct Holds {
     held: Mutex<HashMap<(u64, u64), Hold>>,
+    max: usize,
+}
+
+impl Default for Holds {
+    fn default() -> Self {
+        Holds::new()
+    }
 }
 
 impl Holds {
-    /// No holds.
+    /// No holds; at most half of this process's descriptors (and 65,536) will be used for them.
     pub fn new() -> Holds {
-        Holds::default()
+        let limit = rampart_sys::open_files_limit() / 2;
+        Holds::with_max(limit.clamp(256, 1 << 16) as usize)
     }
 
-    /// Holds inode (`dev`, `ino`) through `fd` (or extends the hold it has).
+    /// No holds; at most `max` at once.
+    pub fn with_max(max: usize) -> Holds {
+        Holds {
+            held: Mutex::new(HashMap::new()),
+            max,
+        }
+    }
+
+    /// How many holds there may be at once.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Holds inode (`dev`, `ino`) through `fd` (or extends the hold it has). At the limit, the
+    /// hold closest to its end that no incident needs makes room; if every hold is needed, the
+    /// new one is not taken.
     pub fn keep(&self, dev: u64, ino: u64, fd: OwnedFd) {
-        let until = Instant::now() + HOLD_FOR;
+        let now = Instant::now();
+        let until = now + HOLD_FOR;
         let mut held = self.held.lock().expect("holds lock");
+        if held.len() >= self.max && !held.contains_key(&(dev, ino)) {
+            held.retain(|_, h| h.pinned || h.until > now);
+            if held.len() >= self.max {
+                let first = held
+                    .iter()
+                    .filter(|(_, h)| !h.pinned)
+                    .min_by_key(|(_, h)| h.until)
+                    .map(|(k, _)| *k);
+                match first {
+                    Some(k) => drop(held.remove(&k)),
+                    None => return,
+                }
+            }
+        }
         match held.get_mut(&(dev, ino)) {
             Some(h) => h.until = h.until.max(until),
             None => {
@@ -121,6 +160,43 @@ impl Holds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holds_stay_within_their_limit_and_pinned_ones_are_never_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let holds = Holds::with_max(4);
+        let docs: Vec<PathBuf> = (0..6)
+            .map(|i| {
+                let p = dir.path().join(format!("doc-{i}.txt"));
+                std::fs::write(&p, format!("document {i}")).unwrap();
+                p
+            })
+            .collect();
+        let keys: Vec<(u64, u64)> = docs[..4]
+            .iter()
+            .map(|d| holds.hold_path(d).unwrap())
+            .collect();
+        assert!(holds.pin(keys[0].0, keys[0].1));
+        for d in &docs[4..] {
+            holds.hold_path(d);
+        }
+        assert_eq!(holds.len(), 4, "never more than the limit");
+        assert!(
+            holds.reader(keys[0].0, keys[0].1).is_some(),
+            "a pinned hold stays"
+        );
+        assert!(
+            holds.reader(keys[1].0, keys[1].1).is_none(),
+            "the oldest unpinned made room"
+        );
+        // every hold pinned: a new one is not taken
+        let all = Holds::with_max(1);
+        let k = all.hold_path(&docs[0]).unwrap();
+        all.pin(k.0, k.1);
+        all.hold_path(&docs[1]);
+        assert_eq!(all.len(), 1);
+        assert!(all.reader(k.0, k.1).is_some());
+    }
 
     #[test]
     fn a_held_document_outlives_its_deletion_and_holds_expire() {

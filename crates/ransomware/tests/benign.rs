@@ -36,6 +36,22 @@ fn corpus(dir: &Path) {
         pdf.extend(text.as_bytes());
         std::fs::write(d.join("contract.pdf"), &pdf).unwrap();
     }
+    // compressed documents, as backups and downloads leave them: decompressing them is benign
+    let archive = dir.join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    for k in 0..60 {
+        std::fs::write(
+            archive.join(format!("minutes-{k}.txt")),
+            format!("{k} {text}"),
+        )
+        .unwrap();
+    }
+    let gzipped = Command::new("gzip")
+        .arg("-r")
+        .arg(&archive)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(gzipped, "gzip is needed to make the corpus");
 }
 
 struct Scene {
@@ -155,6 +171,11 @@ fn tar_with_gzip_and_zstd() {
 #[test]
 fn gzip_in_place() {
     benign(&["gzip"], "gzip -r .\ngunzip -r .");
+}
+
+#[test]
+fn gunzip_of_compressed_documents() {
+    benign(&["gzip"], "gunzip -r archive");
 }
 
 #[test]

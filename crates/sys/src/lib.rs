@@ -201,6 +201,36 @@ pub fn reflink(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> io::Result<()> {
     check(unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) })
 }
 
+/// This process's limit of open descriptors (the soft limit in force).
+pub fn open_files_limit() -> u64 {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } < 0 {
+        return 1024;
+    }
+    l.rlim_cur
+}
+
+/// Raises this process's limit of open descriptors to the hard limit (ransomware protection
+/// holds documents open by the thousand); returns the limit now in force.
+pub fn raise_open_files_limit() -> io::Result<u64> {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write one rlimit struct we own.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) })?;
+    if l.rlim_cur < l.rlim_max {
+        l.rlim_cur = l.rlim_max;
+        // SAFETY: as above.
+        check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) })?;
+    }
+    Ok(l.rlim_cur)
+}
+
 /// Whether `path` carries the immutable attribute.
 pub fn is_immutable(path: &Path) -> io::Result<bool> {
     Ok(inode_flags(path)?.1 & FS_IMMUTABLE_FL != 0)

@@ -291,9 +291,13 @@ pub async fn run(root: &Path, args: Args) -> Result<()> {
 /// Lifts self-protection and stops the agent, then the server (so the agent's last events
 /// reach the server).
 async fn stop_all(root: &Path) {
-    // self-protection refuses to be stopped: lift it first, through the local server
+    // self-protection refuses to be stopped: lift it first, through the local server (each on
+    // its own: an agent that cannot be reached does not keep the server protected)
     if let Err(e) = unload_local_agent(root).await {
-        eprintln!("warning: could not lift self-protection: {e:#}");
+        eprintln!("warning: could not lift the agent's self-protection: {e:#}");
+    }
+    if let Err(e) = unload_local_server(root).await {
+        eprintln!("warning: could not lift the server's self-protection: {e:#}");
     }
     for words in [AGENT, SERVER] {
         let Some(pid) = running(root, words) else {
@@ -322,8 +326,8 @@ pub fn terminate(pid: u32) {
     }
 }
 
-/// Lifts the local agent's self-protection with a maintenance token from the local server, then
-/// the server's own, through the administrator session `up` saved.
+/// Lifts the local agent's self-protection with a maintenance token from the local server,
+/// through the administrator session `up` saved.
 async fn unload_local_agent(root: &Path) -> Result<()> {
     let paths = AgentPaths::new(root);
     let enrollment = rampart_agent::config::Enrollment::load(&paths)?;
@@ -337,6 +341,12 @@ async fn unload_local_agent(root: &Path) -> Result<()> {
         Some(reply) if !reply.ok => anyhow::bail!("{}", reply.message),
         _ => {}
     }
+    Ok(())
+}
+
+/// Lifts the local server's self-protection through the administrator session `up` saved.
+async fn unload_local_server(root: &Path) -> Result<()> {
+    let admin = AdminClient::from_session(&Session::load(root)?)?;
     admin.unload_server().await?;
     Ok(())
 }

@@ -454,6 +454,9 @@ fn note(shared: &Shared, keys: &[ActorKey], path: &Path) {
     add(shared, keys, Evidence::RansomNotes { name, folders });
 }
 
+/// Extensions of compressed files whose decompression removes them (`gunzip`, `unxz`, …).
+const COMPRESSED: &[&str] = &["gz", "bz2", "xz", "zst", "lz4", "lzma", "lz", "z"];
+
 fn deleted(shared: &Shared, keys: &[ActorKey], path: &Path) {
     let Some(doc) = shared.docs.write().expect("docs lock").remove(path) else {
         return;
@@ -472,12 +475,25 @@ fn deleted(shared: &Shared, keys: &[ActorKey], path: &Path) {
         j.changed.insert((doc.dev, doc.ino));
         j.deleted
             .insert(path.to_path_buf(), (Instant::now(), doc.dev, doc.ino));
-        // a file the actor made beside it, named after it
-        let beside = j
-            .made
-            .iter()
-            .filter(|(p, _)| p.parent() == path.parent() && p.to_string_lossy().starts_with(&stem))
-            .map(|(_, v)| *v);
+        // a file the actor made beside it, named after it (`NAME.gz` for `NAME`); or, for a
+        // compressed document, its content under the name without the compression's extension
+        // (what `gunzip` makes): a conversion unless that looks encrypted
+        let decompressed = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .filter(|e| COMPRESSED.contains(&e.to_ascii_lowercase().as_str()))
+            .map(|_| path.with_extension(""));
+        let beside = j.made.iter().filter_map(|(p, &(encrypted, converted))| {
+            if p.parent() != path.parent() {
+                None
+            } else if decompressed.as_deref() == Some(p.as_path()) {
+                Some((encrypted, !encrypted))
+            } else if p.to_string_lossy().starts_with(&stem) {
+                Some((encrypted, converted))
+            } else {
+                None
+            }
+        });
         beside.fold((false, false), |(e, c), (e2, c2)| (e || e2, c || c2))
     };
     if converted && !encrypted_copy {
