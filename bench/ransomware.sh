@@ -36,7 +36,7 @@ r() { "$bin" --root "$root" "$@"; }
 
 cleanup() {
   cp "$root/var/log/rampart/agent.log" "$out/agent.log" 2>/dev/null || true
-  if [ -f "$root/var/lib/rampart/up.pids" ]; then
+  if [ -e "$root/var/lib/rampart/agent/control.sock" ] || [ -e "$root/var/lib/rampart/server" ]; then
     RAMPART_UNLOAD_PASSWORD=$password r agent unload >/dev/null 2>&1 || true
     r down >/dev/null 2>&1 || true
   fi
@@ -142,7 +142,7 @@ workload() { # NAME DIR (the corpus is in DIR/src)
     zip) zip -qr docs.zip src && mkdir unpacked && (cd unpacked && unzip -q ../docs.zip) ;;
     git) git init -q repo && cp -r src/Documents repo/ && cd repo && git add -A \
            && git -c user.name=b -c user.email=b@example.org commit -qm one \
-           && git checkout -qb other && find Documents -name '*.txt' | head -50 | while read -r f; do echo more >>"$f"; done \
+           && git checkout -qb other && find Documents -name '*.txt' | sed -n '1,50p' | while read -r f; do echo more >>"$f"; done \
            && git -c user.name=b -c user.email=b@example.org commit -qam two && git checkout -q - && git gc -q \
            && cd .. && git clone -q repo copy && cd copy && git checkout -q other ;;
     rsync) rsync -a src/ mirror/ && find src -name '*.md' | while read -r f; do echo changed >>"$f"; done && rsync -a src/ mirror/ ;;
@@ -180,7 +180,7 @@ for p in sorted(glob.glob('src/**/*.docx', recursive=True))[:100]:
 EOF
     ;;
     gpg) export GNUPGHOME; GNUPGHOME=$(mktemp -d) \
-           && f=$(find src -name '*.pdf' | head -1) \
+           && f=$(find src -name '*.pdf' -print -quit) \
            && gpg --batch --yes --pinentry-mode loopback --passphrase secret --symmetric -o "$f.gpg" "$f" \
            && rm -rf "$GNUPGHOME" ;;
     *) echo "unknown workload $1" >&2; return 2 ;;

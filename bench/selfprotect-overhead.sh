@@ -21,7 +21,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 password="overhead-bench-unload"
 
 stop_agent() {
-  if [ -f "$root/var/lib/rampart/up.pids" ]; then
+  if [ -e "$root/var/lib/rampart/agent/control.sock" ] || [ -e "$root/var/lib/rampart/server" ]; then
     RAMPART_UNLOAD_PASSWORD=$password "$bin" --root "$root" agent unload >/dev/null 2>&1 || true
     "$bin" --root "$root" down >/dev/null 2>&1 || true
   fi
