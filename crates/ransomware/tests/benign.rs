@@ -5,7 +5,6 @@
 //! may write). Needs root, fanotify, and the tools the workloads use (scripts/install-deps.sh
 //! installs them); with `CI=true` anything missing fails the test.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
@@ -16,6 +15,9 @@ use rampart_protocol::ransomware::Incident;
 use rampart_ransomware::doctype::DocumentTypes;
 use rampart_ransomware::monitor::{sha256_of, Monitor, Settings};
 use rampart_ransomware::vault::Vault;
+
+mod common;
+use common::{simulator, snapshot};
 
 fn skip_or_fail(why: &str) {
     if std::env::var("CI").as_deref() == Ok("true") {
@@ -295,33 +297,6 @@ fn gpg_encrypting_one_file() {
          gpg --batch --yes --pinentry-mode loopback --passphrase secret --symmetric -o contract.pdf.gpg contract.pdf
          rm -rf \"$GNUPGHOME\"",
     );
-}
-
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.insert(e.path(), std::fs::read(e.path()).unwrap_or_default());
-            }
-        }
-    }
-    out
-}
-
-fn simulator() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("rampart-ransim");
-    assert!(bin.exists(), "{} is missing: build it first", bin.display());
-    bin
 }
 
 #[test]

@@ -3,7 +3,6 @@
 //! lists what it touched. Needs root and fanotify permission events; with `CI=true` a missing
 //! feature fails the test, elsewhere it is skipped with the reason.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -15,21 +14,8 @@ use rampart_ransomware::doctype::DocumentTypes;
 use rampart_ransomware::monitor::{Monitor, Settings};
 use rampart_ransomware::vault::Vault;
 
-fn simulator() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("rampart-ransim");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (cargo build -p rampart-ransim)",
-        bin.display()
-    );
-    bin
-}
+mod common;
+use common::{simulator, snapshot};
 
 /// A tree of documents in real formats: 60 in four folders.
 fn corpus(dir: &Path) {
@@ -55,23 +41,6 @@ fn corpus(dir: &Path) {
             .unwrap();
         }
     }
-}
-
-/// Every file below `dir` (but the vault and quarantine) with its content.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(p.clone(), std::fs::read(&p).unwrap_or_default());
-            }
-        }
-    }
-    out
 }
 
 struct Scene {

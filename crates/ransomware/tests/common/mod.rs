@@ -1,0 +1,37 @@
+//! What the monitor's integration tests share: the simulator binary and tree snapshots.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The simulator (`rampart-ransim`), built beside the test binaries.
+pub fn simulator() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("rampart-ransim");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p rampart-ransim)",
+        bin.display()
+    );
+    bin
+}
+
+/// Every file below `dir` with its content.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert(e.path(), std::fs::read(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
