@@ -70,7 +70,7 @@ pub struct IncidentActor {
     /// SHA-256 of the executable (or script), when it could be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
-    /// Command line of the process that was seen first.
+    /// Command line the program was seen with.
     pub cmdline: String,
     /// The processes stopped.
     #[serde(default)]
@@ -100,6 +100,10 @@ pub struct Incident {
     pub changed_before_conviction: usize,
     /// Whether its program was blocked from running again on this host.
     pub program_blocked: bool,
+    /// The program blocked: the one named, or — that one a tool of the system, never blocked
+    /// — the script or program leading its process group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_program: Option<String>,
     /// Every file it touched.
     pub files: Vec<IncidentFile>,
 }

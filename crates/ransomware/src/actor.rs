@@ -7,7 +7,9 @@
 //! either has enough. Stopping it stops both: every process of the group, every process running
 //! that program, and their descendants.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Programs that run other programs' code: their identity is the script they run.
 const INTERPRETERS: &[&str] = &[
@@ -209,6 +211,40 @@ pub fn members(keys: &[ActorKey], spare: &[u32]) -> Option<Vec<u32>> {
     (chosen.len() <= MAX_MEMBERS).then(|| chosen.into_iter().collect())
 }
 
+/// How many forks [`Lineage`] remembers before it forgets the old ones.
+const LINEAGE: usize = 1 << 16;
+/// How long a fork is worth remembering: a process gone before its changes were read is gone
+/// for milliseconds, not minutes.
+const LINEAGE_FOR: Duration = Duration::from_secs(30);
+
+/// Who forked whom, lately, as the kernel announced it: the ancestry of processes gone before
+/// anyone could read them (a script's `rm` deletes a document and exits in a millisecond).
+#[derive(Debug, Default)]
+pub struct Lineage {
+    parent: HashMap<u32, (u32, Instant)>,
+}
+
+impl Lineage {
+    /// Records forks.
+    pub fn record(&mut self, forks: &[rampart_sys::forks::Fork], now: Instant) {
+        if self.parent.len() + forks.len() > LINEAGE {
+            self.parent
+                .retain(|_, (_, at)| now.duration_since(*at) < LINEAGE_FOR);
+            if self.parent.len() + forks.len() > LINEAGE {
+                self.parent.clear();
+            }
+        }
+        for f in forks {
+            self.parent.insert(f.child, (f.parent, now));
+        }
+    }
+
+    /// The process that forked `pid`, if that was announced lately.
+    pub fn parent(&self, pid: u32) -> Option<u32> {
+        self.parent.get(&pid).map(|(p, _)| *p)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +264,38 @@ mod tests {
             script: Some("/tmp/x.py".into()),
         };
         assert!(!script.is_bare_interpreter());
+    }
+
+    #[test]
+    fn lineage_remembers_forks_and_forgets_old_ones_past_its_bound() {
+        use rampart_sys::forks::Fork;
+        let start = Instant::now();
+        let mut l = Lineage::default();
+        l.record(
+            &[
+                Fork {
+                    parent: 1,
+                    child: 2,
+                },
+                Fork {
+                    parent: 2,
+                    child: 3,
+                },
+            ],
+            start,
+        );
+        assert_eq!(l.parent(3), Some(2));
+        assert_eq!(l.parent(2), Some(1));
+        assert_eq!(l.parent(1), None);
+        let many: Vec<Fork> = (10..10 + LINEAGE as u32)
+            .map(|c| Fork {
+                parent: 4,
+                child: c,
+            })
+            .collect();
+        l.record(&many, start + LINEAGE_FOR + Duration::from_secs(1));
+        assert_eq!(l.parent(3), None, "the old forks are forgotten");
+        assert_eq!(l.parent(10), Some(4));
     }
 
     #[test]

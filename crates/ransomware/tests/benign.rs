@@ -70,6 +70,7 @@ impl Drop for Scene {
 }
 
 fn scene(mode: RansomwareMode, trusted: Vec<(PathBuf, String)>) -> Option<Scene> {
+    common::log();
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let docs = dir.path().join("home");
     corpus(&docs);

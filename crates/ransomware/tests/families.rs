@@ -57,6 +57,7 @@ impl Drop for Scene {
 }
 
 fn scene(mode: RansomwareMode, trusted: Vec<(PathBuf, String)>, canaries: bool) -> Option<Scene> {
+    common::log();
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let docs = dir.path().join("home");
     corpus(&docs);
@@ -148,6 +149,15 @@ fn run_family(family: &str, canaries: bool) {
         incident.program_blocked || incident.actor.program.is_empty(),
         "{family}: {incident:#?}"
     );
+    // and what is blocked is the simulator, not a tool of the system
+    if incident.program_blocked {
+        let copy = s.docs.with_file_name(format!("ransim-{family}"));
+        assert_eq!(
+            incident.blocked_program.as_deref(),
+            Some(copy.to_str().unwrap()),
+            "{family}: {incident:#?}"
+        );
+    }
     let after = snapshot(&s.docs);
     let changed: Vec<&PathBuf> = before
         .iter()
@@ -214,4 +224,70 @@ families! {
     wiper_truncating: "wipe-truncate",
     wiper_deleting: "wipe-delete",
     ransom_notes: "notes",
+}
+
+/// An attacker's script that does its damage with a tool of the system (`openssl enc`, then
+/// `rm`): the tool is everyone's and is not blocked, the script leading the process group is —
+/// running it again is refused — and every document is back.
+#[test]
+fn a_script_encrypting_with_a_system_tool_is_blocked_as_the_script() {
+    let found = Command::new("sh")
+        .args(["-c", "command -v openssl"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true and openssl is not installed (scripts/install-deps.sh installs it)");
+        }
+        eprintln!("skipping: openssl is not installed");
+        return;
+    }
+    let Some(s) = scene(RansomwareMode::Block, Vec::new(), false) else {
+        return;
+    };
+    let before = snapshot(&s.docs);
+    let script = s.docs.with_file_name("lock-everything.sh");
+    std::fs::write(
+        &script,
+        "for f in \"$1\"/*.txt \"$1\"/*/*.txt; do\n  \
+         openssl enc -aes-256-cbc -pbkdf2 -pass pass:k -in \"$f\" -out \"$f.locked\" && rm \"$f\"\n\
+         done\n",
+    )
+    .unwrap();
+    let run = || {
+        Command::new("setsid")
+            .arg("sh")
+            .arg(&script)
+            .arg(&s.docs)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+    };
+    let started = run();
+    let incident = s
+        .incidents
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the script was not convicted");
+    assert!(!started.success(), "the script ran to its end");
+    // the shell (`sh`, or what it links to) with the script
+    let blocked = incident.blocked_program.clone().unwrap_or_default();
+    assert!(
+        blocked.ends_with(&format!("sh {}", script.display())),
+        "{incident:#?}"
+    );
+    // restored: every document as it was, nothing the script made left behind
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while snapshot(&s.docs) != before {
+        assert!(
+            Instant::now() < deadline,
+            "not restored\n{incident:#?}\n{:?}",
+            snapshot(&s.docs).keys().collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!run().success(), "the blocked script ran again");
+    assert!(
+        snapshot(&s.docs) == before,
+        "the blocked script changed documents"
+    );
 }

@@ -1,10 +1,12 @@
 //! Every system call Rampart makes directly, in one place, each with its safety argument:
 //! fanotify (permission, notification and mount groups), processes (ptrace, wait, pidfds,
-//! signals, spawning with inherited descriptors), inode flags, file handles, extended attributes,
-//! times, mounts. The capability crates (`selfprotect`, `ransomware`) are safe code above this
-//! seam; what a blocked open is doing is read from `/proc` here too ([`open`]).
+//! signals, spawning with inherited descriptors, their creation announced by the proc connector:
+//! [`forks`]), inode flags, file handles, extended attributes, times, mounts. The capability
+//! crates (`selfprotect`, `ransomware`) are safe code above this seam; what a blocked open is
+//! doing is read from `/proc` here too ([`open`]).
 #![allow(unsafe_code)]
 
+pub mod forks;
 pub mod notify;
 pub mod open;
 

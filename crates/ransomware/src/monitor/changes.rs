@@ -61,6 +61,32 @@ pub(crate) fn read(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>
     }
 }
 
+/// Records the forks the kernel announces, for [`inherited`].
+pub(crate) fn forks(shared: &Shared, stop: &AtomicBool, forks: &rampart_sys::forks::Forks) {
+    rampart_sys::block_signals_in_this_thread();
+    while !stop.load(Ordering::SeqCst) {
+        match forks.read(200) {
+            Ok(read) => {
+                if read.lost {
+                    tracing::debug!("ransomware: some process creations were not announced");
+                }
+                if !read.forks.is_empty() {
+                    shared
+                        .lineage
+                        .lock()
+                        .expect("lineage lock")
+                        .record(&read.forks, Instant::now());
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "ransomware: reading process creations failed");
+                shared.lineage_live.store(false, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+}
+
 /// The worker: judges what the permission side and the notifications report, in order.
 pub(crate) fn judge(shared: &Shared, stop: &AtomicBool, queue: mpsc::Receiver<Work>) {
     while !stop.load(Ordering::SeqCst) {
@@ -166,17 +192,59 @@ fn keys_of(shared: &Shared, pid: u32) -> Option<Vec<ActorKey>> {
             let keys = p.keys();
             let mut state = shared.state.lock().expect("state lock");
             state.remember(pid, &keys);
-            let journal = state.journals.entry(p.pgid).or_default();
-            if journal.program.is_none() {
-                journal.program = Some(p.program.clone());
-                journal.cmdline = p.cmdline.join(" ");
-            }
-            if !p.program.is_bare_interpreter() {
-                state.groups_of.entry(p.program).or_default().insert(p.pgid);
-            }
+            state.seen(&p);
             Some(keys)
         }
-        None => shared.state.lock().expect("state lock").remembered(pid),
+        None => {
+            let remembered = shared.state.lock().expect("state lock").remembered(pid);
+            remembered.or_else(|| inherited(shared, pid))
+        }
+    }
+}
+
+/// The keys of a process gone before it could be read: the group of its nearest ancestor
+/// still known (a group's members are forked in it), if that group is under suspicion already
+/// — a script's `rm` that deleted a document and exited belongs to the script. A process gone
+/// that fast is attributed to no one else: a user's shell, whose commands run in groups of their
+/// own, never becomes an actor through them.
+fn inherited(shared: &Shared, pid: u32) -> Option<Vec<ActorKey>> {
+    if !shared.lineage_live.load(Ordering::SeqCst) {
+        return None;
+    }
+    let mut child = pid;
+    for _ in 0..8 {
+        let parent = parent_of(shared, child)?;
+        let known = shared.state.lock().expect("state lock").remembered(parent);
+        let group = match known {
+            Some(keys) => Some(group_of(&keys)),
+            None => actor::process(parent).map(|p| p.pgid),
+        };
+        if let Some(group) = group {
+            let keys = vec![ActorKey::Group(group)];
+            let suspect = shared
+                .state
+                .lock()
+                .expect("state lock")
+                .suspect(&keys, None);
+            return suspect.then_some(keys);
+        }
+        child = parent;
+    }
+    None
+}
+
+/// Who forked `pid`: the fork was announced before the process could change anything, but its
+/// message may still be on its way to the reader (a moment's wait, for processes gone only).
+fn parent_of(shared: &Shared, pid: u32) -> Option<u32> {
+    let deadline = Instant::now() + Duration::from_millis(20);
+    loop {
+        if let Some(p) = shared.lineage.lock().expect("lineage lock").parent(pid) {
+            return Some(p);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -198,7 +266,12 @@ fn change(shared: &Shared, c: Change) {
     // the agent's own changes (restores, quarantine) and trusted programs: only bookkeeping
     let keys = keys_of(shared, c.pid);
     tracing::debug!(pid = c.pid, mask = c.mask, path = %path.display(), actor = ?keys, "change");
-    // one event may carry several changes (fanotify merges them): in the order they happen
+    let order = Order::of(c.mask, is_dir, std::fs::symlink_metadata(&path).is_ok());
+    if order == Order::DeletedThenMade {
+        if let Some(keys) = &keys {
+            deleted(shared, keys, &path);
+        }
+    }
     if c.mask & libc::FAN_CREATE != 0 && in_scope(shared, &path) {
         if is_dir {
             watch_folder(shared, &path);
@@ -250,8 +323,32 @@ fn change(shared: &Shared, c: Change) {
             renamed(shared, &keys, &path, to, is_dir);
         }
     }
-    if c.mask & libc::FAN_DELETE != 0 && !is_dir {
+    if c.mask & libc::FAN_DELETE != 0 && !is_dir && order == Order::MadeThenDeleted {
         deleted(shared, &keys, &path);
+    }
+}
+
+/// In which order one event's creation and deletion of a name happened. Fanotify merges the
+/// events of one process on one name while they wait in the queue (more of them the slower the
+/// queue is read, as under load), so `tar -x` over existing documents — delete, make again,
+/// write — may arrive as one event, and so may a temporary file made and deleted. The name
+/// tells which: still there, it was deleted and made again; gone, it was made, then deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Made (if at all), then deleted (if at all): also every event with one of the two.
+    MadeThenDeleted,
+    /// Deleted, then made again: a replacement.
+    DeletedThenMade,
+}
+
+impl Order {
+    fn of(mask: u64, is_dir: bool, exists: bool) -> Order {
+        let both = libc::FAN_CREATE | libc::FAN_DELETE;
+        if mask & both == both && !is_dir && exists {
+            Order::DeletedThenMade
+        } else {
+            Order::MadeThenDeleted
+        }
     }
 }
 
@@ -614,7 +711,7 @@ fn convict(shared: &Shared, keys: &[ActorKey], c: Conviction) {
     let convicted_at = SystemTime::now();
     let block = shared.settings.mode == RansomwareMode::Block;
     // the actor's groups: its own, and every group its program ran in
-    let (groups, program, cmdline) = {
+    let (groups, acting, leader, cmdline) = {
         let state = shared.state.lock().expect("state lock");
         let mut groups: Vec<u32> = vec![group_of(keys)];
         for k in keys {
@@ -627,12 +724,20 @@ fn convict(shared: &Shared, keys: &[ActorKey], c: Conviction) {
         groups.sort_unstable();
         groups.dedup();
         let j = state.journals.get(&group_of(keys));
-        (
-            groups,
-            j.and_then(|j| j.program.clone()),
-            j.map(|j| j.cmdline.clone()).unwrap_or_default(),
-        )
+        // named: the program of the process whose change convicted it, else its group's leader
+        let acting = keys.iter().find_map(|k| match k {
+            ActorKey::Program(p) => Some(p.clone()),
+            ActorKey::Group(_) => None,
+        });
+        let leader = j.and_then(|j| j.program.clone());
+        let cmdline = acting
+            .as_ref()
+            .and_then(|p| state.cmdline_of.get(p).cloned())
+            .or_else(|| j.map(|j| j.cmdline.clone()))
+            .unwrap_or_default();
+        (groups, acting, leader, cmdline)
     };
+    let program = acting.clone().or_else(|| leader.clone());
     let mut all_keys: Vec<ActorKey> = keys.to_vec();
     all_keys.extend(groups.iter().map(|g| ActorKey::Group(*g)));
     all_keys.sort();
@@ -653,7 +758,16 @@ fn convict(shared: &Shared, keys: &[ActorKey], c: Conviction) {
     let sha256 = program
         .as_ref()
         .and_then(|p| super::sha256_of(p.script.as_deref().unwrap_or(&p.exe)));
-    let blocked = block && program.as_ref().is_some_and(|p| block_program(shared, p));
+    // blocked: that program, or — a tool of the system, which is everyone's — the group's
+    // leader (the attacker's script)
+    let blocked = if block {
+        [acting, leader]
+            .into_iter()
+            .flatten()
+            .find(|p| block_program(shared, p))
+    } else {
+        None
+    };
     let changed = {
         let mut state = shared.state.lock().expect("state lock");
         state.convicted.push(all_keys.clone());
@@ -689,7 +803,8 @@ fn convict(shared: &Shared, keys: &[ActorKey], c: Conviction) {
         first_change_ms: ms(convicted_at),
         convicted_ms: ms(convicted_at),
         changed_before_conviction: changed,
-        program_blocked: blocked,
+        program_blocked: blocked.is_some(),
+        blocked_program: blocked.map(|p| p.to_string()),
         files: Vec::new(),
     };
     tracing::warn!(
@@ -855,4 +970,48 @@ fn block_program(shared: &Shared, program: &crate::actor::Program) -> bool {
         .blocked
         .insert((m.dev(), m.ino()));
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Order;
+
+    const MADE: u64 = libc::FAN_CREATE;
+    const DELETED: u64 = libc::FAN_DELETE;
+    const CLOSED: u64 = libc::FAN_CLOSE_WRITE;
+
+    #[test]
+    fn a_merged_deletion_and_creation_of_a_name_still_there_is_a_replacement() {
+        assert_eq!(
+            Order::of(MADE | DELETED | CLOSED, false, true),
+            Order::DeletedThenMade
+        );
+        assert_eq!(
+            Order::of(MADE | DELETED, false, true),
+            Order::DeletedThenMade
+        );
+    }
+
+    #[test]
+    fn a_merged_creation_and_deletion_of_a_name_gone_is_a_temporary_file() {
+        assert_eq!(
+            Order::of(MADE | DELETED | CLOSED, false, false),
+            Order::MadeThenDeleted
+        );
+    }
+
+    #[test]
+    fn single_changes_and_folders_keep_the_plain_order() {
+        for exists in [false, true] {
+            assert_eq!(Order::of(DELETED, false, exists), Order::MadeThenDeleted);
+            assert_eq!(
+                Order::of(MADE | CLOSED, false, exists),
+                Order::MadeThenDeleted
+            );
+            assert_eq!(
+                Order::of(MADE | DELETED, true, exists),
+                Order::MadeThenDeleted
+            );
+        }
+    }
 }

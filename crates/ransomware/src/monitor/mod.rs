@@ -131,7 +131,9 @@ pub(crate) struct Journal {
     pub first: Option<std::time::SystemTime>,
     /// Open writes not yet closed.
     pub writing: usize,
-    /// What it runs (the first process seen).
+    /// What the group's leader runs (a script that starts the tools doing the damage; read
+    /// when the group is first seen, or the first process seen if the leader was gone), and its
+    /// command line.
     pub program: Option<Program>,
     pub cmdline: String,
 }
@@ -144,6 +146,8 @@ pub(crate) struct State {
     pub journals: HashMap<u32, Journal>,
     /// Groups by program (a program's conviction restores every group it ran in).
     pub groups_of: HashMap<Program, HashSet<u32>>,
+    /// A command line each program was seen with (for the incident).
+    pub cmdline_of: HashMap<Program, String>,
     /// Copies made per (group, inode): one per actor and document.
     pub kept: HashMap<(u32, u64, u64), Kept>,
     /// Processes seen, by pid, and when (for notifications from processes already gone).
@@ -192,6 +196,29 @@ impl State {
         self.keys_of.insert(pid, (keys.to_vec(), now));
     }
 
+    /// Records that process `p` acts: its group's journal learns who leads the group (once),
+    /// its program which groups it ran in.
+    pub fn seen(&mut self, p: &crate::actor::Process) {
+        let journal = self.journals.entry(p.pgid).or_default();
+        if journal.program.is_none() {
+            let leader = (p.pid != p.pgid)
+                .then(|| crate::actor::process(p.pgid))
+                .flatten();
+            let leader = leader.as_ref().unwrap_or(p);
+            journal.program = Some(leader.program.clone());
+            journal.cmdline = leader.cmdline.join(" ");
+        }
+        if !p.program.is_bare_interpreter() {
+            self.groups_of
+                .entry(p.program.clone())
+                .or_default()
+                .insert(p.pgid);
+            self.cmdline_of
+                .entry(p.program.clone())
+                .or_insert_with(|| p.cmdline.join(" "));
+        }
+    }
+
     /// Who `pid` was, if it was seen.
     pub fn remembered(&self, pid: u32) -> Option<Vec<ActorKey>> {
         self.keys_of.get(&pid).map(|(k, _)| k.clone())
@@ -235,6 +262,9 @@ pub(crate) struct Shared {
     pub incident_count: AtomicUsize,
     /// Trusted executables' hashes, cached by (dev, ino, mtime).
     pub trusted_cache: Mutex<HashMap<(u64, u64, i64), bool>>,
+    /// Who forked whom lately, and whether the kernel tells (the proc connector listens).
+    pub lineage: Mutex<crate::actor::Lineage>,
+    pub lineage_live: AtomicBool,
 }
 
 /// The running monitor.
@@ -271,6 +301,8 @@ impl Monitor {
             holding: AtomicBool::new(false),
             incident_count: AtomicUsize::new(0),
             trusted_cache: Mutex::new(HashMap::new()),
+            lineage: Mutex::new(crate::actor::Lineage::default()),
+            lineage_live: AtomicBool::new(false),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let (work, queue) = mpsc::channel();
@@ -298,6 +330,21 @@ impl Monitor {
                     .name("ransomware-judge".into())
                     .spawn(move || changes::judge(&shared, &stop, queue))?,
             );
+        }
+        match rampart_sys::forks::Forks::listen() {
+            Ok(forks) => {
+                shared.lineage_live.store(true, Ordering::SeqCst);
+                let (shared, stop) = (shared.clone(), stop.clone());
+                threads.push(
+                    std::thread::Builder::new()
+                        .name("ransomware-forks".into())
+                        .spawn(move || changes::forks(&shared, &stop, &forks))?,
+                );
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "ransomware: process creation is not announced (the proc connector): changes of processes gone before they are read are attributed to no one"
+            ),
         }
         {
             // the first walk: folders watched, documents held and guarded, decoys placed

@@ -241,20 +241,10 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
     };
     let mut state = shared.state.lock().expect("state lock");
     state.remember(pid, &keys);
+    state.seen(&p);
     let journal = state.journals.entry(p.pgid).or_default();
     journal.writing += 1;
-    if journal.program.is_none() {
-        journal.program = Some(p.program.clone());
-        journal.cmdline = p.cmdline.join(" ");
-    }
     let writing = journal.writing;
-    if !p.program.is_bare_interpreter() {
-        state
-            .groups_of
-            .entry(p.program.clone())
-            .or_default()
-            .insert(p.pgid);
-    }
     let _ = work.send(Work::Opened {
         pid,
         keys: keys.clone(),

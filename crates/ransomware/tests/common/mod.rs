@@ -35,3 +35,14 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     }
     out
 }
+
+/// The monitor's log on the test's output, as `RUST_LOG` says (`RUST_LOG=rampart_ransomware=debug`
+/// to follow every change it judges); nothing without it.
+pub fn log() {
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
