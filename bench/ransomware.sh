@@ -186,19 +186,29 @@ EOF
     *) echo "unknown workload $1" >&2; return 2 ;;
   esac
 }
-declare -A took
+declare -A took held
 failed=()
+# opens the protection held for judgement so far, and their waits in all (ms)
+held_now() { r ransomware status --json | python3 -c 'import json,sys; h=json.load(sys.stdin)["held"]; print(h["opens"], h["ms"])'; }
 run_workloads() { # MODE BASE
-  local mode=$1 base=$2 w d s e
+  local mode=$1 base=$2 w d s e h0 h1
   for w in $WORKLOADS; do
     d=$base/$w-$mode-$round
     mkdir -p "$d/src"
     tar -C "$d/src" -xf "$work/corpus.tar"
+    # the documents exist before the work starts, as on any host: the protection has taken in
+    # the new tree (the same pause without it)
     sync
+    sleep 3
+    [ "$mode" = on ] && h0=$(held_now)
     s=$(date +%s.%N)
     if ! (workload "$w" "$d") >"$out/workload-$w-$mode-$round.log" 2>&1; then failed+=("$w ($mode, round $round)"); fi
     e=$(date +%s.%N)
     took[$w,$mode]+="$(python3 -c "print($e - $s)") "
+    if [ "$mode" = on ]; then
+      h1=$(held_now)
+      held[$w]+="$(python3 -c "a, b = '$h0'.split(), '$h1'.split(); print(f'{int(b[0]) - int(a[0])}/{int(b[1]) - int(a[1])}')") "
+    fi
   done
 }
 
@@ -242,12 +252,12 @@ EOF
   echo
   echo "Benign workloads: $false_convictions false conviction(s); ${#failed[@]} failed run(s)${failed:+: ${failed[*]}}"
   echo
-  echo "| workload | no agent | protected | ratio |"
-  echo "|---|---:|---:|---:|"
+  echo "| workload | no agent | protected | ratio | opens held / ms waited (per round) |"
+  echo "|---|---:|---:|---:|---:|"
   for w in $WORKLOADS; do
     off=$(echo "${took[$w,off]}" | median)
     on=$(echo "${took[$w,on]}" | median)
-    printf '| %s | %.3f s | %.3f s | %.3f× |\n' "$w" "$off" "$on" "$(python3 -c "print($on / $off)")"
+    printf '| %s | %.3f s | %.3f s | %.3f× | %s |\n' "$w" "$off" "$on" "$(python3 -c "print($on / $off)")" "${held[$w]% }"
   done
 } | tee "$out/table.md"
 echo "results in $out" >&2

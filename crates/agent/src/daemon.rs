@@ -444,9 +444,11 @@ async fn handle(request: Request, shared: &Shared) -> Reply {
             let status = shared.ransomware.status();
             let incidents = shared.ransomware.incidents().len();
             let settings = shared.ransomware_settings();
+            let (held, held_ms) = shared.ransomware.held();
             Reply::with_data(
                 status.reason.clone().unwrap_or_default(),
-                json!({"status": status, "incidents": incidents, "mode": settings.mode, "folders": settings.folders}),
+                json!({"status": status, "incidents": incidents, "mode": settings.mode, "folders": settings.folders,
+                       "held": {"opens": held, "ms": held_ms}}),
             )
         }
         Request::RansomwareIncidents => {

@@ -286,6 +286,13 @@ impl Ransomware {
         }
     }
 
+    /// Opens held for judgement since the protection started, and their waits in all (ms).
+    pub fn held(&self) -> (u64, u64) {
+        self.monitor()
+            .map(|(m, _)| m.status())
+            .map_or((0, 0), |s| (s.held, s.held_ms))
+    }
+
     fn monitor(&self) -> Option<(Arc<Monitor>, RansomwareSettings)> {
         let running = self.running.lock().expect("running lock");
         let r = running.as_ref()?;

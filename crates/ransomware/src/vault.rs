@@ -52,10 +52,15 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> VaultEr
     move |source| VaultError::Io { what, path, source }
 }
 
+/// How soon a copy is on disk after it was kept (see [`Vault::sync`]).
+pub const SYNC_EVERY: Duration = Duration::from_secs(1);
+
 /// The vault.
 pub struct Vault {
     dir: PathBuf,
     max_file_bytes: u64,
+    /// Copies kept since the last [`Vault::sync`].
+    unsynced: std::sync::Mutex<Vec<PathBuf>>,
 }
 
 impl Vault {
@@ -66,6 +71,7 @@ impl Vault {
         Ok(Vault {
             dir: dir.to_path_buf(),
             max_file_bytes,
+            unsynced: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -116,7 +122,6 @@ impl Vault {
             }
             total += n as u64;
         }
-        out.sync_data().map_err(io("writing", &tmp))?;
         let sha256 = hex::encode(hasher.finalize());
         let copy = self.copy_path(&sha256);
         if copy.exists() {
@@ -125,11 +130,34 @@ impl Vault {
             let _ = std::fs::File::open(&copy).and_then(|f| f.set_modified(SystemTime::now()));
         } else {
             std::fs::rename(&tmp, &copy).map_err(io("storing", &copy))?;
+            self.unsynced.lock().expect("vault lock").push(copy);
         }
         Ok(Kept::Copy {
             sha256,
             size: total,
         })
+    }
+
+    /// Puts the copies kept since the last call on disk, and their names. A copy is made on
+    /// the opener's way (its open waits for it); waiting for the disk too would make every first
+    /// write wait for a journal commit. So it is written to the page cache there, and on disk
+    /// within [`SYNC_EVERY`] from here: only a crash of the host in that second, during an
+    /// attack, could lose an original. Returns how many copies were synced.
+    pub fn sync(&self) -> usize {
+        let pending = std::mem::take(&mut *self.unsynced.lock().expect("vault lock"));
+        for copy in &pending {
+            if let Err(e) = std::fs::File::open(copy).and_then(|f| f.sync_data()) {
+                // evicted meanwhile, or the disk failing: the next copies are still tried
+                tracing::debug!(copy = %copy.display(), error = %e, "vault: a copy was not synced");
+            }
+        }
+        if !pending.is_empty() {
+            let copies = self.dir.join("copies");
+            if let Err(e) = std::fs::File::open(&copies).and_then(|d| d.sync_all()) {
+                tracing::warn!(dir = %copies.display(), error = %e, "vault: its folder was not synced");
+            }
+        }
+        pending.len()
     }
 
     /// Where the copy with content hash `sha256` is.
@@ -225,6 +253,9 @@ mod tests {
             b"version one"
         );
         assert_eq!(vault.usage(), (11, 1));
+        // the copy is put on disk later, once (stored once, synced once)
+        assert_eq!(vault.sync(), 1);
+        assert_eq!(vault.sync(), 0);
         assert_eq!(
             vault.keep(f.as_fd(), &doc, 2 << 20).unwrap(),
             Kept::TooLarge { size: 2 << 20 }

@@ -386,3 +386,47 @@ fn manual() {
         println!("INCIDENT {i:#?}");
     }
 }
+
+/// A document saved by writing a new file and renaming it over the old one (`sed -i`, editors,
+/// rsync) is a new file: it is guarded like the one it replaces, so an attack after the save
+/// is stopped and gives back what was saved.
+#[test]
+fn documents_saved_by_rename_are_guarded_again() {
+    let Some(s) = scene(RansomwareMode::Block, Vec::new()) else {
+        return;
+    };
+    let (ok, out) = run(
+        &s.docs,
+        "sed -i 's/Revenue/Income/' *.txt projects/*.txt projects/2026/*.txt letters/*.txt",
+    );
+    assert!(ok, "{out}");
+    assert!(
+        s.incidents
+            .recv_timeout(Duration::from_millis(500))
+            .is_err(),
+        "sed -i was convicted"
+    );
+    let saved = snapshot(&s.docs);
+    let copy = s.docs.with_file_name("ransim-after-save");
+    std::fs::copy(simulator(), &copy).unwrap();
+    let status = Command::new("setsid")
+        .arg(&copy)
+        .arg("inplace")
+        .arg(&s.docs)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the attack ran to its end");
+    let incident = s
+        .incidents
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the attack was not convicted");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while snapshot(&s.docs) != saved {
+        assert!(
+            Instant::now() < deadline,
+            "what was saved is not back\n{incident:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -79,6 +79,20 @@ pub fn fanotify_mark_inode(group: &OwnedFd, mask: u64, path: &Path) -> io::Resul
     })
 }
 
+/// Removes every inode mark of `group`: from then on no new event is queued for them.
+pub fn fanotify_flush_marks(group: &OwnedFd) -> io::Result<()> {
+    // SAFETY: group is a live fanotify descriptor; FAN_MARK_FLUSH takes no path (null).
+    check(unsafe {
+        libc::fanotify_mark(
+            group.as_raw_fd(),
+            libc::FAN_MARK_FLUSH,
+            0,
+            libc::AT_FDCWD,
+            std::ptr::null(),
+        )
+    })
+}
+
 /// Answers permission event `event_fd`: allow or deny.
 pub fn fanotify_answer(group: &OwnedFd, event_fd: i32, allow: bool) -> io::Result<()> {
     let response = libc::fanotify_response {

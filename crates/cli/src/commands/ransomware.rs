@@ -84,6 +84,10 @@ pub async fn run(root: &Path, cmd: Command) -> Result<()> {
                 .unwrap_or_default();
             println!("  Folders    {}", folders.join(", "));
             println!("  Incidents  {}", data["incidents"]);
+            println!(
+                "  Held       {} open(s) waited for their actor's judgement, {} ms in all",
+                data["held"]["opens"], data["held"]["ms"]
+            );
             Ok(())
         }
         Command::Incidents { json } => {

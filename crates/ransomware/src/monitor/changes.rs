@@ -308,6 +308,7 @@ fn change(shared: &Shared, c: Change) {
         if c.mask & libc::FAN_RENAME != 0 {
             if let Some(to) = &to {
                 moved(shared, &path, to);
+                guard_renamed(shared, to);
             }
         }
         if c.mask & libc::FAN_DELETE != 0 && !path.exists() {
@@ -321,6 +322,7 @@ fn change(shared: &Shared, c: Change) {
     if c.mask & libc::FAN_RENAME != 0 {
         if let Some(to) = &to {
             renamed(shared, &keys, &path, to, is_dir);
+            guard_renamed(shared, to);
         }
     }
     if c.mask & libc::FAN_DELETE != 0 && !is_dir && order == Order::MadeThenDeleted {
@@ -349,6 +351,26 @@ impl Order {
         } else {
             Order::MadeThenDeleted
         }
+    }
+}
+
+/// A file renamed to a document's name is that document now, and guarded: a save by rename
+/// (`sed -i`, editors, rsync) leaves a new inode where the guarded one was.
+fn guard_renamed(shared: &Shared, to: &Path) {
+    let Ok(m) = std::fs::symlink_metadata(to) else {
+        return;
+    };
+    if !m.is_file() || !in_scope(shared, to) {
+        return;
+    }
+    let guarded = shared
+        .docs
+        .read()
+        .expect("docs lock")
+        .get(to)
+        .is_some_and(|d| (d.dev, d.ino) == (m.dev(), m.ino()));
+    if !guarded {
+        watch_document(shared, to);
     }
 }
 
@@ -386,6 +408,7 @@ fn moved(shared: &Shared, from: &Path, to: &Path) {
 }
 
 fn add(shared: &Shared, keys: &[ActorKey], evidence: Evidence) {
+    tracing::debug!(?keys, evidence = %evidence.describe(), weight = evidence.weight(), "ransomware: evidence");
     let conviction = {
         let mut state = shared.state.lock().expect("state lock");
         state.detector.add(keys, evidence, Instant::now())

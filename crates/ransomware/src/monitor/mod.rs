@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -66,6 +66,11 @@ pub struct Status {
     pub ready: bool,
     /// Incidents so far (since start).
     pub incidents: usize,
+    /// Opens held until their actor's earlier changes were judged (since start): what
+    /// protection costs the programs it watches.
+    pub held: u64,
+    /// How long they waited in all, in milliseconds.
+    pub held_ms: u64,
 }
 
 /// A convicted actor, and the plan that restores its files (for `rampart ransomware restore`).
@@ -265,6 +270,9 @@ pub(crate) struct Shared {
     /// Who forked whom lately, and whether the kernel tells (the proc connector listens).
     pub lineage: Mutex<crate::actor::Lineage>,
     pub lineage_live: AtomicBool,
+    /// Opens held so far, and their waits in microseconds.
+    pub held: AtomicU64,
+    pub held_us: AtomicU64,
 }
 
 /// The running monitor.
@@ -272,6 +280,9 @@ pub struct Monitor {
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// The permission side stops last, on its own signal (see `Drop`).
+    stop_permission: Arc<AtomicBool>,
+    permission: Option<JoinHandle<()>>,
 }
 
 impl Monitor {
@@ -303,18 +314,19 @@ impl Monitor {
             trusted_cache: Mutex::new(HashMap::new()),
             lineage: Mutex::new(crate::actor::Lineage::default()),
             lineage_live: AtomicBool::new(false),
+            held: AtomicU64::new(0),
+            held_us: AtomicU64::new(0),
         });
         let stop = Arc::new(AtomicBool::new(false));
+        let stop_permission = Arc::new(AtomicBool::new(false));
         let (work, queue) = mpsc::channel();
         let mut threads = Vec::new();
-        {
-            let (shared, stop, work) = (shared.clone(), stop.clone(), work.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name("ransomware-permission".into())
-                    .spawn(move || permission::run(&shared, &stop, &work))?,
-            );
-        }
+        let permission = {
+            let (shared, stop, work) = (shared.clone(), stop_permission.clone(), work.clone());
+            std::thread::Builder::new()
+                .name("ransomware-permission".into())
+                .spawn(move || permission::run(&shared, &stop, &work))?
+        };
         {
             let (shared, stop) = (shared.clone(), stop.clone());
             threads.push(
@@ -329,6 +341,27 @@ impl Monitor {
                 std::thread::Builder::new()
                     .name("ransomware-judge".into())
                     .spawn(move || changes::judge(&shared, &stop, queue))?,
+            );
+        }
+        {
+            // the copies kept on the openers' way reach the disk here, within a second
+            let (shared, stop) = (shared.clone(), stop.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("ransomware-vault".into())
+                    .spawn(move || {
+                        rampart_sys::block_signals_in_this_thread();
+                        let tick = Duration::from_millis(50);
+                        let mut since = Instant::now();
+                        while !stop.load(Ordering::SeqCst) {
+                            std::thread::sleep(tick);
+                            if since.elapsed() >= crate::vault::SYNC_EVERY {
+                                shared.vault.sync();
+                                since = Instant::now();
+                            }
+                        }
+                        shared.vault.sync();
+                    })?,
             );
         }
         match rampart_sys::forks::Forks::listen() {
@@ -382,6 +415,8 @@ impl Monitor {
             shared,
             stop,
             threads,
+            stop_permission,
+            permission: Some(permission),
         })
     }
 
@@ -392,6 +427,8 @@ impl Monitor {
             documents: self.shared.docs.read().expect("docs lock").len(),
             ready: self.shared.ready.load(Ordering::SeqCst),
             incidents: self.shared.incident_count.load(Ordering::SeqCst),
+            held: self.shared.held.load(Ordering::Relaxed),
+            held_ms: self.shared.held_us.load(Ordering::Relaxed) / 1000,
         }
     }
 
@@ -469,9 +506,23 @@ impl Monitor {
 }
 
 impl Drop for Monitor {
+    /// Stops in an order that leaves no opener waiting: an event queued and never answered
+    /// stops its opener for as long as the group lives — and a child of this process caught
+    /// between fork and exec keeps a copy of the group's descriptor, so the group can outlive
+    /// every thread that reads it. So the threads that add marks stop first, then every mark
+    /// goes (nothing new is queued), then the permission side answers what is left and stops.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        for group in [&self.shared.perm, &self.shared.notify] {
+            if let Err(e) = rampart_sys::fanotify_flush_marks(group) {
+                tracing::warn!(error = %e, "ransomware: could not remove the marks");
+            }
+        }
+        self.stop_permission.store(true, Ordering::SeqCst);
+        if let Some(t) = self.permission.take() {
             let _ = t.join();
         }
     }

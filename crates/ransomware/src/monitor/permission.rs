@@ -48,20 +48,9 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>)
             // every event of the batch judged before any is answered (an answer wakes every
             // waiting opener for a moment, which hides what the others are doing)
             let mut answers = Vec::new();
-            let mut at = 0;
-            while at + 24 <= n {
-                let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4")) as usize;
-                let fd = i32::from_ne_bytes(buf[at + 16..at + 20].try_into().expect("4"));
-                let tid = i32::from_ne_bytes(buf[at + 20..at + 24].try_into().expect("4")) as u32;
-                if len < 24 {
-                    break;
-                }
-                if fd >= 0 {
-                    let fd = rampart_sys::own_event_fd(fd);
-                    let answer = decide(shared, fd.as_fd(), tid, work);
-                    answers.push((fd, answer));
-                }
-                at += len;
+            for (fd, tid) in events(&buf[..n]) {
+                let answer = decide(shared, fd.as_fd(), tid, work);
+                answers.push((fd, answer));
             }
             for (fd, answer) in answers {
                 match answer {
@@ -81,10 +70,39 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>)
         }
         shared.holding.store(!held.is_empty(), Ordering::SeqCst);
     }
-    // nothing is left waiting
+    // nothing is left waiting: what is held, and what was queued before the marks went
     for h in held {
         answer_now(shared, &h.fd, true);
     }
+    while rampart_sys::poll_readable(&shared.perm, 20) {
+        let n = match rampart_sys::read_fd(&shared.perm, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for (fd, _) in events(&buf[..n]) {
+            answer_now(shared, &fd, true);
+        }
+    }
+}
+
+/// The permission events in what one read gave: each event's descriptor (owned from here:
+/// closed once answered) and the thread that opened.
+fn events(buf: &[u8]) -> Vec<(OwnedFd, u32)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 24 <= buf.len() {
+        let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4")) as usize;
+        let fd = i32::from_ne_bytes(buf[at + 16..at + 20].try_into().expect("4"));
+        let tid = i32::from_ne_bytes(buf[at + 20..at + 24].try_into().expect("4")) as u32;
+        if len < 24 {
+            break;
+        }
+        if fd >= 0 {
+            out.push((rampart_sys::own_event_fd(fd), tid));
+        }
+        at += len;
+    }
+    out
 }
 
 fn answer_now(shared: &Shared, fd: &OwnedFd, allow: bool) {
@@ -104,9 +122,14 @@ fn release(shared: &Shared, held: &mut Vec<Held>) {
         let convicted = is_convicted(&state, &h.keys);
         let writing = state.journals.get(&h.group).map_or(0, |j| j.writing);
         let judged = drained.is_some_and(|d| d >= h.since) && writing <= 1;
-        if convicted || judged || now.duration_since(h.since) >= HOLD_AT_MOST {
+        let waited = now.duration_since(h.since);
+        if convicted || judged || waited >= HOLD_AT_MOST {
             let allow = !(convicted && shared.settings.mode == RansomwareMode::Block);
             answer_now(shared, &h.fd, allow);
+            shared.held.fetch_add(1, Ordering::Relaxed);
+            shared
+                .held_us
+                .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
             false
         } else {
             true
