@@ -9,7 +9,8 @@
 #  2. Benign work: each workload of the benign set in a protected folder (false convictions
 #     counted), and the same without the agent, ROUNDS times each: medians and the ratio.
 #
-# Usage: bench/ransomware.sh      (DOCS=2000 ROUNDS=3 FAMILIES="inplace rename …" WORKLOADS="tar …")
+# Usage: bench/ransomware.sh      (DOCS=2000 ROUNDS=3 FAMILIES="inplace rename …" WORKLOADS="tar …";
+#        PERF=1 records the agent with perf during each protected workload)
 # Results: target/bench-ransomware/DATE/ (table.md, detection.tsv, incidents.json, agent.log, the
 # simulator's and each workload's output). Needs root.
 set -euo pipefail
@@ -201,9 +202,17 @@ run_workloads() { # MODE BASE
     sync
     sleep 3
     [ "$mode" = on ] && h0=$(held_now)
+    # PERF=1: where the agent spends its time during each protected workload (perf report -i)
+    perf_pid=
+    if [ "$mode" = on ] && [ "${PERF:-0}" = 1 ]; then
+      perf record -q -g -o "$out/perf-$w-$round.data" -p "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "$root/var/lib/rampart/agent/status.json")" >/dev/null 2>&1 &
+      perf_pid=$!
+      sleep 0.5
+    fi
     s=$(date +%s.%N)
     if ! (workload "$w" "$d") >"$out/workload-$w-$mode-$round.log" 2>&1; then failed+=("$w ($mode, round $round)"); fi
     e=$(date +%s.%N)
+    if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
     took[$w,$mode]+="$(python3 -c "print($e - $s)") "
     if [ "$mode" = on ]; then
       h1=$(held_now)

@@ -307,7 +307,7 @@ fn change(shared: &Shared, c: Change) {
         // bookkeeping for the agent's and trusted programs' own renames and deletions
         if c.mask & libc::FAN_RENAME != 0 {
             if let Some(to) = &to {
-                moved(shared, &path, to);
+                moved(shared, &path, to, is_dir);
                 guard_renamed(shared, to);
             }
         }
@@ -374,9 +374,16 @@ fn guard_renamed(shared: &Shared, to: &Path) {
     }
 }
 
-/// Keeps the document index right after a rename (of a document, or of a folder of them).
-fn moved(shared: &Shared, from: &Path, to: &Path) {
+/// Keeps the document index right after a rename (of a document, or of a folder of them: only
+/// then is every entry looked at).
+fn moved(shared: &Shared, from: &Path, to: &Path, is_dir: bool) {
     let mut docs = shared.docs.write().expect("docs lock");
+    if !is_dir {
+        if let Some(d) = docs.remove(from) {
+            docs.insert(to.to_path_buf(), d);
+        }
+        return;
+    }
     let inside: Vec<PathBuf> = docs
         .keys()
         .filter(|p| p.starts_with(from))
@@ -452,7 +459,7 @@ fn closed(shared: &Shared, keys: &[ActorKey], path: &Path) {
             .and_then(|(dev, ino, _, _)| state.kept.get(&(group, *dev, *ino)).cloned());
         let j = state.journals.entry(group).or_default();
         j.writing = j.writing.saturating_sub(1);
-        (kept, j.made.contains_key(path))
+        (kept, j.made.contains(path))
     };
     let Some((dev, ino, len, read_from)) = found else {
         return;
@@ -582,7 +589,6 @@ fn deleted(shared: &Shared, keys: &[ActorKey], path: &Path) {
         return;
     };
     let group = group_of(keys);
-    let stem = path.to_string_lossy().into_owned();
     let (encrypted_copy, converted) = {
         let mut state = shared.state.lock().expect("state lock");
         let j = state.journals.entry(group).or_default();
@@ -603,18 +609,16 @@ fn deleted(shared: &Shared, keys: &[ActorKey], path: &Path) {
             .and_then(|e| e.to_str())
             .filter(|e| COMPRESSED.contains(&e.to_ascii_lowercase().as_str()))
             .map(|_| path.with_extension(""));
-        let beside = j.made.iter().filter_map(|(p, &(encrypted, converted))| {
-            if p.parent() != path.parent() {
-                None
-            } else if decompressed.as_deref() == Some(p.as_path()) {
-                Some((encrypted, !encrypted))
-            } else if p.to_string_lossy().starts_with(&stem) {
-                Some((encrypted, converted))
-            } else {
-                None
-            }
-        });
-        beside.fold((false, false), |(e, c), (e2, c2)| (e || e2, c || c2))
+        let unpacked = decompressed
+            .as_deref()
+            .and_then(|d| j.made.get(d))
+            .map(|(encrypted, _)| (encrypted, !encrypted));
+        j.made
+            .beside(path)
+            .into_iter()
+            .map(|(_, what)| what)
+            .chain(unpacked)
+            .fold((false, false), |(e, c), (e2, c2)| (e || e2, c || c2))
     };
     if converted && !encrypted_copy {
         // gzip, zip and friends: the content lives on in a known format
@@ -635,7 +639,7 @@ fn renamed(shared: &Shared, keys: &[ActorKey], from: &Path, to: &Path, is_dir: b
     let doc = shared.docs.read().expect("docs lock").get(from).cloned();
     // renamed over a document: that one is gone
     let over = shared.docs.read().expect("docs lock").get(to).cloned();
-    moved(shared, from, to);
+    moved(shared, from, to, is_dir);
     {
         let mut state = shared.state.lock().expect("state lock");
         let j = state.journals.entry(group).or_default();

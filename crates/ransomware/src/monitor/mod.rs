@@ -126,8 +126,8 @@ pub(crate) struct Journal {
     pub touches: Vec<Touch>,
     /// Documents changed (for "changed before conviction").
     pub changed: HashSet<(u64, u64)>,
-    /// Files it made: path → (looks encrypted, converted), for pairing deletions with them.
-    pub made: HashMap<PathBuf, (bool, bool)>,
+    /// Files it made, and whether each looks encrypted or is a conversion.
+    pub made: MadeFiles,
     /// Documents it deleted lately: path → (when, device, inode).
     pub deleted: HashMap<PathBuf, (Instant, u64, u64)>,
     /// Files it made again where it had just deleted a document: path → the old (device, inode).
@@ -141,6 +141,61 @@ pub(crate) struct Journal {
     /// command line.
     pub program: Option<Program>,
     pub cmdline: String,
+}
+
+/// Files an actor made — (looks encrypted, converted) by folder, then name — for pairing a
+/// deletion with what was made beside it without looking at everything else it made
+/// (`gzip -r` makes thousands).
+#[derive(Debug, Default)]
+pub(crate) struct MadeFiles {
+    by_dir: HashMap<PathBuf, std::collections::BTreeMap<std::ffi::OsString, (bool, bool)>>,
+}
+
+impl MadeFiles {
+    fn split(path: &Path) -> (PathBuf, std::ffi::OsString) {
+        (
+            path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            path.file_name()
+                .map(|n| n.to_os_string())
+                .unwrap_or_default(),
+        )
+    }
+
+    pub fn insert(&mut self, path: PathBuf, what: (bool, bool)) {
+        let (dir, name) = Self::split(&path);
+        self.by_dir.entry(dir).or_default().insert(name, what);
+    }
+
+    pub fn remove(&mut self, path: &Path) -> Option<(bool, bool)> {
+        let (dir, name) = Self::split(path);
+        self.by_dir.get_mut(&dir)?.remove(&name)
+    }
+
+    pub fn contains(&self, path: &Path) -> bool {
+        let (dir, name) = Self::split(path);
+        self.by_dir.get(&dir).is_some_and(|m| m.contains_key(&name))
+    }
+
+    /// What was made in `path`'s folder under `path`'s name or one that starts with it
+    /// (`NAME.gz` beside `NAME`).
+    pub fn beside(&self, path: &Path) -> Vec<(PathBuf, (bool, bool))> {
+        use std::os::unix::ffi::OsStrExt;
+        let (dir, name) = Self::split(path);
+        let Some(names) = self.by_dir.get(&dir) else {
+            return Vec::new();
+        };
+        names
+            .range(name.clone()..)
+            .take_while(|(n, _)| n.as_bytes().starts_with(name.as_bytes()))
+            .map(|(n, what)| (dir.join(n), *what))
+            .collect()
+    }
+
+    /// Whether `path` was made, and what it is.
+    pub fn get(&self, path: &Path) -> Option<(bool, bool)> {
+        let (dir, name) = Self::split(path);
+        self.by_dir.get(&dir)?.get(&name).copied()
+    }
 }
 
 /// The state the threads share (one lock: every step under it is short).
@@ -763,4 +818,36 @@ pub fn sha256_of(path: &Path) -> Option<String> {
         h.update(&buf[..n]);
     }
     Some(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod made_files_tests {
+    use super::MadeFiles;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn what_was_made_beside_a_document_is_found_by_its_name() {
+        let mut m = MadeFiles::default();
+        m.insert("/d/report.txt.gz".into(), (false, true));
+        m.insert("/d/report.txt".into(), (false, false));
+        m.insert("/d/report.txu".into(), (true, false));
+        m.insert("/e/report.txt.enc".into(), (true, false));
+        m.insert("/d/zzz".into(), (true, false));
+        let beside: Vec<PathBuf> = m
+            .beside(Path::new("/d/report.txt"))
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(
+            beside,
+            vec![
+                PathBuf::from("/d/report.txt"),
+                PathBuf::from("/d/report.txt.gz")
+            ]
+        );
+        assert!(m.contains(Path::new("/e/report.txt.enc")));
+        assert_eq!(m.remove(Path::new("/d/report.txt.gz")), Some((false, true)));
+        assert_eq!(m.get(Path::new("/d/report.txt.gz")), None);
+        assert!(m.beside(Path::new("/nowhere/x")).is_empty());
+    }
 }
