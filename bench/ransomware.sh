@@ -189,6 +189,17 @@ EOF
 }
 declare -A took held
 failed=()
+# waits until the protection has judged every change so far (a tree just unpacked gives
+# thousands), at most a minute; the same pause without the agent
+settle() {
+  if [ "$mode" = on ]; then
+    for _ in $(seq 1 600); do
+      [ "$(r ransomware status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["backlog"])')" = 0 ] && break
+      sleep 0.1
+    done
+  fi
+  sleep 2
+}
 # opens the protection held for judgement so far, and their waits in all (ms)
 held_now() { r ransomware status --json | python3 -c 'import json,sys; h=json.load(sys.stdin)["held"]; print(h["opens"], h["ms"])'; }
 run_workloads() { # MODE BASE
@@ -200,7 +211,7 @@ run_workloads() { # MODE BASE
     # the documents exist before the work starts, as on any host: the protection has taken in
     # the new tree (the same pause without it)
     sync
-    sleep 3
+    settle
     [ "$mode" = on ] && h0=$(held_now)
     # PERF=1: where the agent spends its time during each protected workload (perf report -i)
     perf_pid=

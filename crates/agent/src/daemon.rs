@@ -444,11 +444,11 @@ async fn handle(request: Request, shared: &Shared) -> Reply {
             let status = shared.ransomware.status();
             let incidents = shared.ransomware.incidents().len();
             let settings = shared.ransomware_settings();
-            let (held, held_ms) = shared.ransomware.held();
+            let (held, held_ms, backlog) = shared.ransomware.held();
             Reply::with_data(
                 status.reason.clone().unwrap_or_default(),
                 json!({"status": status, "incidents": incidents, "mode": settings.mode, "folders": settings.folders,
-                       "held": {"opens": held, "ms": held_ms}}),
+                       "held": {"opens": held, "ms": held_ms}, "backlog": backlog}),
             )
         }
         Request::RansomwareIncidents => {

@@ -286,11 +286,12 @@ impl Ransomware {
         }
     }
 
-    /// Opens held for judgement since the protection started, and their waits in all (ms).
-    pub fn held(&self) -> (u64, u64) {
+    /// Opens held for judgement since the protection started, their waits in all (ms), and
+    /// the changes waiting to be judged now.
+    pub fn held(&self) -> (u64, u64, usize) {
         self.monitor()
             .map(|(m, _)| m.status())
-            .map_or((0, 0), |s| (s.held, s.held_ms))
+            .map_or((0, 0, 0), |s| (s.held, s.held_ms, s.backlog))
     }
 
     fn monitor(&self) -> Option<(Arc<Monitor>, RansomwareSettings)> {

@@ -59,7 +59,9 @@ impl Holds {
     }
 
     /// Holds inode (`dev`, `ino`) through `fd` (or extends the hold it has). At the limit, the
-    /// hold closest to its end that no incident needs makes room; if every hold is needed, the
+    /// expired holds go, and if that is not enough an eighth of the rest, those closest to their
+    /// end that no incident needs (at once, so that a host with more documents than holds pays
+    /// for the sorting once per thousands of opens, not on each); if every hold is needed, the
     /// new one is not taken.
     pub fn keep(&self, dev: u64, ino: u64, fd: OwnedFd) {
         let now = Instant::now();
@@ -68,14 +70,17 @@ impl Holds {
         if held.len() >= self.max && !held.contains_key(&(dev, ino)) {
             held.retain(|_, h| h.pinned || h.until > now);
             if held.len() >= self.max {
-                let first = held
+                let mut free: Vec<((u64, u64), Instant)> = held
                     .iter()
                     .filter(|(_, h)| !h.pinned)
-                    .min_by_key(|(_, h)| h.until)
-                    .map(|(k, _)| *k);
-                match first {
-                    Some(k) => drop(held.remove(&k)),
-                    None => return,
+                    .map(|(k, h)| (*k, h.until))
+                    .collect();
+                if free.is_empty() {
+                    return;
+                }
+                free.sort_unstable_by_key(|(_, until)| *until);
+                for (k, _) in free.iter().take((self.max / 8).max(1)) {
+                    held.remove(k);
                 }
             }
         }

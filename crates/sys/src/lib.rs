@@ -239,6 +239,22 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
     };
     // SAFETY: getrlimit and setrlimit read and write one rlimit struct we own.
     check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) })?;
+    // as far as the kernel allows (root may raise the hard limit too), else the hard limit
+    let most = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(l.rlim_max)
+        .min(1 << 20);
+    if most > l.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: most,
+            rlim_max: most,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Ok(most);
+        }
+    }
     if l.rlim_cur < l.rlim_max {
         l.rlim_cur = l.rlim_max;
         // SAFETY: as above.

@@ -88,6 +88,10 @@ pub async fn run(root: &Path, cmd: Command) -> Result<()> {
                 "  Held       {} open(s) waited for their actor's judgement, {} ms in all",
                 data["held"]["opens"], data["held"]["ms"]
             );
+            println!(
+                "  Backlog    {} change(s) waiting to be judged",
+                data["backlog"]
+            );
             Ok(())
         }
         Command::Incidents { json } => {

@@ -53,10 +53,11 @@ pub(crate) fn read(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>
             }
         }
         // the moment the queue was found empty matters only to held openers
-        if (!changes.is_empty() || shared.holding.load(Ordering::SeqCst))
-            && work.send(Work::Changes(changes, Instant::now())).is_err()
-        {
-            return;
+        if !changes.is_empty() || shared.holding.load(Ordering::SeqCst) {
+            shared.backlog.fetch_add(changes.len(), Ordering::SeqCst);
+            if work.send(Work::Changes(changes, Instant::now())).is_err() {
+                return;
+            }
         }
     }
 }
@@ -115,6 +116,7 @@ pub(crate) fn judge(shared: &Shared, stop: &AtomicBool, queue: mpsc::Receiver<Wo
             Work::Changes(changes, empty_at) => {
                 for c in changes {
                     change(shared, c);
+                    shared.backlog.fetch_sub(1, Ordering::SeqCst);
                 }
                 shared.state.lock().expect("state lock").drained = Some(empty_at);
             }

@@ -71,6 +71,8 @@ pub struct Status {
     pub held: u64,
     /// How long they waited in all, in milliseconds.
     pub held_ms: u64,
+    /// Changes read and waiting to be judged (a tree just unpacked gives thousands).
+    pub backlog: usize,
 }
 
 /// A convicted actor, and the plan that restores its files (for `rampart ransomware restore`).
@@ -325,6 +327,8 @@ pub(crate) struct Shared {
     /// Who forked whom lately, and whether the kernel tells (the proc connector listens).
     pub lineage: Mutex<crate::actor::Lineage>,
     pub lineage_live: AtomicBool,
+    /// Changes read and not judged yet.
+    pub backlog: AtomicUsize,
     /// Opens held so far, and their waits in microseconds.
     pub held: AtomicU64,
     pub held_us: AtomicU64,
@@ -369,6 +373,7 @@ impl Monitor {
             trusted_cache: Mutex::new(HashMap::new()),
             lineage: Mutex::new(crate::actor::Lineage::default()),
             lineage_live: AtomicBool::new(false),
+            backlog: AtomicUsize::new(0),
             held: AtomicU64::new(0),
             held_us: AtomicU64::new(0),
         });
@@ -484,6 +489,7 @@ impl Monitor {
             incidents: self.shared.incident_count.load(Ordering::SeqCst),
             held: self.shared.held.load(Ordering::Relaxed),
             held_ms: self.shared.held_us.load(Ordering::Relaxed) / 1000,
+            backlog: self.shared.backlog.load(Ordering::SeqCst),
         }
     }
 
