@@ -30,6 +30,10 @@ struct Hold {
 pub struct Holds {
     held: Mutex<HashMap<(u64, u64), Hold>>,
     max: usize,
+    /// Holds let go, closed by [`Holds::close_released`]: the last descriptor of a deleted
+    /// document frees its inode, work the filesystem does in the closing thread — which must not
+    /// be the one answering openers.
+    released: Mutex<Vec<OwnedFd>>,
 }
 
 impl Default for Holds {
@@ -50,6 +54,7 @@ impl Holds {
         Holds {
             held: Mutex::new(HashMap::new()),
             max,
+            released: Mutex::new(Vec::new()),
         }
     }
 
@@ -68,7 +73,7 @@ impl Holds {
         let until = now + HOLD_FOR;
         let mut held = self.held.lock().expect("holds lock");
         if held.len() >= self.max && !held.contains_key(&(dev, ino)) {
-            held.retain(|_, h| h.pinned || h.until > now);
+            self.release_expired(&mut held, now);
             if held.len() >= self.max {
                 let mut free: Vec<((u64, u64), Instant)> = held
                     .iter()
@@ -79,8 +84,11 @@ impl Holds {
                     return;
                 }
                 free.sort_unstable_by_key(|(_, until)| *until);
+                let mut released = self.released.lock().expect("holds lock");
                 for (k, _) in free.iter().take((self.max / 8).max(1)) {
-                    held.remove(k);
+                    if let Some(h) = held.remove(k) {
+                        released.push(h.fd);
+                    }
                 }
             }
         }
@@ -147,8 +155,28 @@ impl Holds {
     /// Closes holds whose time is up. Returns how many are left.
     pub fn expire(&self, now: Instant) -> usize {
         let mut held = self.held.lock().expect("holds lock");
-        held.retain(|_, h| h.pinned || h.until > now);
+        self.release_expired(&mut held, now);
         held.len()
+    }
+
+    fn release_expired(&self, held: &mut HashMap<(u64, u64), Hold>, now: Instant) {
+        let gone: Vec<(u64, u64)> = held
+            .iter()
+            .filter(|(_, h)| !h.pinned && h.until <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut released = self.released.lock().expect("holds lock");
+        for k in gone {
+            if let Some(h) = held.remove(&k) {
+                released.push(h.fd);
+            }
+        }
+    }
+
+    /// Closes the descriptors of holds let go since the last call. Returns how many.
+    pub fn close_released(&self) -> usize {
+        let released = std::mem::take(&mut *self.released.lock().expect("holds lock"));
+        released.len()
     }
 
     /// How many inodes are held.

@@ -415,6 +415,8 @@ impl Monitor {
                         let mut since = Instant::now();
                         while !stop.load(Ordering::SeqCst) {
                             std::thread::sleep(tick);
+                            // and the holds let go are closed here, off the openers' way
+                            shared.holds.close_released();
                             if since.elapsed() >= crate::vault::SYNC_EVERY {
                                 shared.vault.sync();
                                 since = Instant::now();
