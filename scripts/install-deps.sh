@@ -18,7 +18,7 @@ if [ "$purpose" = test ]; then
   packages+=(qemu-system-x86 busybox-static cpio attr strace procps e2fsprogs)
   # Ransomware protection is tested against the everyday work it must let through (archivers,
   # git, rsync, SQLite, ImageMagick, gpg, an interpreter) and benchmarked on real formats.
-  packages+=(zstd zip unzip git rsync sqlite3 imagemagick gnupg python3 file)
+  packages+=(zstd zip unzip git rsync sqlite3 imagemagick gnupg python3 file openssl)
   # The vault's reflinks are tested on an XFS filesystem in a file of the test's own.
   packages+=(xfsprogs)
 fi

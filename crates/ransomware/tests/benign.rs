@@ -17,14 +17,7 @@ use rampart_ransomware::monitor::{sha256_of, Monitor, Settings};
 use rampart_ransomware::vault::Vault;
 
 mod common;
-use common::{simulator, snapshot};
-
-fn skip_or_fail(why: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true and {why}");
-    }
-    eprintln!("skipping: {why}");
-}
+use common::{needs, simulator, skip_or_fail, snapshot};
 
 fn corpus(dir: &Path) {
     let text = "Quarterly report. Revenue grew in every region; costs stayed flat.\n".repeat(60);
@@ -124,22 +117,6 @@ fn run(dir: &Path, script: &str) -> (bool, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
-}
-
-fn needs(tools: &[&str]) -> bool {
-    for t in tools {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            skip_or_fail(&format!(
-                "{t} is not installed (scripts/install-deps.sh installs it)"
-            ));
-            return false;
-        }
-    }
-    true
 }
 
 fn benign(tools: &[&str], script: &str) {

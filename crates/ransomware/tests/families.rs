@@ -75,10 +75,7 @@ fn scene(mode: RansomwareMode, trusted: Vec<(PathBuf, String)>, canaries: bool) 
     let monitor = match Monitor::start(settings, vault, vec![std::process::id()], tx) {
         Ok(m) => m,
         Err(e) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("CI=true and fanotify is unavailable: {e}");
-            }
-            eprintln!("skipping: fanotify is unavailable: {e}");
+            common::skip_or_fail(&format!("fanotify is unavailable: {e}"));
             return None;
         }
     };
@@ -231,15 +228,7 @@ families! {
 /// running it again is refused — and every document is back.
 #[test]
 fn a_script_encrypting_with_a_system_tool_is_blocked_as_the_script() {
-    let found = Command::new("sh")
-        .args(["-c", "command -v openssl"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("CI=true and openssl is not installed (scripts/install-deps.sh installs it)");
-        }
-        eprintln!("skipping: openssl is not installed");
+    if !common::needs(&["openssl"]) {
         return;
     }
     let Some(s) = scene(RansomwareMode::Block, Vec::new(), false) else {

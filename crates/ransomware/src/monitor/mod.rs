@@ -404,11 +404,11 @@ impl Monitor {
             );
         }
         {
-            // the copies kept on the openers' way reach the disk here, within a second
+            // upkeep off the openers' way: vault copies reach the disk here, within a second
             let (shared, stop) = (shared.clone(), stop.clone());
             threads.push(
                 std::thread::Builder::new()
-                    .name("ransomware-vault".into())
+                    .name("ransomware-upkeep".into())
                     .spawn(move || {
                         rampart_sys::block_signals_in_this_thread();
                         let tick = Duration::from_millis(50);

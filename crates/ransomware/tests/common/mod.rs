@@ -46,3 +46,28 @@ pub fn log() {
             .try_init();
     }
 }
+
+/// With `CI=true` a missing feature or tool fails the test; elsewhere it is skipped, saying why.
+pub fn skip_or_fail(why: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true and {why}");
+    }
+    eprintln!("skipping: {why}");
+}
+
+/// Whether every tool is installed (else skipped or failed, see [`skip_or_fail`]).
+pub fn needs(tools: &[&str]) -> bool {
+    for t in tools {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            skip_or_fail(&format!(
+                "{t} is not installed (scripts/install-deps.sh installs it)"
+            ));
+            return false;
+        }
+    }
+    true
+}
