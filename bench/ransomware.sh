@@ -109,8 +109,9 @@ for family in $FAMILIES; do
     prev=$dir
     checksums "$root$dir" >"$work/before"
     n0=$(incidents)
-    copy=$work/sim-$family-$round          # a program of its own: a blocked one stays blocked
-    cp "$sim" "$copy"
+    # a program of its own (a blocked program stays blocked, by content: the copy's bytes differ)
+    copy=$work/sim-$family-$round
+    cp "$sim" "$copy" && printf '\nbench copy %s\n' "$copy" >>"$copy"
     delay=0; [ "$family" = drip ] && delay=$DRIP_MS
     setsid "$copy" "$family" "$root$dir" --delay-ms "$delay" >"$out/sim-$family-$round.out" 2>&1 || true
     for _ in $(seq 1 600); do [ "$(incidents)" -gt "$n0" ] && break; sleep 0.1; done

@@ -159,14 +159,30 @@ async fn incidents_on_server(server: &TestServer) -> Vec<Incident> {
         .collect()
 }
 
+/// Writes a copy of the simulator of its own to `to`: the program, then `tag` (the loader reads
+/// no further than the program). A conviction blocks the program by content on the whole host:
+/// copies with the same bytes in two tests would stop each other's.
+fn simulator_copy(to: &Path, tag: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut bytes = std::fs::read(simulator()).unwrap();
+    bytes.extend(format!("\nrampart test copy: {tag}\n").as_bytes());
+    std::fs::write(to, bytes).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// Runs `family` from a fresh copy of the simulator (a program of its own: a blocked one stays
 /// blocked), in a session of its own as an attacker's program would run. Returns whether it
 /// finished its work and the files it reported done.
 fn attack(agent: &TestAgent, family: &str, docs: &Path) -> (bool, BTreeSet<PathBuf>) {
     let copy = agent.root().join(format!("sim-{family}"));
-    std::fs::copy(simulator(), &copy).unwrap();
+    simulator_copy(&copy, &copy.display().to_string());
+    run_simulator(&copy, family, docs)
+}
+
+/// Runs the simulator at `program` against `docs`, in a session of its own.
+fn run_simulator(program: &Path, family: &str, docs: &Path) -> (bool, BTreeSet<PathBuf>) {
     let out = Command::new("setsid")
-        .arg(&copy)
+        .arg(program)
         .arg(family)
         .arg(docs)
         .args(["--delay-ms", if family == "drip" { "300" } else { "0" }])
@@ -283,11 +299,44 @@ async fn every_family_is_stopped_and_undone_and_reported_to_the_server() {
             incident.files.len()
         );
     }
+    // after a restart the programs blocked stay blocked, by content: a copy of the first
+    // family's program at another path is stopped as it starts, and reported
+    agent.stop();
+    agent.start();
+    wait_for_mode(&agent, "block").await;
+    let before = snapshot(&docs);
+    let first = agent.root().join(format!("sim-{}", families[0]));
+    let copy = agent.root().join("a-renamed-copy");
+    simulator_copy(&copy, &first.display().to_string());
+    let (finished, _) = run_simulator(&copy, families[0], &docs);
+    assert!(
+        !finished,
+        "a copy of a blocked program ran to its end after a restart"
+    );
+    let incident = incident_number(
+        &server,
+        &agent,
+        families.len() + 1,
+        "the copy's incident on the server",
+    )
+    .await;
+    assert!(
+        incident
+            .evidence
+            .iter()
+            .any(|e| e.contains("blocked on this host")),
+        "{incident:#?}"
+    );
+    let (changed, extra) = differences(&before, &snapshot(&docs));
+    assert!(
+        changed.is_empty() && extra.is_empty(),
+        "the copy's work was not undone: {changed:?} {extra:?}\n{incident:#?}"
+    );
     // the agent's own list agrees with the server's
     let (ok, out, err) = run_cli(agent.root(), &["ransomware", "incidents", "--json"]);
     assert!(ok, "{out}{err}");
     let local: Vec<Value> = serde_json::from_str(&out).unwrap();
-    assert_eq!(local.len(), families.len(), "{out}");
+    assert_eq!(local.len(), families.len() + 1, "{out}");
     agent.stop();
 }
 

@@ -216,6 +216,12 @@ impl Ransomware {
             mode: policy.mode,
             canaries: policy.canaries,
             quarantine: self.paths.quarantine_dir.join("ransomware"),
+            // programs blocked before stay blocked (also across restarts and policy changes)
+            blocked: self
+                .incidents()
+                .into_iter()
+                .filter_map(|r| r.incident.blocked_file)
+                .collect(),
         }
     }
 

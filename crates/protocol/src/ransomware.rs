@@ -104,8 +104,23 @@ pub struct Incident {
     /// — the script or program leading its process group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked_program: Option<String>,
+    /// The file blocked (the executable, or the script), with its content hash: copies of it
+    /// are stopped as they start, on this host, also after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_file: Option<BlockedFile>,
     /// Every file it touched.
     pub files: Vec<IncidentFile>,
+}
+
+/// A program's file blocked from running on a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockedFile {
+    /// Where it was when it was blocked.
+    pub path: String,
+    /// Its content (SHA-256, hex): what a copy is recognised by.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 impl Incident {

@@ -51,6 +51,14 @@ pub enum Evidence {
     },
     /// A decoy document was changed, renamed or deleted.
     Canary(PathBuf),
+    /// A program blocked on this host started again, from this file (a copy, or the file
+    /// itself at another path).
+    BlockedProgram {
+        /// What ran.
+        file: PathBuf,
+        /// The program blocked, as it was named then.
+        blocked: String,
+    },
     /// A document deleted a moment ago was made again under its name by the same actor: a
     /// replacement (what `git checkout` and `tar -x` do), not a deletion; takes its deletion back.
     Recreated(PathBuf),
@@ -70,7 +78,7 @@ impl Evidence {
             Evidence::Recreated(_) => -0.05,
             Evidence::RansomNotes { folders, .. } if *folders >= 3 => THRESHOLD,
             Evidence::RansomNotes { .. } => 0.0,
-            Evidence::Canary(_) => THRESHOLD,
+            Evidence::Canary(_) | Evidence::BlockedProgram { .. } => THRESHOLD,
         }
     }
 
@@ -94,6 +102,10 @@ impl Evidence {
                 format!("note {name:?} dropped in {folders} folders")
             }
             Evidence::Canary(p) => format!("decoy document {} touched", p.display()),
+            Evidence::BlockedProgram { file, blocked } => format!(
+                "{} started: the same program as {blocked}, blocked on this host",
+                file.display()
+            ),
             Evidence::Recreated(p) => format!("{} made again after its deletion", p.display()),
         }
     }

@@ -12,6 +12,7 @@
 //! - [`respond`] stops an actor, [`restore`] puts back what it did.
 
 pub mod actor;
+pub mod blocklist;
 pub mod content;
 pub mod detector;
 pub mod doctype;

@@ -75,6 +75,7 @@ fn scene(mode: RansomwareMode, trusted: Vec<(PathBuf, String)>) -> Option<Scene>
         mode,
         canaries: true,
         quarantine: dir.path().join("quarantine"),
+        blocked: Vec::new(),
     };
     let vault = Vault::open(&dir.path().join("vault"), 64 << 20).unwrap();
     let (tx, incidents) = mpsc::channel();
@@ -385,7 +386,7 @@ fn documents_saved_by_rename_are_guarded_again() {
     );
     let saved = snapshot(&s.docs);
     let copy = s.docs.with_file_name("ransim-after-save");
-    std::fs::copy(simulator(), &copy).unwrap();
+    common::simulator_copy(&copy, &copy.display().to_string());
     let status = Command::new("setsid")
         .arg(&copy)
         .arg("inplace")

@@ -3,19 +3,20 @@
 //! lists what it touched. Needs root and fanotify permission events; with `CI=true` a missing
 //! feature fails the test, elsewhere it is skipped with the reason.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rampart_protocol::policy::{DocumentFamily, RansomwareMode};
-use rampart_protocol::ransomware::{FileOutcome, Incident};
+use rampart_protocol::ransomware::{BlockedFile, FileOutcome, Incident};
 use rampart_ransomware::doctype::DocumentTypes;
 use rampart_ransomware::monitor::{Monitor, Settings};
 use rampart_ransomware::vault::Vault;
 
 mod common;
-use common::{simulator, snapshot};
+use common::snapshot;
 
 /// A tree of documents in real formats: 60 in four folders.
 fn corpus(dir: &Path) {
@@ -57,8 +58,19 @@ impl Drop for Scene {
 }
 
 fn scene(mode: RansomwareMode, trusted: Vec<(PathBuf, String)>, canaries: bool) -> Option<Scene> {
-    common::log();
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    scene_in(dir, mode, trusted, canaries, Vec::new())
+}
+
+/// A scene in `dir`, with the programs `blocked` by an earlier run (what the agent keeps).
+fn scene_in(
+    dir: tempfile::TempDir,
+    mode: RansomwareMode,
+    trusted: Vec<(PathBuf, String)>,
+    canaries: bool,
+    blocked: Vec<BlockedFile>,
+) -> Option<Scene> {
+    common::log();
     let docs = dir.path().join("home");
     corpus(&docs);
     let vault = Vault::open(&dir.path().join("vault"), 64 << 20).unwrap();
@@ -70,6 +82,7 @@ fn scene(mode: RansomwareMode, trusted: Vec<(PathBuf, String)>, canaries: bool) 
         mode,
         canaries,
         quarantine: dir.path().join("quarantine"),
+        blocked,
     };
     let (tx, incidents) = mpsc::channel();
     let monitor = match Monitor::start(settings, vault, vec![std::process::id()], tx) {
@@ -98,7 +111,7 @@ fn scene(mode: RansomwareMode, trusted: Vec<(PathBuf, String)>, canaries: bool) 
 /// (convicted in one, stopped in both).
 fn attack(family: &str, dir: &Path) -> Child {
     let copy = dir.with_file_name(format!("ransim-{family}"));
-    std::fs::copy(simulator(), &copy).unwrap();
+    common::simulator_copy(&copy, &copy.display().to_string());
     Command::new("setsid")
         .arg(&copy)
         .arg(family)
@@ -279,4 +292,120 @@ fn a_script_encrypting_with_a_system_tool_is_blocked_as_the_script() {
         snapshot(&s.docs) == before,
         "the blocked script changed documents"
     );
+}
+
+/// Waits until the tree under `docs` is as `before` again.
+fn wait_restored(docs: &Path, before: &std::collections::BTreeMap<PathBuf, Vec<u8>>, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while snapshot(docs) != *before {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not restored: {:?}",
+            snapshot(docs).keys().collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `program` against `docs` as an attacker would (a session of its own, a file every
+/// 20 ms), to its end.
+fn run_encryptor(program: &Path, docs: &Path) -> ExitStatus {
+    Command::new("setsid")
+        .arg(program)
+        .args([
+            "inplace".as_ref(),
+            docs.as_os_str(),
+            "--delay-ms".as_ref(),
+            "20".as_ref(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+}
+
+/// A copy of a blocked program (another path, another inode, the same bytes) is stopped as it
+/// starts — convicted on the spot, its own file blocked too, what it changed restored — and a
+/// second run of the copy is refused.
+fn assert_copy_stopped(
+    s: &Scene,
+    before: &std::collections::BTreeMap<PathBuf, Vec<u8>>,
+    blocked: &Path,
+) {
+    let copy = s.docs.with_file_name("innocent-looking-tool");
+    common::simulator_copy(&copy, &blocked.display().to_string());
+    let status = run_encryptor(&copy, &s.docs);
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the copy ran: {status:?}"
+    );
+    let incident = s
+        .incidents
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the copy was not convicted");
+    assert!(
+        incident
+            .evidence
+            .iter()
+            .any(|e| e.contains("blocked on this host")),
+        "{incident:#?}"
+    );
+    assert_eq!(
+        incident.blocked_program.as_deref(),
+        Some(copy.to_str().unwrap()),
+        "{incident:#?}"
+    );
+    wait_restored(&s.docs, before, "after the copy");
+    eprintln!(
+        "the copy was stopped after {} changed document(s)",
+        incident.changed_before_conviction
+    );
+    let again = run_encryptor(&copy, &s.docs);
+    assert!(!again.success(), "the copy ran again: {again:?}");
+    assert!(snapshot(&s.docs) == *before, "the copy changed documents");
+}
+
+#[test]
+fn a_copy_of_a_blocked_program_is_stopped_as_it_starts() {
+    let Some(s) = scene(RansomwareMode::Block, Vec::new(), false) else {
+        return;
+    };
+    let before = snapshot(&s.docs);
+    let mut first = attack("inplace", &s.docs);
+    let incident = s
+        .incidents
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the simulator was not convicted");
+    let _ = first.wait();
+    let blocked = incident.blocked_file.clone().expect("no file blocked");
+    let attacker = s.docs.with_file_name("ransim-inplace");
+    assert_eq!(blocked.path, attacker.display().to_string());
+    assert_eq!(
+        Some(blocked.sha256),
+        rampart_ransomware::monitor::sha256_of(&attacker)
+    );
+    wait_restored(&s.docs, &before, "after the first attack");
+    assert_copy_stopped(&s, &before, &attacker);
+}
+
+/// What the agent keeps across a restart (its incident records): a monitor started with a
+/// program blocked before refuses that program where it is, and stops its copies.
+#[test]
+fn a_program_blocked_before_a_restart_stays_blocked() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let locker = dir.path().join("locker");
+    common::simulator_copy(&locker, &locker.display().to_string());
+    let blocked = rampart_ransomware::blocklist::blocked_file(&locker).unwrap();
+    let Some(s) = scene_in(dir, RansomwareMode::Block, Vec::new(), false, vec![blocked]) else {
+        return;
+    };
+    let before = snapshot(&s.docs);
+    let refused = run_encryptor(&locker, &s.docs);
+    assert!(!refused.success(), "the blocked program ran: {refused:?}");
+    assert!(
+        snapshot(&s.docs) == before,
+        "the blocked program changed documents"
+    );
+    assert_copy_stopped(&s, &before, &locker);
 }

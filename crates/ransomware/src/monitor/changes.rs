@@ -20,11 +20,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rampart_protocol::policy::RansomwareMode;
-use rampart_protocol::ransomware::{Incident, IncidentActor, Response};
+use rampart_protocol::ransomware::{BlockedFile, Incident, IncidentActor, Response};
 use rampart_sys::notify::{self, Change, Place};
 
 use super::{in_scope, watch_document, watch_folder, watch_tree, Convicted, Shared, Work};
 use crate::actor::{self, ActorKey};
+use crate::blocklist::Known;
 use crate::content::{self, Verdict, HEAD};
 use crate::detector::{Conviction, Evidence};
 use crate::doctype::DocumentTypes;
@@ -62,7 +63,8 @@ pub(crate) fn read(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>
     }
 }
 
-/// Records the forks the kernel announces, for [`inherited`].
+/// Records the forks the kernel announces, for [`inherited`], and looks at what each exec runs
+/// (a copy of a blocked program is stopped as it starts).
 pub(crate) fn forks(shared: &Shared, stop: &AtomicBool, forks: &rampart_sys::forks::Forks) {
     rampart_sys::block_signals_in_this_thread();
     while !stop.load(Ordering::SeqCst) {
@@ -77,6 +79,9 @@ pub(crate) fn forks(shared: &Shared, stop: &AtomicBool, forks: &rampart_sys::for
                         .lock()
                         .expect("lineage lock")
                         .record(&read.forks, Instant::now());
+                }
+                for pid in read.execs {
+                    exec(shared, pid);
                 }
             }
             Err(e) => {
@@ -793,7 +798,7 @@ fn convict(shared: &Shared, keys: &[ActorKey], c: Conviction) {
         [acting, leader]
             .into_iter()
             .flatten()
-            .find(|p| block_program(shared, p))
+            .find_map(|p| block_program(shared, &p).map(|f| (p, f)))
     } else {
         None
     };
@@ -833,7 +838,8 @@ fn convict(shared: &Shared, keys: &[ActorKey], c: Conviction) {
         convicted_ms: ms(convicted_at),
         changed_before_conviction: changed,
         program_blocked: blocked.is_some(),
-        blocked_program: blocked.map(|p| p.to_string()),
+        blocked_program: blocked.as_ref().map(|(p, _)| p.to_string()),
+        blocked_file: blocked.map(|(_, f)| f),
         files: Vec::new(),
     };
     tracing::warn!(
@@ -972,18 +978,33 @@ const SYSTEM_PROGRAMS: &[&str] = &[
 ];
 
 /// Blocks `program` from running again: its file (the executable, or the script) refuses every
-/// open but the agent's. Not for shells and interpreters themselves.
-fn block_program(shared: &Shared, program: &crate::actor::Program) -> bool {
+/// open but the agent's, and its copies are stopped as they start. Not for shells and
+/// interpreters themselves, nor for the system's own programs. Returns the file blocked.
+fn block_program(shared: &Shared, program: &crate::actor::Program) -> Option<BlockedFile> {
     if program.is_bare_interpreter() {
-        return false;
+        return None;
     }
     let file = program.script.as_deref().unwrap_or(&program.exe);
     // the system's own programs are not blocked (a tool the attack used, like openssl or
     // convert, is everyone's tool; the attacker's script or binary is blocked instead)
     if SYSTEM_PROGRAMS.iter().any(|d| file.starts_with(d)) {
         tracing::warn!(program = %file.display(), "not blocked: a program of the system");
-        return false;
+        return None;
     }
+    let blocked = crate::blocklist::blocked_file(file)?;
+    if !refuse(shared, file) {
+        return None;
+    }
+    shared
+        .blocklist
+        .lock()
+        .expect("blocklist lock")
+        .add(blocked.clone());
+    Some(blocked)
+}
+
+/// Makes the file at `file` refuse every open and exec but the agent's (by inode).
+pub(crate) fn refuse(shared: &Shared, file: &Path) -> bool {
     let Ok(m) = std::fs::metadata(file) else {
         return false;
     };
@@ -999,6 +1020,65 @@ fn block_program(shared: &Shared, program: &crate::actor::Program) -> bool {
         .blocked
         .insert((m.dev(), m.ino()));
     true
+}
+
+/// A process started a new program: a copy of a blocked one is convicted on the spot (stopped,
+/// its file blocked, whatever it changed already restored).
+fn exec(shared: &Shared, pid: u32) {
+    if shared.blocklist.lock().expect("blocklist lock").is_empty()
+        || shared.spare.read().expect("spare lock").contains(&pid)
+    {
+        return;
+    }
+    let Some(p) = actor::process(pid) else {
+        return;
+    };
+    if p.program.is_bare_interpreter() {
+        return;
+    }
+    // what it runs: the script, or the executable as mapped (even deleted or renamed since)
+    let file = p
+        .program
+        .script
+        .clone()
+        .unwrap_or_else(|| p.program.exe.clone());
+    let looked_at = match &p.program.script {
+        Some(script) => script.clone(),
+        None => PathBuf::from(format!("/proc/{pid}/exe")),
+    };
+    let mut list = shared.blocklist.lock().expect("blocklist lock");
+    let of = match list.known(&looked_at) {
+        Known::NotBlocked => return,
+        Known::CopyOf(of) => of,
+        // of a blocked program's size: frozen while its content is read, so that a copy does
+        // nothing meanwhile (a program of that size by chance goes on a few ms later)
+        Known::Unread => {
+            let _ = rampart_sys::kill(pid, libc::SIGSTOP);
+            match list.copy_of(&looked_at) {
+                Some(of) => of,
+                None => {
+                    let _ = rampart_sys::kill(pid, libc::SIGCONT);
+                    return;
+                }
+            }
+        }
+    };
+    drop(list);
+    let keys = p.keys();
+    {
+        let mut state = shared.state.lock().expect("state lock");
+        state.seen(&p);
+        state.remember(pid, &keys);
+    }
+    tracing::warn!(pid, program = %file.display(), blocked = %of.path, "ransomware: a blocked program started");
+    add(
+        shared,
+        &keys,
+        Evidence::BlockedProgram {
+            file,
+            blocked: of.path,
+        },
+    );
 }
 
 #[cfg(test)]

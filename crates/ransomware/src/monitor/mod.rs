@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rampart_protocol::policy::RansomwareMode;
-use rampart_protocol::ransomware::Incident;
+use rampart_protocol::ransomware::{BlockedFile, Incident};
 use rampart_sys::Handle;
 
 use crate::actor::{ActorKey, Program};
@@ -53,6 +53,9 @@ pub struct Settings {
     pub canaries: bool,
     /// Where files an actor made go.
     pub quarantine: PathBuf,
+    /// Programs blocked on this host before (by an earlier run): refused again, and their
+    /// copies stopped as they start.
+    pub blocked: Vec<BlockedFile>,
 }
 
 /// What the monitor reports about itself.
@@ -322,6 +325,8 @@ pub(crate) struct Shared {
     /// Whether the permission side holds openers (waiting for the queue to be judged).
     pub holding: AtomicBool,
     pub incident_count: AtomicUsize,
+    /// Programs blocked on this host, by content.
+    pub blocklist: Mutex<crate::blocklist::Blocklist>,
     /// Trusted executables' hashes, cached by (dev, ino, mtime).
     pub trusted_cache: Mutex<HashMap<(u64, u64, i64), bool>>,
     /// Who forked whom lately, and whether the kernel tells (the proc connector listens).
@@ -370,6 +375,7 @@ impl Monitor {
             ready: AtomicBool::new(false),
             holding: AtomicBool::new(false),
             incident_count: AtomicUsize::new(0),
+            blocklist: Mutex::new(crate::blocklist::Blocklist::default()),
             trusted_cache: Mutex::new(HashMap::new()),
             lineage: Mutex::new(crate::actor::Lineage::default()),
             lineage_live: AtomicBool::new(false),
@@ -377,6 +383,14 @@ impl Monitor {
             held: AtomicU64::new(0),
             held_us: AtomicU64::new(0),
         });
+        // programs blocked by an earlier run: refused again where they are, copies looked for
+        for b in shared.settings.blocked.clone() {
+            let at = Path::new(&b.path);
+            if crate::blocklist::blocked_file(at).is_some_and(|f| f.sha256 == b.sha256) {
+                changes::refuse(&shared, at);
+            }
+            shared.blocklist.lock().expect("blocklist lock").add(b);
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let stop_permission = Arc::new(AtomicBool::new(false));
         let (work, queue) = mpsc::channel();

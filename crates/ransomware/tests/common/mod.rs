@@ -20,6 +20,18 @@ pub fn simulator() -> PathBuf {
     bin
 }
 
+/// Writes a copy of the simulator of its own to `to`: the program, then `tag` (the loader reads
+/// no further than the program). A conviction blocks the convicted program by content on the
+/// whole host, so two tests whose copies had the same bytes would stop each other's; the same
+/// `tag` gives the same bytes.
+pub fn simulator_copy(to: &Path, tag: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut bytes = std::fs::read(simulator()).unwrap();
+    bytes.extend(format!("\nrampart test copy: {tag}\n").as_bytes());
+    std::fs::write(to, bytes).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// Every file below `dir` with its content.
 pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
