@@ -43,7 +43,8 @@ impl std::fmt::Display for Program {
     }
 }
 
-fn is_interpreter(exe: &Path) -> bool {
+/// Whether `exe` is an interpreter or shell (its identity is the script it runs).
+pub(crate) fn is_interpreter(exe: &Path) -> bool {
     let name = exe
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

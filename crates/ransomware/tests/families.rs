@@ -249,13 +249,10 @@ fn a_script_encrypting_with_a_system_tool_is_blocked_as_the_script() {
     };
     let before = snapshot(&s.docs);
     let script = s.docs.with_file_name("lock-everything.sh");
-    std::fs::write(
-        &script,
-        "for f in \"$1\"/*.txt \"$1\"/*/*.txt; do\n  \
+    let body = "for f in \"$1\"/*.txt \"$1\"/*/*.txt; do\n  \
          openssl enc -aes-256-cbc -pbkdf2 -pass pass:k -in \"$f\" -out \"$f.locked\" && rm \"$f\"\n\
-         done\n",
-    )
-    .unwrap();
+         done\n";
+    std::fs::write(&script, body).unwrap();
     let run = || {
         Command::new("setsid")
             .arg("sh")
@@ -292,6 +289,29 @@ fn a_script_encrypting_with_a_system_tool_is_blocked_as_the_script() {
         snapshot(&s.docs) == before,
         "the blocked script changed documents"
     );
+    // and a copy of the script under another name is stopped as it starts
+    let copy = s.docs.with_file_name("tidy-up.sh");
+    std::fs::write(&copy, body).unwrap();
+    let copied = Command::new("setsid")
+        .arg("sh")
+        .arg(&copy)
+        .arg(&s.docs)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!copied.success(), "a copy of the blocked script ran");
+    let incident = s
+        .incidents
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the script's copy was not convicted");
+    assert!(
+        incident
+            .evidence
+            .iter()
+            .any(|e| e.contains("blocked on this host")),
+        "{incident:#?}"
+    );
+    wait_restored(&s.docs, &before, "after the script's copy");
 }
 
 /// Waits until the tree under `docs` is as `before` again.

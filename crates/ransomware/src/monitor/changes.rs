@@ -1030,6 +1030,19 @@ fn exec(shared: &Shared, pid: u32) {
     {
         return;
     }
+    // most execs end here, after two system calls: a program of no blocked program's size
+    let running = PathBuf::from(format!("/proc/{pid}/exe"));
+    let exe = std::fs::read_link(&running).unwrap_or_default();
+    if !actor::is_interpreter(&exe)
+        && shared
+            .blocklist
+            .lock()
+            .expect("blocklist lock")
+            .known(&running)
+            == Known::NotBlocked
+    {
+        return;
+    }
     let Some(p) = actor::process(pid) else {
         return;
     };
@@ -1042,10 +1055,7 @@ fn exec(shared: &Shared, pid: u32) {
         .script
         .clone()
         .unwrap_or_else(|| p.program.exe.clone());
-    let looked_at = match &p.program.script {
-        Some(script) => script.clone(),
-        None => PathBuf::from(format!("/proc/{pid}/exe")),
-    };
+    let looked_at = p.program.script.clone().unwrap_or(running);
     let mut list = shared.blocklist.lock().expect("blocklist lock");
     let of = match list.known(&looked_at) {
         Known::NotBlocked => return,
