@@ -65,6 +65,23 @@ fn up_starts_a_server_and_an_enrolled_agent_and_down_stops_them() {
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["running"], true);
     assert_eq!(status["applied_policy_version"], 1);
+    // on the server's host the agent protects the server's data folder against ransomware too
+    let data = root.path().join("var/lib/rampart/server");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (ok, out, err) = run_cli(root.path(), &["ransomware", "status", "--json"]);
+        assert!(ok, "{err}");
+        let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let protected = s["protected"].as_array().cloned().unwrap_or_default();
+        if protected.iter().any(|f| f.as_str() == data.to_str()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server's data folder is not protected: {s}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     // the CLI session `up` saved works
     let (ok, list, err) = run_cli(root.path(), &["agents", "list", "--json"]);
     assert!(ok, "{err}");

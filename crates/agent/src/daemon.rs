@@ -445,9 +445,11 @@ async fn handle(request: Request, shared: &Shared) -> Reply {
             let incidents = shared.ransomware.incidents().len();
             let settings = shared.ransomware_settings();
             let (held, held_ms, backlog) = shared.ransomware.held();
+            // `folders` as the policy lists them, `protected` as protected on this host
             Reply::with_data(
                 status.reason.clone().unwrap_or_default(),
                 json!({"status": status, "incidents": incidents, "mode": settings.mode, "folders": settings.folders,
+                       "protected": shared.ransomware.protected_folders(),
                        "held": {"opens": held, "ms": held_ms}, "backlog": backlog}),
             )
         }

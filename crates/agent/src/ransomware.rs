@@ -292,6 +292,14 @@ impl Ransomware {
         }
     }
 
+    /// The folders protected now (below the root, the server's data folder on its host
+    /// included); none while the protection is not running.
+    pub fn protected_folders(&self) -> Vec<PathBuf> {
+        self.monitor()
+            .map(|(m, _)| m.folders().to_vec())
+            .unwrap_or_default()
+    }
+
     /// Opens held for judgement since the protection started, their waits in all (ms), and
     /// the changes waiting to be judged now.
     pub fn held(&self) -> (u64, u64, usize) {

@@ -83,6 +83,13 @@ pub async fn run(root: &Path, cmd: Command) -> Result<()> {
                 .map(|a| a.iter().filter_map(|f| f.as_str()).collect())
                 .unwrap_or_default();
             println!("  Folders    {}", folders.join(", "));
+            let protected: Vec<&str> = data["protected"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|f| f.as_str()).collect())
+                .unwrap_or_default();
+            if !protected.is_empty() && protected != folders {
+                println!("  Protected  {}", protected.join(", "));
+            }
             println!("  Incidents  {}", data["incidents"]);
             println!(
                 "  Held       {} open(s) waited for their actor's judgement, {} ms in all",

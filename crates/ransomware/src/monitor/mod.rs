@@ -496,6 +496,11 @@ impl Monitor {
         })
     }
 
+    /// The folders it protects (as given: those that exist are watched).
+    pub fn folders(&self) -> &[PathBuf] {
+        &self.shared.settings.folders
+    }
+
     /// What the monitor is doing.
     pub fn status(&self) -> Status {
         Status {
