@@ -128,10 +128,15 @@ pub struct Conviction {
 struct Score {
     value: f64,
     at: Instant,
+    /// When evidence last counted against it.
+    accused: Instant,
     first: Instant,
     evidence: Vec<Evidence>,
     convicted: bool,
 }
+
+/// How long after its last evidence an actor is still pressing (see [`Detector::pressing`]).
+pub const PRESSING_FOR: Duration = Duration::from_secs(5);
 
 /// How long a score keeps its full value before it starts to fade (evidence close together
 /// adds up exactly: two documents are two).
@@ -184,12 +189,14 @@ impl Detector {
             let s = self.scores.entry(key.clone()).or_insert(Score {
                 value: 0.0,
                 at: now,
+                accused: now,
                 first: now,
                 evidence: Vec::new(),
                 convicted: false,
             });
             s.value = s.faded(now) + weight;
             s.at = now;
+            s.accused = now;
             s.evidence.push(evidence.clone());
             if s.value >= THRESHOLD && !s.convicted && convicted.is_none() {
                 s.convicted = true;
@@ -218,6 +225,17 @@ impl Detector {
             .filter_map(|k| self.scores.get(k))
             .map(|s| s.faded(now))
             .fold(0.0, f64::max)
+    }
+
+    /// Whether any of `keys` has evidence against it that came in the last
+    /// [`PRESSING_FOR`]: an actor at work on documents now, whose next steps wait for the
+    /// judgement of its earlier ones. Evidence long past still counts towards a conviction,
+    /// but does not slow down what the actor does afterwards (a user's script that encrypted one
+    /// file with `gpg` and then edits documents for an hour).
+    pub fn pressing(&self, keys: &[ActorKey], now: Instant) -> bool {
+        keys.iter()
+            .filter_map(|k| self.scores.get(k))
+            .any(|s| s.faded(now) > 0.0 && now.duration_since(s.accused) < PRESSING_FOR)
     }
 
     /// Whether any of `keys` was convicted.
@@ -266,6 +284,24 @@ mod tests {
             .is_none());
         // another actor is untouched
         assert!(!d.is_convicted(&group(8)));
+    }
+
+    #[test]
+    fn an_actor_presses_only_while_its_evidence_is_fresh() {
+        let mut d = Detector::new();
+        let t = Instant::now();
+        d.add(&group(7), Evidence::EncryptedFile("a.gpg".into()), t);
+        assert!(d.pressing(&group(7), t + Duration::from_secs(1)));
+        assert!(!d.pressing(&group(8), t));
+        // later: still a suspect (its score counts towards a conviction), no longer pressing
+        let later = t + PRESSING_FOR + Duration::from_millis(1);
+        assert!(!d.pressing(&group(7), later));
+        assert!(d.score(&group(7), later) > 0.0);
+        // evidence taken back does not make it press again; new evidence does
+        d.add(&group(7), Evidence::Recreated("b".into()), later);
+        assert!(!d.pressing(&group(7), later));
+        d.add(&group(7), Evidence::Encrypted("c".into()), later);
+        assert!(d.pressing(&group(7), later));
     }
 
     #[test]

@@ -289,15 +289,24 @@ impl State {
         self.keys_of.get(&pid).map(|(k, _)| k.clone())
     }
 
+    /// Whether the next steps of the actor with `keys` wait until its earlier ones are judged:
+    /// evidence against it came in lately ([`Detector::pressing`]), or a verdict on it is
+    /// pending. `except` as for [`State::suspect`].
+    pub fn held_back(&self, keys: &[ActorKey], except: Option<(u64, u64)>) -> bool {
+        self.detector.pressing(keys, Instant::now()) || self.pending_for(keys, except)
+    }
+
+    fn pending_for(&self, keys: &[ActorKey], except: Option<(u64, u64)>) -> bool {
+        self.pending
+            .iter()
+            .any(|p| Some((p.dev, p.ino)) != except && p.keys.iter().any(|k| keys.contains(k)))
+    }
+
     /// Whether the actor with `keys` is under suspicion: evidence against it, or a verdict on it
     /// pending. `except`: an inode whose own pending verdict does not count (the actor writing
     /// again what it emptied).
     pub fn suspect(&self, keys: &[ActorKey], except: Option<(u64, u64)>) -> bool {
-        self.detector.score(keys, Instant::now()) > 0.0
-            || self
-                .pending
-                .iter()
-                .any(|p| Some((p.dev, p.ino)) != except && p.keys.iter().any(|k| keys.contains(k)))
+        self.detector.score(keys, Instant::now()) > 0.0 || self.pending_for(keys, except)
     }
 }
 

@@ -210,7 +210,7 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
         if is_convicted(&state, &keys) {
             return if block { Answer::Deny } else { Answer::Allow };
         }
-        if state.suspect(&keys, None) || (is_dir && unjudged) {
+        if state.held_back(&keys, None) || (is_dir && unjudged) {
             return Answer::Hold(keys, p.pgid);
         }
         return Answer::Allow;
@@ -279,7 +279,7 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
     if audit {
         return Answer::Allow;
     }
-    if state.suspect(&keys, Some((dev, ino))) || writing > 2 || unjudged {
+    if state.held_back(&keys, Some((dev, ino))) || writing > 2 || unjudged {
         return Answer::Hold(keys, p.pgid);
     }
     Answer::Allow
