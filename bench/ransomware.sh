@@ -9,8 +9,11 @@
 #  2. Benign work: each workload of the benign set in a protected folder (false convictions
 #     counted), and the same without the agent, ROUNDS times each: medians and the ratio.
 #
-# Usage: bench/ransomware.sh      (DOCS=2000 ROUNDS=3 FAMILIES="inplace rename …" WORKLOADS="tar …";
-#        PERF=1 records the agent with perf during each protected workload)
+# Usage: bench/ransomware.sh      (DOCS=2000 ROUNDS=3 FAMILIES="inplace rename …" WORKLOADS="tar …"
+#        — WORKLOADS=read, not in the default set, reads every document five times: the cost of
+#        one permission event per open, the worst case;
+#        PERF=1 records the agent with perf during each protected workload, PERF=system the
+#        whole machine)
 # Results: target/bench-ransomware/DATE/ (table.md, detection.tsv, incidents.json, agent.log, the
 # simulator's and each workload's output). Needs root.
 set -euo pipefail
@@ -147,6 +150,7 @@ workload() { # NAME DIR (the corpus is in DIR/src)
            && git checkout -qb other && find Documents -name '*.txt' | sed -n '1,50p' | while read -r f; do echo more >>"$f"; done \
            && git -c user.name=b -c user.email=b@example.org commit -qam two && git checkout -q - && git gc -q \
            && cd .. && git clone -q repo copy && cd copy && git checkout -q other ;;
+    read) for _ in 1 2 3 4 5; do find src -type f -print0 | xargs -0 cat >/dev/null; done ;;
     rsync) rsync -a src/ mirror/ && find src -name '*.md' | while read -r f; do echo changed >>"$f"; done && rsync -a src/ mirror/ ;;
     sqlite) sqlite3 app.db 'create table t(k integer primary key, v text)' \
            && for i in $(seq 1 200); do sqlite3 app.db "insert into t(v) values ('row $i')"; done \
@@ -214,10 +218,12 @@ run_workloads() { # MODE BASE
     sync
     settle
     [ "$mode" = on ] && h0=$(held_now)
-    # PERF=1: where the agent spends its time during each protected workload (perf report -i)
+    # PERF=1: where the agent spends its time during each protected workload (perf report -i);
+    # PERF=system: where everything does
     perf_pid=
-    if [ "$mode" = on ] && [ "${PERF:-0}" = 1 ]; then
-      perf record -q -g -o "$out/perf-$w-$round.data" -p "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "$root/var/lib/rampart/agent/status.json")" >/dev/null 2>&1 &
+    if [ "$mode" = on ] && [ "${PERF:-0}" != 0 ]; then
+      if [ "$PERF" = system ]; then who=(-a); else who=(-p "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "$root/var/lib/rampart/agent/status.json")"); fi
+      perf record -q -g -o "$out/perf-$w-$round.data" "${who[@]}" >/dev/null 2>&1 &
       perf_pid=$!
       sleep 0.5
     fi

@@ -160,6 +160,52 @@ pub fn own_event_fd(fd: i32) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// What `fstat` tells of an open file (without the descriptor copy `File::metadata` needs).
+#[derive(Debug, Clone, Copy)]
+pub struct Stat {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mode: u32,
+}
+
+impl Stat {
+    /// The device.
+    pub fn dev(&self) -> u64 {
+        self.dev
+    }
+    /// The inode.
+    pub fn ino(&self) -> u64 {
+        self.ino
+    }
+    /// The size in bytes.
+    pub fn len(&self) -> u64 {
+        self.size
+    }
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+    /// Whether it is a folder.
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+}
+
+/// `fstat` of an open descriptor.
+pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<Stat> {
+    // SAFETY: libc::stat is plain data; zero is a valid start for every field.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is a live descriptor, st a valid out-pointer of the right type.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(Stat {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        size: st.st_size as u64,
+        mode: st.st_mode,
+    })
+}
+
 /// Closes a raw descriptor received in a fanotify event.
 pub fn close_raw(fd: i32) {
     // SAFETY: the event's descriptor was opened for us by the kernel and is closed once here.

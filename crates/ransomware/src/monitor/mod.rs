@@ -762,6 +762,12 @@ fn place_canaries(shared: &Shared, dir: &Path) {
         let path = dir.join(name);
         if !path.exists() {
             if let Err(e) = std::fs::write(&path, content) {
+                // a folder closed to writers (the server's data folder, under the server's
+                // self-protection) needs no decoy: nobody can change what is in it
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    tracing::debug!(path = %path.display(), "no decoy in a folder closed to writers");
+                    break;
+                }
                 tracing::warn!(path = %path.display(), error = %e, "cannot place a decoy document");
                 continue;
             }

@@ -7,7 +7,6 @@
 //! [`HOLD_AT_MOST`](super::HOLD_AT_MOST)), so that it cannot get ahead of its judgement.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
@@ -105,6 +104,12 @@ fn events(buf: &[u8]) -> Vec<(OwnedFd, u32)> {
     out
 }
 
+/// Whether any actor is under suspicion (when none is, reads need no looking at).
+fn any_suspect(shared: &Shared) -> bool {
+    let state = shared.state.lock().expect("state lock");
+    state.detector.any_suspect() || !state.pending.is_empty()
+}
+
 fn answer_now(shared: &Shared, fd: &OwnedFd, allow: bool) {
     use std::os::fd::AsRawFd;
     if let Err(e) = rampart_sys::fanotify_answer(&shared.perm, fd.as_raw_fd(), allow) {
@@ -138,43 +143,56 @@ fn release(shared: &Shared, held: &mut Vec<Held>) {
 }
 
 fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Work>) -> Answer {
+    let Ok(meta) = rampart_sys::fstat(fd) else {
+        return Answer::Allow;
+    };
+    let is_dir = meta.is_dir();
+    let blocked = {
+        let state = shared.state.lock().expect("state lock");
+        !state.blocked.is_empty() && state.blocked.contains(&(meta.dev(), meta.ino()))
+    };
+    // the common case first, with what the event gives and one read of the opener's system
+    // call: a document read while no actor is under suspicion is let through (held, so that a
+    // deletion after it loses nothing)
+    let mut kind = None;
+    if !blocked && !is_dir {
+        if let Ok(dup) = fd.try_clone_to_owned() {
+            shared.holds.keep(meta.dev(), meta.ino(), dup);
+        }
+        let k = open_kind(tid);
+        if matches!(k, OpenKind::Read | OpenKind::FlagChange) && !any_suspect(shared) {
+            return Answer::Allow;
+        }
+        kind = Some(k);
+    }
     let pid = tgid_of(tid).unwrap_or(tid);
     if shared.spare.read().expect("spare lock").contains(&pid) {
         return Answer::Allow;
     }
-    let Ok(meta) = std::fs::File::from(fd.try_clone_to_owned().expect("dup")).metadata() else {
-        return Answer::Allow;
-    };
     // a blocked program: not opened, not run, by anyone
-    {
-        let state = shared.state.lock().expect("state lock");
-        if !state.blocked.is_empty() && state.blocked.contains(&(meta.dev(), meta.ino())) {
-            return Answer::Deny;
-        }
+    if blocked {
+        return Answer::Deny;
     }
     let block = shared.settings.mode == RansomwareMode::Block;
     let audit = shared.settings.mode == RansomwareMode::Audit;
-    let is_dir = meta.is_dir();
     // whoever works near documents may delete them next: they are held
     if is_dir {
         super::hold_folder(shared, fd, (meta.dev(), meta.ino()));
-    } else if let Ok(dup) = fd.try_clone_to_owned() {
-        shared.holds.keep(meta.dev(), meta.ino(), dup);
+    } else if kind.is_none() {
+        if let Ok(dup) = fd.try_clone_to_owned() {
+            shared.holds.keep(meta.dev(), meta.ino(), dup);
+        }
     }
-    let kind = if is_dir {
-        OpenKind::Read
-    } else {
-        open_kind(tid)
+    let kind = match kind {
+        Some(k) => k,
+        None if is_dir => OpenKind::Read,
+        None => open_kind(tid),
     };
     // changes not read yet: whoever made them may be about to be judged on them, so a folder
     // or a document is not opened for anyone's next step until they are
     let unjudged = !audit && rampart_sys::poll_readable(&shared.notify, 0);
     if matches!(kind, OpenKind::Read | OpenKind::FlagChange) {
-        let suspects = {
-            let state = shared.state.lock().expect("state lock");
-            state.detector.any_suspect() || !state.pending.is_empty()
-        };
-        let may_wait = suspects || (is_dir && unjudged);
+        let may_wait = any_suspect(shared) || (is_dir && unjudged);
         // whoever lists a folder may delete what is in it and be gone before the deletions
         // are read (a wiper takes microseconds): it is named now, once per process
         if is_dir {
