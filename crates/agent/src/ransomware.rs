@@ -16,7 +16,7 @@ use std::time::Duration;
 use rampart_protocol::checkin::{ProtectionState, ProtectionStatus};
 use rampart_protocol::events::{RANSOMWARE_INCIDENT, RANSOMWARE_RESTORED};
 use rampart_protocol::policy::{RansomwareMode, RansomwareSettings};
-use rampart_protocol::ransomware::Incident;
+use rampart_protocol::ransomware::{BlockedFile, Incident};
 use rampart_ransomware::doctype::DocumentTypes;
 use rampart_ransomware::holds::Holds;
 use rampart_ransomware::monitor::{self, Monitor, Settings};
@@ -208,6 +208,14 @@ impl Ransomware {
         if server_data.is_dir() && !folders.iter().any(|f| server_data.starts_with(f)) {
             folders.push(server_data);
         }
+        // programs blocked before stay blocked (also across restarts and policy changes), until
+        // the policy trusts them: how an operator lifts a block
+        let blocked = still_blocked(
+            self.incidents()
+                .into_iter()
+                .filter_map(|r| r.incident.blocked_file),
+            &trusted,
+        );
         Settings {
             folders,
             types: DocumentTypes::new(&policy.document_types, &policy.extra_extensions),
@@ -216,12 +224,7 @@ impl Ransomware {
             mode: policy.mode,
             canaries: policy.canaries,
             quarantine: self.paths.quarantine_dir.join("ransomware"),
-            // programs blocked before stay blocked (also across restarts and policy changes)
-            blocked: self
-                .incidents()
-                .into_iter()
-                .filter_map(|r| r.incident.blocked_file)
-                .collect(),
+            blocked,
         }
     }
 
@@ -417,6 +420,23 @@ impl Ransomware {
     }
 }
 
+/// The programs blocked by earlier incidents that stay blocked: all but those the policy now
+/// trusts (by content), once each.
+fn still_blocked(
+    blocked: impl Iterator<Item = BlockedFile>,
+    trusted: &[(PathBuf, String)],
+) -> Vec<BlockedFile> {
+    let mut out: Vec<BlockedFile> = Vec::new();
+    for b in blocked {
+        if trusted.iter().any(|(_, h)| *h == b.sha256) {
+            tracing::info!(program = %b.path, "a program blocked earlier is trusted by the policy: no longer blocked");
+        } else if !out.iter().any(|o| o.sha256 == b.sha256 && o.path == b.path) {
+            out.push(b);
+        }
+    }
+    out
+}
+
 /// `path` (absolute) below `root`.
 pub fn under_root(root: &Path, path: &str) -> PathBuf {
     root.join(path.trim_start_matches('/'))
@@ -433,5 +453,30 @@ mod tests {
             PathBuf::from("/tmp/t/home")
         );
         assert_eq!(under_root(Path::new("/"), "/home"), PathBuf::from("/home"));
+    }
+
+    #[test]
+    fn a_block_lasts_until_the_policy_trusts_the_program() {
+        let file = |path: &str, sha256: &str| BlockedFile {
+            path: path.into(),
+            sha256: sha256.into(),
+            size: 7,
+        };
+        let earlier = vec![
+            file("/tmp/locker", "aa"),
+            file("/tmp/locker", "aa"), // two incidents of one program
+            file("/home/u/tool", "bb"),
+        ];
+        let none = still_blocked(earlier.clone().into_iter(), &[]);
+        assert_eq!(
+            none,
+            vec![file("/tmp/locker", "aa"), file("/home/u/tool", "bb")]
+        );
+        // trusted by content, wherever the policy says it lives
+        let trusted = [(PathBuf::from("/opt/tool"), "bb".to_owned())];
+        assert_eq!(
+            still_blocked(earlier.into_iter(), &trusted),
+            vec![file("/tmp/locker", "aa")]
+        );
     }
 }
