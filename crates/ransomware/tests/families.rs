@@ -300,10 +300,16 @@ fn a_script_encrypting_with_a_system_tool_is_blocked_as_the_script() {
         .status()
         .unwrap();
     assert!(!copied.success(), "a copy of the blocked script ran");
+    blocked_copy_incident(&s, "the script's copy");
+    wait_restored(&s.docs, &before, "after the script's copy");
+}
+
+/// The next incident, which must be the conviction of a copy of a blocked program (`what`).
+fn blocked_copy_incident(s: &Scene, what: &str) -> Incident {
     let incident = s
         .incidents
         .recv_timeout(Duration::from_secs(30))
-        .expect("the script's copy was not convicted");
+        .unwrap_or_else(|_| panic!("{what} was not convicted"));
     assert!(
         incident
             .evidence
@@ -311,7 +317,7 @@ fn a_script_encrypting_with_a_system_tool_is_blocked_as_the_script() {
             .any(|e| e.contains("blocked on this host")),
         "{incident:#?}"
     );
-    wait_restored(&s.docs, &before, "after the script's copy");
+    incident
 }
 
 /// Waits until the tree under `docs` is as `before` again.
@@ -360,17 +366,7 @@ fn assert_copy_stopped(
         Some(libc::SIGKILL),
         "the copy ran: {status:?}"
     );
-    let incident = s
-        .incidents
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the copy was not convicted");
-    assert!(
-        incident
-            .evidence
-            .iter()
-            .any(|e| e.contains("blocked on this host")),
-        "{incident:#?}"
-    );
+    let incident = blocked_copy_incident(s, "the copy");
     assert_eq!(
         incident.blocked_program.as_deref(),
         Some(copy.to_str().unwrap()),

@@ -789,9 +789,6 @@ fn convict(shared: &Shared, keys: &[ActorKey], c: Conviction) {
     } else {
         Vec::new()
     };
-    let sha256 = program
-        .as_ref()
-        .and_then(|p| super::sha256_of(p.script.as_deref().unwrap_or(&p.exe)));
     // blocked: that program, or — a tool of the system, which is everyone's — the group's
     // leader (the attacker's script)
     let blocked = if block {
@@ -802,6 +799,11 @@ fn convict(shared: &Shared, keys: &[ActorKey], c: Conviction) {
     } else {
         None
     };
+    // the named program's content: read once (blocking it read it already, most often)
+    let sha256 = program.as_ref().and_then(|p| match &blocked {
+        Some((b, f)) if b == p => Some(f.sha256.clone()),
+        _ => super::sha256_of(p.script.as_deref().unwrap_or(&p.exe)),
+    });
     let changed = {
         let mut state = shared.state.lock().expect("state lock");
         state.convicted.push(all_keys.clone());

@@ -151,43 +151,36 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
         let state = shared.state.lock().expect("state lock");
         !state.blocked.is_empty() && state.blocked.contains(&(meta.dev(), meta.ino()))
     };
-    // the common case first, with what the event gives and one read of the opener's system
-    // call: a document read while no actor is under suspicion is let through (held, so that a
-    // deletion after it loses nothing)
-    let mut kind = None;
-    if !blocked && !is_dir {
+    // a blocked program: not opened, not run, by anyone but the agent
+    if blocked {
+        let pid = tgid_of(tid).unwrap_or(tid);
+        let spare = shared.spare.read().expect("spare lock").contains(&pid);
+        return if spare { Answer::Allow } else { Answer::Deny };
+    }
+    // whoever works near documents may delete them next: they are held
+    let kind = if is_dir {
+        OpenKind::Read
+    } else {
         if let Ok(dup) = fd.try_clone_to_owned() {
             shared.holds.keep(meta.dev(), meta.ino(), dup);
         }
-        let k = open_kind(tid);
-        if matches!(k, OpenKind::Read | OpenKind::FlagChange) && !any_suspect(shared) {
+        // the common case, with what the event gives and one read of the opener's system
+        // call: a document read while no actor is under suspicion is let through
+        let kind = open_kind(tid);
+        if matches!(kind, OpenKind::Read | OpenKind::FlagChange) && !any_suspect(shared) {
             return Answer::Allow;
         }
-        kind = Some(k);
-    }
+        kind
+    };
     let pid = tgid_of(tid).unwrap_or(tid);
     if shared.spare.read().expect("spare lock").contains(&pid) {
         return Answer::Allow;
     }
-    // a blocked program: not opened, not run, by anyone
-    if blocked {
-        return Answer::Deny;
-    }
     let block = shared.settings.mode == RansomwareMode::Block;
     let audit = shared.settings.mode == RansomwareMode::Audit;
-    // whoever works near documents may delete them next: they are held
     if is_dir {
         super::hold_folder(shared, fd, (meta.dev(), meta.ino()));
-    } else if kind.is_none() {
-        if let Ok(dup) = fd.try_clone_to_owned() {
-            shared.holds.keep(meta.dev(), meta.ino(), dup);
-        }
     }
-    let kind = match kind {
-        Some(k) => k,
-        None if is_dir => OpenKind::Read,
-        None => open_kind(tid),
-    };
     // changes not read yet: whoever made them may be about to be judged on them, so a folder
     // or a document is not opened for anyone's next step until they are
     let unjudged = !audit && rampart_sys::poll_readable(&shared.notify, 0);
