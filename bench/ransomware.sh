@@ -67,11 +67,17 @@ total=$(find "$corpus" -type f | wc -l)
 tar -C "$corpus" -cf "$work/corpus.tar" .
 rm -rf "$corpus"
 
+# each workload's tree goes once it is timed, so every workload meets a host with the corpus's
+# documents and no more: removed by a copy of rm the policy trusts (an administrator's cleanup;
+# an untrusted rm of thousands of documents is a wiper)
+cp "$(command -v rm)" "$work/bench-rm"
+
 # --- server and agent ------------------------------------------------------------------------
 policy() { # FOLDER
   r policy set - >/dev/null <<JSON
 {"checkin": {"interval_seconds": 1}, "unload": {"password": "$password"},
- "ransomware": {"mode": "block", "folders": ["$1"]}}
+ "ransomware": {"mode": "block", "folders": ["$1"],
+                "trusted_programs": [{"path": "$work/bench-rm", "sha256": "$(sha256sum "$work/bench-rm" | cut -d' ' -f1)"}]}}
 JSON
 }
 # waits until the agent protects FOLDER and has walked it
@@ -236,6 +242,7 @@ run_workloads() { # MODE BASE
       h1=$(held_now)
       held[$w]+="$(python3 -c "a, b = '$h0'.split(), '$h1'.split(); print(f'{int(b[0]) - int(a[0])}/{int(b[1]) - int(a[1])}')") "
     fi
+    "$work/bench-rm" -rf "$d"
   done
 }
 

@@ -445,12 +445,15 @@ async fn handle(request: Request, shared: &Shared) -> Reply {
             let incidents = shared.ransomware.incidents().len();
             let settings = shared.ransomware_settings();
             let (held, held_ms, backlog) = shared.ransomware.held();
+            let monitor = shared.ransomware.monitor_status();
             // `folders` as the policy lists them, `protected` as protected on this host
             Reply::with_data(
                 status.reason.clone().unwrap_or_default(),
                 json!({"status": status, "incidents": incidents, "mode": settings.mode, "folders": settings.folders,
                        "protected": shared.ransomware.protected_folders(),
-                       "held": {"opens": held, "ms": held_ms}, "backlog": backlog}),
+                       "held": {"opens": held, "ms": held_ms}, "backlog": backlog,
+                       "calm": monitor.map(|m| json!({"folders": m.calm_folders, "guarded": m.guarded,
+                           "permission_events": m.permission_events, "lease_breaks": m.lease_breaks}))}),
             )
         }
         Request::RansomwareIncidents => {

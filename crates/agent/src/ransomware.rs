@@ -311,6 +311,11 @@ impl Ransomware {
             .map_or((0, 0, 0), |s| (s.held, s.held_ms, s.backlog))
     }
 
+    /// What the monitor reports about itself, while it runs.
+    pub fn monitor_status(&self) -> Option<rampart_ransomware::monitor::Status> {
+        self.monitor().map(|(m, _)| m.status())
+    }
+
     fn monitor(&self) -> Option<(Arc<Monitor>, RansomwareSettings)> {
         let running = self.running.lock().expect("running lock");
         let r = running.as_ref()?;

@@ -108,8 +108,14 @@ pub fn process(pid: u32) -> Option<Process> {
     // never as one group with everything else so placed
     let pgid = if pgid == 0 { pid } else { pgid };
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-    let cmdline: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
+    // the first 8 KiB of it: enough to name a script and show the command (`xargs cat`
+    // gives thousands of arguments, and this is read on an opener's way)
+    let mut head = Vec::new();
+    if let Ok(f) = std::fs::File::open(format!("/proc/{pid}/cmdline")) {
+        use std::io::Read;
+        let _ = f.take(CMDLINE_AT_MOST).read_to_end(&mut head);
+    }
+    let cmdline: Vec<String> = head
         .split(|b| *b == 0)
         .filter(|a| !a.is_empty())
         .map(|a| String::from_utf8_lossy(a).into_owned())
@@ -127,6 +133,9 @@ pub fn process(pid: u32) -> Option<Process> {
         cmdline,
     })
 }
+
+/// How much of a command line is read.
+const CMDLINE_AT_MOST: u64 = 8192;
 
 /// The script an interpreter runs: its first argument that is not an option, as a path
 /// relative to the process's working folder; none for `-c` and interactive use.

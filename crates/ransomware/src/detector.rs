@@ -244,6 +244,14 @@ impl Detector {
             .any(|k| self.scores.get(k).is_some_and(|s| s.convicted))
     }
 
+    /// Whether any actor had evidence against it lately (within [`PRESSING_FOR`]; a conviction
+    /// is the last evidence).
+    pub fn any_pressing(&self, now: Instant) -> bool {
+        self.scores
+            .values()
+            .any(|s| now.duration_since(s.accused) < PRESSING_FOR)
+    }
+
     /// Whether any actor has evidence at all (when none has, reads need no looking at).
     pub fn any_suspect(&self) -> bool {
         !self.scores.is_empty()
@@ -297,6 +305,9 @@ mod tests {
         let later = t + PRESSING_FOR + Duration::from_millis(1);
         assert!(!d.pressing(&group(7), later));
         assert!(d.score(&group(7), later) > 0.0);
+        assert!(d.any_pressing(t + Duration::from_secs(1)));
+        assert!(!d.any_pressing(later), "an old score holds nothing back");
+        assert!(d.any_suspect());
         // evidence taken back does not make it press again; new evidence does
         d.add(&group(7), Evidence::Recreated("b".into()), later);
         assert!(!d.pressing(&group(7), later));

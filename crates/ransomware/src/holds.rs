@@ -7,9 +7,14 @@
 //! `O_PATH` descriptor, which costs no permission event and no link: hard links would make tools
 //! that refuse files with several links, gzip among them, skip documents). Holds last a minute
 //! after the last such access, longer while an incident needs them.
+//!
+//! Guards are holds of another kind: a descriptor on every document, open for reading, with a
+//! read lease on it ([`rampart_sys::lease`]). They last as long as the document is one; while
+//! its folder is calm (see the monitor) they are what keeps its original before it changes:
+//! an open for writing waits on the lease until the agent has the content.
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -24,6 +29,17 @@ struct Hold {
     pinned: bool,
 }
 
+struct Guard {
+    fd: OwnedFd,
+    pinned: bool,
+}
+
+#[derive(Default)]
+struct Guards {
+    by_inode: HashMap<(u64, u64), Guard>,
+    by_fd: HashMap<i32, (u64, u64)>,
+}
+
 /// The holds, by (device, inode), at most [`Holds::max`] of them: each is a descriptor, and a
 /// process out of descriptors cannot read its fanotify events (which would leave every opener
 /// of a guarded file waiting).
@@ -34,6 +50,9 @@ pub struct Holds {
     /// document frees its inode, work the filesystem does in the closing thread — which must not
     /// be the one answering openers.
     released: Mutex<Vec<OwnedFd>>,
+    guards: Mutex<Guards>,
+    /// At most this many guards (each a descriptor).
+    guard_max: usize,
 }
 
 impl Default for Holds {
@@ -43,19 +62,156 @@ impl Default for Holds {
 }
 
 impl Holds {
-    /// No holds; at most half of this process's descriptors (and 65,536) will be used for them.
+    /// No holds. Of this process's descriptors, 4,096 are left for everything else (a
+    /// permission event the agent cannot take a descriptor for is refused by the kernel), a
+    /// quarter of the rest (at most 65,536) may be holds, and what remains guards.
     pub fn new() -> Holds {
-        let limit = rampart_sys::open_files_limit() / 2;
-        Holds::with_max(limit.clamp(256, 1 << 16) as usize)
+        let usable = rampart_sys::open_files_limit().saturating_sub(4096);
+        let max = (usable / 4).clamp(256, 1 << 16);
+        let mut holds = Holds::with_max(max as usize);
+        holds.guard_max = usable.saturating_sub(max) as usize;
+        holds
     }
 
-    /// No holds; at most `max` at once.
+    /// No holds; at most `max` at once (and as many guards).
     pub fn with_max(max: usize) -> Holds {
         Holds {
             held: Mutex::new(HashMap::new()),
             max,
             released: Mutex::new(Vec::new()),
+            guards: Mutex::new(Guards::default()),
+            guard_max: max,
         }
+    }
+
+    /// Guards the document at `path`: a descriptor open for reading with a read lease on it.
+    /// Returns its (device, inode), or why not (`EAGAIN`: it is open for writing now; `EMFILE`:
+    /// no guard left).
+    pub fn guard(&self, path: &Path) -> std::io::Result<(u64, u64)> {
+        let fd = rampart_sys::lease::open_for_lease(path)?;
+        let m = rampart_sys::fstat(fd.as_fd())?;
+        if !m.is_file() {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let key = (m.dev(), m.ino());
+        let mut guards = self.guards.lock().expect("guards lock");
+        if guards.by_inode.contains_key(&key) {
+            return Ok(key);
+        }
+        if guards.by_inode.len() >= self.guard_max {
+            return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
+        }
+        rampart_sys::lease::take_read_lease(fd.as_fd())?;
+        guards.by_fd.insert(fd.as_raw_fd(), key);
+        // a plain hold on it is not needed any more
+        let pinned = match self.held.lock().expect("holds lock").remove(&key) {
+            Some(h) => {
+                self.released.lock().expect("holds lock").push(h.fd);
+                h.pinned
+            }
+            None => false,
+        };
+        guards.by_inode.insert(key, Guard { fd, pinned });
+        Ok(key)
+    }
+
+    /// Whether (`dev`, `ino`) is guarded.
+    pub fn is_guarded(&self, dev: u64, ino: u64) -> bool {
+        self.guards
+            .lock()
+            .expect("guards lock")
+            .by_inode
+            .contains_key(&(dev, ino))
+    }
+
+    /// The guards whose descriptor is one of `fds` (their leases are being broken), or every
+    /// guard whose lease is being broken when `fds` is `None`.
+    pub fn breaking(&self, fds: Option<&[i32]>) -> Vec<(u64, u64)> {
+        let guards = self.guards.lock().expect("guards lock");
+        match fds {
+            Some(fds) => fds
+                .iter()
+                .filter_map(|fd| guards.by_fd.get(fd).copied())
+                .collect(),
+            None => guards
+                .by_inode
+                .iter()
+                .filter(|(_, g)| rampart_sys::lease::lease_is_breaking(g.fd.as_fd()))
+                .map(|(k, _)| *k)
+                .collect(),
+        }
+    }
+
+    /// A copy of the guard's descriptor (to read the document through it; the lease ends only
+    /// once every copy is closed).
+    pub fn guard_fd(&self, dev: u64, ino: u64) -> Option<OwnedFd> {
+        let guards = self.guards.lock().expect("guards lock");
+        guards
+            .by_inode
+            .get(&(dev, ino))
+            .and_then(|g| g.fd.try_clone().ok())
+    }
+
+    /// Lets the lease on (`dev`, `ino`) go at once (the writer waiting on it goes on), keeping
+    /// the inode held an ordinary way. Returns whether it was guarded.
+    pub fn unguard(&self, dev: u64, ino: u64) -> bool {
+        let Some(g) = self.take_guard(dev, ino) else {
+            return false;
+        };
+        let plain = rampart_sys::reopen_path(g.fd.as_fd());
+        if let Ok(fd) = plain {
+            self.keep(dev, ino, fd);
+            if g.pinned {
+                self.pin(dev, ino);
+            }
+        }
+        // closing the descriptor ends the lease
+        drop(g.fd);
+        true
+    }
+
+    /// The document guarded as (`dev`, `ino`) is gone from its place (deleted, or replaced by
+    /// another file): its guard becomes an ordinary hold.
+    pub fn guard_to_hold(&self, dev: u64, ino: u64) {
+        if let Some(g) = self.take_guard(dev, ino) {
+            self.keep(dev, ino, g.fd);
+            if g.pinned {
+                self.pin(dev, ino);
+            }
+        }
+    }
+
+    /// The document guarded as (`dev`, `ino`) is gone, and nothing needs it: its guard is let
+    /// go (closed off the openers' way, like released holds).
+    pub fn drop_guard(&self, dev: u64, ino: u64) {
+        if let Some(g) = self.take_guard(dev, ino) {
+            if g.pinned {
+                self.keep(dev, ino, g.fd);
+                self.pin(dev, ino);
+            } else {
+                self.released.lock().expect("holds lock").push(g.fd);
+            }
+        }
+    }
+
+    fn take_guard(&self, dev: u64, ino: u64) -> Option<Guard> {
+        let mut guards = self.guards.lock().expect("guards lock");
+        let g = guards.by_inode.remove(&(dev, ino))?;
+        guards.by_fd.remove(&g.fd.as_raw_fd());
+        Some(g)
+    }
+
+    /// The descriptors of the guards of `keys`.
+    pub fn fds_of(&self, keys: &[(u64, u64)]) -> std::collections::HashSet<i32> {
+        let guards = self.guards.lock().expect("guards lock");
+        keys.iter()
+            .filter_map(|k| guards.by_inode.get(k).map(|g| g.fd.as_raw_fd()))
+            .collect()
+    }
+
+    /// How many documents are guarded.
+    pub fn guarded(&self) -> usize {
+        self.guards.lock().expect("guards lock").by_inode.len()
     }
 
     /// How many holds there may be at once.
@@ -69,6 +225,11 @@ impl Holds {
     /// for the sorting once per thousands of opens, not on each); if every hold is needed, the
     /// new one is not taken.
     pub fn keep(&self, dev: u64, ino: u64, fd: OwnedFd) {
+        if self.is_guarded(dev, ino) {
+            // guarded already, for as long as it is a document
+            self.released.lock().expect("holds lock").push(fd);
+            return;
+        }
         let now = Instant::now();
         let until = now + HOLD_FOR;
         let mut held = self.held.lock().expect("holds lock");
@@ -113,6 +274,9 @@ impl Holds {
             // already held: extend
             let m = std::fs::symlink_metadata(path).ok()?;
             let key = (m.dev(), m.ino());
+            if self.is_guarded(key.0, key.1) {
+                return Some(key);
+            }
             let mut held = self.held.lock().expect("holds lock");
             if let Some(h) = held.get_mut(&key) {
                 h.until = h.until.max(Instant::now() + HOLD_FOR);
@@ -127,6 +291,16 @@ impl Holds {
 
     /// Keeps the hold on (`dev`, `ino`) until [`Holds::unpin`] (an incident needs it).
     pub fn pin(&self, dev: u64, ino: u64) -> bool {
+        if let Some(g) = self
+            .guards
+            .lock()
+            .expect("guards lock")
+            .by_inode
+            .get_mut(&(dev, ino))
+        {
+            g.pinned = true;
+            return true;
+        }
         match self.held.lock().expect("holds lock").get_mut(&(dev, ino)) {
             Some(h) => {
                 h.pinned = true;
@@ -138,6 +312,15 @@ impl Holds {
 
     /// Lets a pinned hold expire again.
     pub fn unpin(&self, dev: u64, ino: u64) {
+        if let Some(g) = self
+            .guards
+            .lock()
+            .expect("guards lock")
+            .by_inode
+            .get_mut(&(dev, ino))
+        {
+            g.pinned = false;
+        }
         if let Some(h) = self.held.lock().expect("holds lock").get_mut(&(dev, ino)) {
             h.pinned = false;
         }
@@ -145,6 +328,15 @@ impl Holds {
 
     /// A path through which the held inode's content can be read (also once it is deleted).
     pub fn reader(&self, dev: u64, ino: u64) -> Option<PathBuf> {
+        if let Some(g) = self
+            .guards
+            .lock()
+            .expect("guards lock")
+            .by_inode
+            .get(&(dev, ino))
+        {
+            return Some(PathBuf::from(format!("/proc/self/fd/{}", g.fd.as_raw_fd())));
+        }
         self.held
             .lock()
             .expect("holds lock")

@@ -91,6 +91,9 @@ fn scene(mode: RansomwareMode, trusted: Vec<(PathBuf, String)>) -> Option<Scene>
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(10));
     }
+    if mode != RansomwareMode::Strict {
+        common::wait_calm(&monitor);
+    }
     Some(Scene {
         dir,
         docs,
@@ -407,4 +410,64 @@ fn documents_saved_by_rename_are_guarded_again() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// While no one is under suspicion the folders are calm: reading their documents raises no
+/// permission event at all (a lease guards each document instead). A write still has the
+/// original kept before the document changes — the lease makes the writer wait — and the
+/// writer who closes it is given that original; then the folders are alert until it is quiet
+/// again.
+#[test]
+fn calm_folders_cost_readers_nothing_and_still_keep_originals() {
+    let Some(s) = scene(RansomwareMode::Block, Vec::new()) else {
+        return;
+    };
+    let m = s.monitor.as_ref().unwrap();
+    let calm = m.status();
+    assert!(calm.guarded >= 300, "documents are guarded: {calm:?}");
+    let (ok, out) = run(
+        &s.docs,
+        "for i in 1 2 3; do cat *.txt projects/*.txt letters/*.txt > /dev/null; done",
+    );
+    assert!(ok, "{out}");
+    let read = m.status();
+    // 675 documents read; the folders the shell lists are still seen (a few events)
+    assert!(
+        read.permission_events - calm.permission_events < 20,
+        "reads in calm folders raised permission events: {calm:?} then {read:?}"
+    );
+    assert_eq!(
+        read.lease_breaks, calm.lease_breaks,
+        "reading broke a lease"
+    );
+    // a truncating write: the original is in the vault before the document changes
+    let doc = s.docs.join("letters/note-7.txt");
+    let original = std::fs::read(&doc).unwrap();
+    let (ok, out) = run(
+        &s.docs,
+        "printf 'rewritten by hand\\n' > letters/note-7.txt",
+    );
+    assert!(ok, "{out}");
+    assert_eq!(std::fs::read(&doc).unwrap(), b"rewritten by hand\n");
+    let wrote = m.status();
+    assert!(wrote.lease_breaks > read.lease_breaks, "{wrote:?}");
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&original))
+    };
+    assert_eq!(
+        std::fs::read(m.vault().copy_path(&sha)).ok().as_deref(),
+        Some(&original[..]),
+        "the original was not kept before the write"
+    );
+    assert!(
+        s.incidents
+            .recv_timeout(Duration::from_millis(500))
+            .is_err(),
+        "an edit was convicted"
+    );
+    // quiet again: calm again, the rewritten document guarded again
+    common::wait_calm(m);
+    let again = m.status();
+    assert!(again.guarded >= calm.guarded, "{calm:?} then {again:?}");
 }

@@ -97,6 +97,9 @@ fn scene_in(
         assert!(Instant::now() < deadline, "the monitor did not get ready");
         std::thread::sleep(Duration::from_millis(10));
     }
+    if mode != RansomwareMode::Strict {
+        common::wait_calm(&monitor);
+    }
     Some(Scene {
         _dir: dir,
         docs,

@@ -7,13 +7,14 @@
 #![allow(unsafe_code)]
 
 pub mod forks;
+pub mod lease;
 pub mod notify;
 pub mod open;
 
 use std::ffi::CString;
 use std::io;
 
-fn check(ret: libc::c_int) -> io::Result<()> {
+pub(crate) fn check(ret: libc::c_int) -> io::Result<()> {
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -42,7 +43,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-fn cpath(path: &Path) -> io::Result<CString> {
+pub(crate) fn cpath(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path with a NUL byte"))
 }
@@ -167,6 +168,7 @@ pub struct Stat {
     ino: u64,
     size: u64,
     mode: u32,
+    ctime: (i64, i64),
 }
 
 impl Stat {
@@ -190,6 +192,14 @@ impl Stat {
     pub fn is_dir(&self) -> bool {
         self.mode & libc::S_IFMT == libc::S_IFDIR
     }
+    /// Whether it is a regular file.
+    pub fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+    /// When its status last changed (seconds, nanoseconds).
+    pub fn ctime(&self) -> (i64, i64) {
+        self.ctime
+    }
 }
 
 /// `fstat` of an open descriptor.
@@ -203,6 +213,7 @@ pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<Stat> {
         ino: st.st_ino,
         size: st.st_size as u64,
         mode: st.st_mode,
+        ctime: (st.st_ctime, st.st_ctime_nsec),
     })
 }
 
@@ -772,6 +783,19 @@ pub fn fanotify_mount_group() -> io::Result<OwnedFd> {
         )
     })?;
     Ok(group)
+}
+
+/// A new `O_PATH` descriptor on what `fd` is open as (not sharing its open file: a lease on
+/// `fd` ends when `fd` is closed, whatever this one does).
+pub fn reopen_path(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let p = cpath(Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())))?;
+    // SAFETY: p is a valid NUL-terminated path; the magic link is followed to the open file.
+    let fd = unsafe { libc::open(p.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor this function owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// An `O_PATH` descriptor on `path` (links not followed): it names the inode without opening

@@ -273,7 +273,27 @@ fn change(shared: &Shared, c: Change) {
     // the agent's own changes (restores, quarantine) and trusted programs: only bookkeeping
     let keys = keys_of(shared, c.pid);
     tracing::debug!(pid = c.pid, mask = c.mask, path = %path.display(), actor = ?keys, "change");
-    let order = Order::of(c.mask, is_dir, std::fs::symlink_metadata(&path).is_ok());
+    let now_there = std::fs::symlink_metadata(&path).ok();
+    let order = Order::of(c.mask, is_dir, now_there.is_some());
+    if !is_dir && c.mask & (libc::FAN_DELETE | libc::FAN_CLOSE_WRITE) != 0 {
+        let doc = shared.docs.read().expect("docs lock").get(&path).cloned();
+        if let Some(d) = doc {
+            let same = now_there
+                .as_ref()
+                .is_some_and(|m| (m.dev(), m.ino()) == (d.dev, d.ino));
+            if !same && keys.is_none() {
+                // deleted or replaced by the agent or a trusted program: let it go
+                shared.holds.drop_guard(d.dev, d.ino);
+            } else if !same {
+                // deleted or replaced: what is left of it is held a while, no longer guarded
+                shared.holds.guard_to_hold(d.dev, d.ino);
+            } else if c.mask & libc::FAN_CLOSE_WRITE != 0 && !shared.holds.is_guarded(d.dev, d.ino)
+            {
+                // written and closed: guarded again (its lease went when it was opened)
+                super::calm::guard(shared, &path);
+            }
+        }
+    }
     if order == Order::DeletedThenMade {
         if let Some(keys) = &keys {
             deleted(shared, keys, &path);
@@ -423,6 +443,8 @@ fn moved(shared: &Shared, from: &Path, to: &Path, is_dir: bool) {
 
 fn add(shared: &Shared, keys: &[ActorKey], evidence: Evidence) {
     tracing::debug!(?keys, evidence = %evidence.describe(), weight = evidence.weight(), "ransomware: evidence");
+    // evidence: every open is seen again (and the actor's held while it is judged)
+    super::calm::alert(shared);
     let conviction = {
         let mut state = shared.state.lock().expect("state lock");
         state.detector.add(keys, evidence, Instant::now())
@@ -459,6 +481,24 @@ fn closed(shared: &Shared, keys: &[ActorKey], path: &Path) {
                 Some((d.dev, d.ino, m.len(), hold))
             }),
     };
+    // the original kept when it broke the document's lease (its folder calm then)
+    let claimed = found.as_ref().and_then(|(dev, ino, _, _)| {
+        let u = shared
+            .unclaimed
+            .lock()
+            .expect("unclaimed lock")
+            .remove(&(*dev, *ino))?;
+        Some((*dev, *ino, u))
+    });
+    if let Some((dev, ino, u)) = claimed {
+        let mut state = shared.state.lock().expect("state lock");
+        state
+            .kept
+            .entry((group, dev, ino))
+            .or_insert_with(|| u.kept.clone());
+        drop(state);
+        opened(shared, 0, keys, u.path, dev, ino, Some(u.kept));
+    }
     let (kept, made) = {
         let mut state = shared.state.lock().expect("state lock");
         let kept = found
@@ -1021,6 +1061,10 @@ pub(crate) fn refuse(shared: &Shared, file: &Path) -> bool {
         .expect("state lock")
         .blocked
         .insert((m.dev(), m.ino()));
+    // its folder's permission events are never silenced
+    if let Some(dir) = file.parent() {
+        super::calm::never_calm(shared, dir);
+    }
     true
 }
 

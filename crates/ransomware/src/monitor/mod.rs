@@ -14,6 +14,7 @@
 //! On conviction (block mode) the actor is stopped, its program blocked, every file it touched
 //! restored, and an [`Incident`] sent; in audit mode the incident is sent and nothing else.
 
+mod calm;
 mod changes;
 mod permission;
 
@@ -76,6 +77,14 @@ pub struct Status {
     pub held_ms: u64,
     /// Changes read and waiting to be judged (a tree just unpacked gives thousands).
     pub backlog: usize,
+    /// Documents guarded by a lease (see `calm`).
+    pub guarded: usize,
+    /// Folders calm now: their documents' opens raise no permission event.
+    pub calm_folders: usize,
+    /// Permission events answered so far.
+    pub permission_events: u64,
+    /// Leases broken so far (a guarded document opened for writing or truncated).
+    pub lease_breaks: u64,
 }
 
 /// A convicted actor, and the plan that restores its files (for `rampart ransomware restore`).
@@ -346,6 +355,13 @@ pub(crate) struct Shared {
     /// Opens held so far, and their waits in microseconds.
     pub held: AtomicU64,
     pub held_us: AtomicU64,
+    /// Calm folders (see [`calm`]).
+    pub calm: Mutex<calm::Calm>,
+    /// Originals kept at a lease break, by (device, inode), until the writer is named.
+    pub unclaimed: Mutex<HashMap<(u64, u64), calm::Unclaimed>>,
+    /// Leases broken, and permission events answered, so far.
+    pub breaks: AtomicU64,
+    pub permission_events: AtomicU64,
 }
 
 /// The running monitor.
@@ -391,6 +407,10 @@ impl Monitor {
             backlog: AtomicUsize::new(0),
             held: AtomicU64::new(0),
             held_us: AtomicU64::new(0),
+            calm: Mutex::new(calm::Calm::default()),
+            unclaimed: Mutex::new(HashMap::new()),
+            breaks: AtomicU64::new(0),
+            permission_events: AtomicU64::new(0),
         });
         // programs blocked by an earlier run: refused again where they are, copies looked for
         for b in shared.settings.blocked.clone() {
@@ -426,6 +446,24 @@ impl Monitor {
                     .spawn(move || changes::judge(&shared, &stop, queue))?,
             );
         }
+        // documents guarded by leases, folders made calm while no one is suspect (not in strict
+        // mode: only a permission event refuses an open)
+        let leases = shared.settings.mode != RansomwareMode::Strict
+            && match rampart_sys::lease::LeaseBreaks::get() {
+                Ok(breaks) => {
+                    let (shared, stop) = (shared.clone(), stop.clone());
+                    threads.push(
+                        std::thread::Builder::new()
+                            .name("ransomware-leases".into())
+                            .spawn(move || calm::run(&shared, &stop, breaks))?,
+                    );
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "ransomware: no leases: every open of a document waits on a permission event");
+                    false
+                }
+            };
         {
             // upkeep off the openers' way: vault copies reach the disk here, within a second
             let (shared, stop) = (shared.clone(), stop.clone());
@@ -436,8 +474,13 @@ impl Monitor {
                         rampart_sys::block_signals_in_this_thread();
                         let tick = Duration::from_millis(50);
                         let mut since = Instant::now();
+                        let mut calmed = Instant::now();
                         while !stop.load(Ordering::SeqCst) {
                             std::thread::sleep(tick);
+                            if leases && calmed.elapsed() >= Duration::from_millis(500) {
+                                calm::settle(&shared);
+                                calmed = Instant::now();
+                            }
                             // and the holds let go are closed here, off the openers' way
                             shared.holds.close_released();
                             if since.elapsed() >= crate::vault::SYNC_EVERY {
@@ -520,6 +563,10 @@ impl Monitor {
             held: self.shared.held.load(Ordering::Relaxed),
             held_ms: self.shared.held_us.load(Ordering::Relaxed) / 1000,
             backlog: self.shared.backlog.load(Ordering::SeqCst),
+            guarded: self.shared.holds.guarded(),
+            calm_folders: calm::calm_folders(&self.shared),
+            permission_events: self.shared.permission_events.load(Ordering::Relaxed),
+            lease_breaks: self.shared.breaks.load(Ordering::Relaxed),
         }
     }
 
@@ -704,16 +751,22 @@ pub(crate) fn watch_document(shared: &Shared, path: &Path) -> bool {
     let Ok(m) = std::fs::symlink_metadata(path) else {
         return false;
     };
-    if let Err(e) = rampart_sys::fanotify_mark_inode(&shared.perm, libc::FAN_OPEN_PERM, path) {
-        tracing::warn!(path = %path.display(), error = %e, "cannot guard a document");
-    }
-    shared.docs.write().expect("docs lock").insert(
+    let old = shared.docs.write().expect("docs lock").insert(
         path.to_path_buf(),
         Doc {
             dev: m.dev(),
             ino: m.ino(),
         },
     );
+    // another inode was this document (a save by rename): its guard becomes a hold
+    if let Some(old) = old.filter(|o| (o.dev, o.ino) != (m.dev(), m.ino())) {
+        shared.holds.guard_to_hold(old.dev, old.ino);
+    }
+    // guarded first (the guard's own open is then no permission event), then marked
+    calm::guard(shared, path);
+    if let Err(e) = rampart_sys::fanotify_mark_inode(&shared.perm, libc::FAN_OPEN_PERM, path) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot guard a document");
+    }
     true
 }
 

@@ -48,6 +48,7 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>)
             // waiting opener for a moment, which hides what the others are doing)
             let mut answers = Vec::new();
             for (fd, tid) in events(&buf[..n]) {
+                shared.permission_events.fetch_add(1, Ordering::Relaxed);
                 let answer = decide(shared, fd.as_fd(), tid, work);
                 answers.push((fd, answer));
             }
@@ -104,10 +105,12 @@ fn events(buf: &[u8]) -> Vec<(OwnedFd, u32)> {
     out
 }
 
-/// Whether any actor is under suspicion (when none is, reads need no looking at).
+/// Whether any actor may have its reads held: evidence against it came in lately, or a verdict
+/// on it is pending (when none may, reads need no looking at — an old score, or a conviction
+/// whose processes are stopped, holds nothing back).
 fn any_suspect(shared: &Shared) -> bool {
     let state = shared.state.lock().expect("state lock");
-    state.detector.any_suspect() || !state.pending.is_empty()
+    state.detector.any_pressing(Instant::now()) || !state.pending.is_empty()
 }
 
 fn answer_now(shared: &Shared, fd: &OwnedFd, allow: bool) {
@@ -161,8 +164,10 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
     let kind = if is_dir {
         OpenKind::Read
     } else {
-        if let Ok(dup) = fd.try_clone_to_owned() {
-            shared.holds.keep(meta.dev(), meta.ino(), dup);
+        if !shared.holds.is_guarded(meta.dev(), meta.ino()) {
+            if let Ok(dup) = fd.try_clone_to_owned() {
+                shared.holds.keep(meta.dev(), meta.ino(), dup);
+            }
         }
         // the common case, with what the event gives and one read of the opener's system
         // call: a document read while no actor is under suspicion is let through
@@ -173,7 +178,12 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
         kind
     };
     let pid = tgid_of(tid).unwrap_or(tid);
+    let writes = !is_dir && !matches!(kind, OpenKind::Read | OpenKind::FlagChange);
     if shared.spare.read().expect("spare lock").contains(&pid) {
+        if writes {
+            // the agent's own write (a restore): no lease to wait on
+            shared.holds.unguard(meta.dev(), meta.ino());
+        }
         return Answer::Allow;
     }
     let block = shared.settings.mode == RansomwareMode::Block;
@@ -231,6 +241,8 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
         return Answer::Allow;
     };
     if is_trusted(shared, &p.program, pid) {
+        // nothing to keep for a trusted program: no lease to wait on either
+        shared.holds.unguard(meta.dev(), meta.ino());
         return Answer::Allow;
     }
     if shared.settings.mode == RansomwareMode::Strict {
@@ -273,6 +285,8 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
     } else {
         None
     };
+    // the original is kept and the writer known: its lease would only make it wait again
+    shared.holds.unguard(dev, ino);
     let mut state = shared.state.lock().expect("state lock");
     state.remember(pid, &keys);
     state.seen(&p);

@@ -83,3 +83,18 @@ pub fn needs(tools: &[&str]) -> bool {
     }
     true
 }
+
+/// Waits until `monitor`'s folders are calm — no one under suspicion for a moment, documents
+/// guarded by leases and their opens costing no permission event — the state an attack on a
+/// quiet host meets.
+pub fn wait_calm(monitor: &rampart_ransomware::monitor::Monitor) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while monitor.status().calm_folders == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the folders did not become calm: {:?}",
+            monitor.status()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,337 @@
+//! Calm folders: while no actor is under suspicion, documents cost their readers nothing.
+//!
+//! The permission side sees every open of a guarded document — one round trip to the agent per
+//! open, 46–64 µs on our machines, which a program that reads thousands of small documents
+//! (rsync, `gzip -r`, git, a backup) pays thousands of times. Yet while nothing is suspect, only
+//! an open that may *change* a document matters, and the kernel can single those out itself: a
+//! read lease ([`rampart_sys::lease`]) makes every open for writing and every truncation wait
+//! for the holder, and lets reads through untouched.
+//!
+//! So every document also has a **guard** (a descriptor with a read lease, see
+//! [`holds`](crate::holds)), and a folder whose documents are all guarded is made **calm**: an
+//! ignore mark on the folder silences the permission events of the documents in it. In a calm
+//! folder:
+//! - a read costs an ignore-mask test in the kernel (about 1 µs);
+//! - an open for writing, or a truncation, breaks the lease: the writer waits while the lease
+//!   thread keeps the document's content in the vault, makes **every** folder alert again (the
+//!   permission side sees and holds every open from then on, as before), and lets the lease go;
+//!   whoever then closes the document after writing is given that kept original;
+//! - a deletion or a rename over the document loses nothing: the guard keeps the inode.
+//!
+//! Folders become calm again once no actor has had evidence against it for
+//! [`CALM_AFTER`], nothing waits to be judged and nothing is held. Never calm: folders in
+//! `strict` mode (only a permission event can refuse an open), folders with a document that
+//! could not be guarded (open for writing at the time, or no descriptor left), folders holding a
+//! blocked program.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rampart_protocol::policy::RansomwareMode;
+
+use super::Shared;
+use crate::vault::Kept;
+
+/// How long after the last evidence or lease break folders stay alert.
+pub const CALM_AFTER: Duration = Duration::from_secs(2);
+
+/// How long an original kept at a lease break waits for the writer to be named.
+const UNCLAIMED_FOR: Duration = Duration::from_secs(120);
+
+/// The calm folders and what the lease side kept.
+pub(crate) struct Calm {
+    /// Folders with an ignore mark now, by (device, inode), through their descriptor (a folder's
+    /// path may change under a mark).
+    ignoring: HashMap<(u64, u64), OwnedFd>,
+    /// Folders never made calm (a blocked program is in them).
+    never: HashSet<PathBuf>,
+    /// When the last evidence or lease break came.
+    alerted: Instant,
+    /// What the last look found: documents known, guarded, folders made alert since (nothing
+    /// changed: nothing to look at again).
+    looked: Option<(usize, usize, u64)>,
+    /// Folders made alert one by one, so far.
+    alerted_folders: u64,
+}
+
+impl Default for Calm {
+    fn default() -> Self {
+        Calm {
+            ignoring: HashMap::new(),
+            never: HashSet::new(),
+            alerted: Instant::now(),
+            looked: None,
+            alerted_folders: 0,
+        }
+    }
+}
+
+/// An original kept at a lease break, not yet given to the actor that changed the document.
+#[derive(Debug, Clone)]
+pub(crate) struct Unclaimed {
+    pub path: PathBuf,
+    pub kept: Kept,
+    pub at: Instant,
+}
+
+/// The mask a calm folder ignores on its documents.
+const SILENCED: u64 = libc::FAN_OPEN_PERM;
+
+/// Makes every folder alert (permission events for every document again), before anything that
+/// may need them: evidence came, or a document is being opened for writing.
+pub(crate) fn alert(shared: &Shared) {
+    let mut calm = shared.calm.lock().expect("calm lock");
+    calm.alerted = Instant::now();
+    if !calm.ignoring.is_empty() {
+        tracing::debug!(folders = calm.ignoring.len(), "ransomware: folders alert");
+    }
+    for (_, fd) in calm.ignoring.drain() {
+        let _ =
+            rampart_sys::lease::fanotify_ignore_children(&shared.perm, SILENCED, fd.as_fd(), false);
+    }
+}
+
+/// Makes folder `dir` alert (one of its documents could not be guarded).
+pub(crate) fn alert_folder(shared: &Shared, dir: &Path) {
+    let Ok(m) = std::fs::symlink_metadata(dir) else {
+        return;
+    };
+    let mut calm = shared.calm.lock().expect("calm lock");
+    calm.alerted_folders += 1;
+    if let Some(fd) = calm.ignoring.remove(&(m.dev(), m.ino())) {
+        let _ =
+            rampart_sys::lease::fanotify_ignore_children(&shared.perm, SILENCED, fd.as_fd(), false);
+    }
+}
+
+/// Folder `dir` is never made calm (a blocked program is in it); made alert now.
+pub(crate) fn never_calm(shared: &Shared, dir: &Path) {
+    shared
+        .calm
+        .lock()
+        .expect("calm lock")
+        .never
+        .insert(dir.to_path_buf());
+    alert_folder(shared, dir);
+}
+
+use std::os::unix::fs::MetadataExt;
+
+/// Whether folders may be calm now: no actor under fresh suspicion, nothing waiting to be judged
+/// or held, and quiet for [`CALM_AFTER`].
+fn may_calm(shared: &Shared, now: Instant) -> bool {
+    if shared.settings.mode == RansomwareMode::Strict
+        || !shared.ready.load(Ordering::SeqCst)
+        || shared.holding.load(Ordering::SeqCst)
+        || shared.backlog.load(Ordering::SeqCst) > 0
+    {
+        return false;
+    }
+    let state = shared.state.lock().expect("state lock");
+    !state.detector.any_pressing(now) && state.pending.is_empty() && state.finishing.is_empty()
+}
+
+/// Makes calm every folder whose documents are all guarded, if the time is right. Returns how
+/// many folders are calm.
+pub(crate) fn settle(shared: &Shared) -> usize {
+    let now = Instant::now();
+    if !may_calm(shared, now) {
+        return shared.calm.lock().expect("calm lock").ignoring.len();
+    }
+    // under the lock throughout: a document that cannot be guarded makes its folder alert under
+    // it too, so no folder is made calm past one of its documents
+    let mut calm = shared.calm.lock().expect("calm lock");
+    if now.duration_since(calm.alerted) < CALM_AFTER {
+        return calm.ignoring.len();
+    }
+    let seen = (
+        shared.docs.read().expect("docs lock").len(),
+        shared.holds.guarded(),
+        calm.alerted_folders,
+    );
+    if !calm.ignoring.is_empty() && calm.looked == Some(seen) {
+        return calm.ignoring.len();
+    }
+    calm.looked = Some(seen);
+    let mut guarded: HashSet<PathBuf> = HashSet::new();
+    let mut unguarded: HashSet<PathBuf> = HashSet::new();
+    for (path, d) in shared.docs.read().expect("docs lock").iter() {
+        let Some(dir) = path.parent() else { continue };
+        if shared.holds.is_guarded(d.dev, d.ino) {
+            guarded.insert(dir.to_path_buf());
+        } else {
+            unguarded.insert(dir.to_path_buf());
+        }
+    }
+    for dir in guarded {
+        if unguarded.contains(&dir) || calm.never.contains(&dir) {
+            continue;
+        }
+        // calm already (a stat, not an open: an open is a permission event)
+        if std::fs::symlink_metadata(&dir)
+            .is_ok_and(|m| calm.ignoring.contains_key(&(m.dev(), m.ino())))
+        {
+            continue;
+        }
+        let Ok(fd) = rampart_sys::lease::open_dir(&dir) else {
+            continue;
+        };
+        let Ok(m) = rampart_sys::fstat(fd.as_fd()) else {
+            continue;
+        };
+        let key = (m.dev(), m.ino());
+        if calm.ignoring.contains_key(&key) {
+            continue;
+        }
+        match rampart_sys::lease::fanotify_ignore_children(&shared.perm, SILENCED, fd.as_fd(), true)
+        {
+            Ok(()) => {
+                calm.ignoring.insert(key, fd);
+            }
+            Err(e) => {
+                tracing::debug!(dir = %dir.display(), error = %e, "ransomware: a folder cannot be calm");
+            }
+        }
+    }
+    calm.ignoring.len()
+}
+
+/// How many folders are calm.
+pub(crate) fn calm_folders(shared: &Shared) -> usize {
+    shared.calm.lock().expect("calm lock").ignoring.len()
+}
+
+/// Guards the document at `path` (see [`crate::holds::Holds::guard`]); when it cannot be, its
+/// folder is made alert, so that no calm folder has a document without a guard.
+pub(crate) fn guard(shared: &Shared, path: &Path) {
+    if shared.settings.mode == RansomwareMode::Strict {
+        return;
+    }
+    if let Err(e) = shared.holds.guard(path) {
+        tracing::debug!(path = %path.display(), error = %e, "ransomware: a document is not guarded");
+        if let Some(dir) = path.parent() {
+            alert_folder(shared, dir);
+        }
+    }
+}
+
+/// Breaks read from the process's pipe that no monitor has taken yet (several monitors may run
+/// in one process, as in tests): descriptor and when it was read.
+static PENDING: std::sync::Mutex<Vec<(i32, Instant)>> = std::sync::Mutex::new(Vec::new());
+
+/// The lease side: a document guarded by a lease is being opened for writing or truncated. Its
+/// content goes to the vault, every folder is made alert, and the lease is let go — the writer
+/// goes on.
+pub(crate) fn run(shared: &Shared, stop: &AtomicBool, breaks: &rampart_sys::lease::LeaseBreaks) {
+    rampart_sys::block_signals_in_this_thread();
+    let mut overflows = breaks.overflows();
+    let mut looked = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        let others = !PENDING.lock().expect("pending lock").is_empty();
+        let fds = breaks.wait(if others { 5 } else { 100 });
+        let now = Instant::now();
+        let mine = {
+            let mut pending = PENDING.lock().expect("pending lock");
+            pending.extend(fds.into_iter().map(|fd| (fd, now)));
+            let fds: Vec<i32> = pending.iter().map(|(fd, _)| *fd).collect();
+            let mine = shared.holds.breaking(Some(&fds));
+            let taken: HashSet<i32> = shared.holds.fds_of(&mine);
+            // another monitor's, or a guard let go since: a second is long enough
+            pending.retain(|(fd, at)| {
+                !taken.contains(fd) && now.duration_since(*at) < Duration::from_secs(1)
+            });
+            mine
+        };
+        let mut broken = mine;
+        let o = breaks.overflows();
+        // a break missed (not written down, or its signal lost): someone waits on a lease while
+        // no break is pending — then every guard is looked at (once a second at most)
+        let missed = broken.is_empty()
+            && looked.elapsed() >= Duration::from_secs(1)
+            && shared.holds.guarded() > 0
+            && {
+                looked = Instant::now();
+                !rampart_sys::lease::waiting_breakers().is_empty()
+            };
+        if o != overflows || missed {
+            overflows = o;
+            broken.extend(shared.holds.breaking(None));
+        }
+        if broken.is_empty() {
+            continue;
+        }
+        // before any lease goes: the writer's next opens are seen (and held while it is judged)
+        alert(shared);
+        name_writers(shared);
+        for (dev, ino) in broken {
+            broke(shared, dev, ino);
+        }
+    }
+}
+
+/// Remembers who waits on the leases being broken (a process that writes one document and is
+/// gone before its change is read is still known by the change), as the permission side does
+/// for the openers it sees. The writer may not be waiting yet when the break is announced: a few
+/// looks, a millisecond apart.
+fn name_writers(shared: &Shared) {
+    for _ in 0..5 {
+        let writers = rampart_sys::lease::waiting_breakers();
+        if !writers.is_empty() {
+            for (pid, _) in writers {
+                if shared.spare.read().expect("spare lock").contains(&pid) {
+                    continue;
+                }
+                let Some(p) = crate::actor::process(pid) else {
+                    continue;
+                };
+                if super::is_trusted(shared, &p.program, pid) {
+                    continue;
+                }
+                let mut state = shared.state.lock().expect("state lock");
+                state.remember(pid, &p.keys());
+                state.seen(&p);
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn broke(shared: &Shared, dev: u64, ino: u64) {
+    let Some(fd) = shared.holds.guard_fd(dev, ino) else {
+        return;
+    };
+    tracing::debug!(dev, ino, "ransomware: lease broken");
+    shared.breaks.fetch_add(1, Ordering::Relaxed);
+    let path = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ))
+    .unwrap_or_default();
+    let size = rampart_sys::fstat(fd.as_fd()).map(|m| m.len()).unwrap_or(0);
+    let kept = shared.vault.keep(fd.as_fd(), &path, size);
+    drop(fd);
+    // written down before the writer goes on: its close may be judged at once
+    match kept {
+        Ok(kept) => {
+            let mut unclaimed = shared.unclaimed.lock().expect("unclaimed lock");
+            let now = Instant::now();
+            unclaimed.retain(|_, u| now.duration_since(u.at) < UNCLAIMED_FOR);
+            unclaimed.insert(
+                (dev, ino),
+                Unclaimed {
+                    path,
+                    kept,
+                    at: now,
+                },
+            );
+        }
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "could not keep a document before it changes");
+        }
+    }
+    shared.holds.unguard(dev, ino);
+}
