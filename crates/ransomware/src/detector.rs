@@ -252,11 +252,6 @@ impl Detector {
             .any(|s| now.duration_since(s.accused) < PRESSING_FOR)
     }
 
-    /// Whether any actor has evidence at all (when none has, reads need no looking at).
-    pub fn any_suspect(&self) -> bool {
-        !self.scores.is_empty()
-    }
-
     /// Forgets keys whose score faded below a hundredth and that were not convicted.
     pub fn forget_faded(&mut self, now: Instant) {
         self.scores
@@ -307,7 +302,6 @@ mod tests {
         assert!(d.score(&group(7), later) > 0.0);
         assert!(d.any_pressing(t + Duration::from_secs(1)));
         assert!(!d.any_pressing(later), "an old score holds nothing back");
-        assert!(d.any_suspect());
         // evidence taken back does not make it press again; new evidence does
         d.add(&group(7), Evidence::Recreated("b".into()), later);
         assert!(!d.pressing(&group(7), later));

@@ -158,12 +158,8 @@ impl Holds {
         let Some(g) = self.take_guard(dev, ino) else {
             return false;
         };
-        let plain = rampart_sys::reopen_path(g.fd.as_fd());
-        if let Ok(fd) = plain {
-            self.keep(dev, ino, fd);
-            if g.pinned {
-                self.pin(dev, ino);
-            }
+        if let Ok(fd) = rampart_sys::reopen_path(g.fd.as_fd()) {
+            self.hold_again(dev, ino, fd, g.pinned);
         }
         // closing the descriptor ends the lease
         drop(g.fd);
@@ -174,10 +170,7 @@ impl Holds {
     /// another file): its guard becomes an ordinary hold.
     pub fn guard_to_hold(&self, dev: u64, ino: u64) {
         if let Some(g) = self.take_guard(dev, ino) {
-            self.keep(dev, ino, g.fd);
-            if g.pinned {
-                self.pin(dev, ino);
-            }
+            self.hold_again(dev, ino, g.fd, g.pinned);
         }
     }
 
@@ -186,11 +179,18 @@ impl Holds {
     pub fn drop_guard(&self, dev: u64, ino: u64) {
         if let Some(g) = self.take_guard(dev, ino) {
             if g.pinned {
-                self.keep(dev, ino, g.fd);
-                self.pin(dev, ino);
+                self.hold_again(dev, ino, g.fd, true);
             } else {
                 self.released.lock().expect("holds lock").push(g.fd);
             }
+        }
+    }
+
+    /// Holds (`dev`, `ino`) through `fd`, pinned as its guard was.
+    fn hold_again(&self, dev: u64, ino: u64, fd: OwnedFd, pinned: bool) {
+        self.keep(dev, ino, fd);
+        if pinned {
+            self.pin(dev, ino);
         }
     }
 
@@ -223,13 +223,8 @@ impl Holds {
     /// expired holds go, and if that is not enough an eighth of the rest, those closest to their
     /// end that no incident needs (at once, so that a host with more documents than holds pays
     /// for the sorting once per thousands of opens, not on each); if every hold is needed, the
-    /// new one is not taken.
+    /// new one is not taken. (A guarded inode needs no hold: callers look first.)
     pub fn keep(&self, dev: u64, ino: u64, fd: OwnedFd) {
-        if self.is_guarded(dev, ino) {
-            // guarded already, for as long as it is a document
-            self.released.lock().expect("holds lock").push(fd);
-            return;
-        }
         let now = Instant::now();
         let until = now + HOLD_FOR;
         let mut held = self.held.lock().expect("holds lock");
@@ -291,27 +286,16 @@ impl Holds {
 
     /// Keeps the hold on (`dev`, `ino`) until [`Holds::unpin`] (an incident needs it).
     pub fn pin(&self, dev: u64, ino: u64) -> bool {
-        if let Some(g) = self
-            .guards
-            .lock()
-            .expect("guards lock")
-            .by_inode
-            .get_mut(&(dev, ino))
-        {
-            g.pinned = true;
-            return true;
-        }
-        match self.held.lock().expect("holds lock").get_mut(&(dev, ino)) {
-            Some(h) => {
-                h.pinned = true;
-                true
-            }
-            None => false,
-        }
+        self.set_pinned(dev, ino, true)
     }
 
     /// Lets a pinned hold expire again.
     pub fn unpin(&self, dev: u64, ino: u64) {
+        self.set_pinned(dev, ino, false);
+    }
+
+    /// Marks the guard or the hold on (`dev`, `ino`) pinned or not; whether there is one.
+    fn set_pinned(&self, dev: u64, ino: u64, pinned: bool) -> bool {
         if let Some(g) = self
             .guards
             .lock()
@@ -319,10 +303,15 @@ impl Holds {
             .by_inode
             .get_mut(&(dev, ino))
         {
-            g.pinned = false;
+            g.pinned = pinned;
+            return true;
         }
-        if let Some(h) = self.held.lock().expect("holds lock").get_mut(&(dev, ino)) {
-            h.pinned = false;
+        match self.held.lock().expect("holds lock").get_mut(&(dev, ino)) {
+            Some(h) => {
+                h.pinned = pinned;
+                true
+            }
+            None => false,
         }
     }
 

@@ -26,6 +26,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -117,8 +118,6 @@ pub(crate) fn never_calm(shared: &Shared, dir: &Path) {
         .insert(dir.to_path_buf());
     alert_folder(shared, dir);
 }
-
-use std::os::unix::fs::MetadataExt;
 
 /// Whether folders may be calm now: no actor under fresh suspicion, nothing waiting to be judged
 /// or held, and quiet for [`CALM_AFTER`].

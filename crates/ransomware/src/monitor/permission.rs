@@ -108,7 +108,7 @@ fn events(buf: &[u8]) -> Vec<(OwnedFd, u32)> {
 /// Whether any actor may have its reads held: evidence against it came in lately, or a verdict
 /// on it is pending (when none may, reads need no looking at — an old score, or a conviction
 /// whose processes are stopped, holds nothing back).
-fn any_suspect(shared: &Shared) -> bool {
+fn reads_may_wait(shared: &Shared) -> bool {
     let state = shared.state.lock().expect("state lock");
     state.detector.any_pressing(Instant::now()) || !state.pending.is_empty()
 }
@@ -172,7 +172,7 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
         // the common case, with what the event gives and one read of the opener's system
         // call: a document read while no actor is under suspicion is let through
         let kind = open_kind(tid);
-        if matches!(kind, OpenKind::Read | OpenKind::FlagChange) && !any_suspect(shared) {
+        if matches!(kind, OpenKind::Read | OpenKind::FlagChange) && !reads_may_wait(shared) {
             return Answer::Allow;
         }
         kind
@@ -195,7 +195,7 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
     // or a document is not opened for anyone's next step until they are
     let unjudged = !audit && rampart_sys::poll_readable(&shared.notify, 0);
     if matches!(kind, OpenKind::Read | OpenKind::FlagChange) {
-        let may_wait = any_suspect(shared) || (is_dir && unjudged);
+        let may_wait = reads_may_wait(shared) || (is_dir && unjudged);
         // whoever lists a folder may delete what is in it and be gone before the deletions
         // are read (a wiper takes microseconds): it is named now, once per process
         if is_dir {
