@@ -250,17 +250,33 @@ policy /bench/benign
 mkdir -p "$root/bench/benign"
 wait_protected /bench/benign
 before_benign=$(incidents)
-for round in $(seq 1 "$ROUNDS"); do
-  echo "benign round $round/$ROUNDS: protected" >&2
-  run_workloads on "$root/bench/benign"
-  echo "benign round $round/$ROUNDS: no agent" >&2
+agent_down() {
   RAMPART_UNLOAD_PASSWORD=$password r agent unload >/dev/null
   r down >/dev/null 2>&1
   mkdir -p "$work/plain"
-  run_workloads off "$work/plain"
+}
+agent_up() {
   r up --detach --listen "127.0.0.1:$port" >>"$out/up.log" 2>&1
   wait_protected /bench/benign
+}
+# the order alternates from round to round (protected first, then without the agent first), so
+# that whatever the first half leaves behind (dirty pages, a warm cache) weighs on both sides
+for round in $(seq 1 "$ROUNDS"); do
+  if [ $((round % 2)) = 1 ]; then
+    echo "benign round $round/$ROUNDS: protected" >&2
+    run_workloads on "$root/bench/benign"
+    echo "benign round $round/$ROUNDS: no agent" >&2
+    agent_down
+    run_workloads off "$work/plain"
+  else
+    echo "benign round $round/$ROUNDS: no agent" >&2
+    run_workloads off "$work/plain"
+    echo "benign round $round/$ROUNDS: protected" >&2
+    agent_up
+    run_workloads on "$root/bench/benign"
+  fi
 done
+[ $((ROUNDS % 2)) = 1 ] && agent_up
 false_convictions=$(( $(incidents) - before_benign ))
 r ransomware incidents --json >"$out/incidents.json"
 

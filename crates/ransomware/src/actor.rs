@@ -92,6 +92,13 @@ impl Process {
         }
         keys
     }
+
+    /// Whether the process is exiting (a zombie, or on its way there): its program can no
+    /// longer be read, so it cannot be told trusted or not from what is left of it. Kernel
+    /// threads, which never had a program, are not.
+    pub fn is_exiting(&self) -> bool {
+        self.program.exe.as_os_str().is_empty() && self.pid != 2 && self.ppid != 2
+    }
 }
 
 /// Reads process `pid`; `None` once it is gone.

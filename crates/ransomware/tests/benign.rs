@@ -314,6 +314,48 @@ fn audit_mode_reports_the_same_and_stops_nothing_and_a_restore_undoes_it_later()
     let _ = &s.dir;
 }
 
+/// An administrator's cleanup with a program the policy trusts deletes hundreds of documents;
+/// its parent, an ordinary untrusted script, reaps it only seconds later. Most of the deletions
+/// are read while the trusted program is exiting or a zombie, when its program can no longer be
+/// read: they are still the trusted program's, not a wipe by the script's group.
+#[test]
+fn a_trusted_cleanup_read_as_it_exits_is_still_trusted() {
+    if !needs(&["python3", "rm"]) {
+        return;
+    }
+    let tools = tempfile::tempdir_in("/var/tmp").unwrap();
+    let cleanup = tools.path().join("cleanup-rm");
+    let rm = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v rm"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    std::fs::copy(rm.trim(), &cleanup).unwrap();
+    let hash = sha256_of(&cleanup).unwrap();
+    let Some(s) = scene(RansomwareMode::Block, vec![(cleanup.clone(), hash)]) else {
+        return;
+    };
+    let (ok, out) = run(
+        &s.docs,
+        &format!(
+            "python3 -c \"import subprocess, time; p = subprocess.Popen(['{}', '-rf', 'projects', 'letters', 'archive']); time.sleep(3); p.wait()\"",
+            cleanup.display()
+        ),
+    );
+    assert!(
+        ok,
+        "the cleanup was hindered: {out}\n{:#?}",
+        s.incidents.try_recv()
+    );
+    assert!(!s.docs.join("projects").exists(), "the cleanup did not run");
+    if let Ok(i) = s.incidents.recv_timeout(Duration::from_millis(1500)) {
+        panic!("a trusted cleanup was convicted as its parent's wipe:\n{i:#?}");
+    }
+}
+
 #[test]
 fn strict_mode_refuses_an_untrusted_writer_and_lets_a_trusted_one_through() {
     if !needs(&["python3"]) {

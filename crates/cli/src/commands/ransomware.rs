@@ -99,6 +99,15 @@ pub async fn run(root: &Path, cmd: Command) -> Result<()> {
                 "  Backlog    {} change(s) waiting to be judged",
                 data["backlog"]
             );
+            if data["calm"].is_object() {
+                println!(
+                    "  Calm       {} folder(s) read without a round trip, {} document(s) guarded by a lease; {} permission event(s), {} lease break(s) so far",
+                    data["calm"]["folders"],
+                    data["calm"]["guarded"],
+                    data["calm"]["permission_events"],
+                    data["calm"]["lease_breaks"]
+                );
+            }
             Ok(())
         }
         Command::Incidents { json } => {

@@ -81,6 +81,7 @@ pub(crate) fn forks(shared: &Shared, stop: &AtomicBool, forks: &rampart_sys::for
                         .record(&read.forks, Instant::now());
                 }
                 for pid in read.execs {
+                    trusted_exec(shared, pid);
                     exec(shared, pid);
                 }
             }
@@ -191,20 +192,40 @@ fn keys_of(shared: &Shared, pid: u32) -> Option<Vec<ActorKey>> {
     if shared.spare.read().expect("spare lock").contains(&pid) {
         return None;
     }
-    match actor::process(pid) {
-        Some(p) => {
-            if super::is_trusted(shared, &p.program, pid) {
-                return None;
-            }
+    let process = actor::process(pid);
+    // an exiting process is known by what was learnt of it alive (a trusted `rm -rf` read as
+    // a zombie is not its group's wiper), else by its group
+    let trust = process
+        .as_ref()
+        .filter(|p| !p.is_exiting())
+        .and_then(|p| super::trust(shared, &p.program, pid));
+    match (process, trust) {
+        (Some(_), Some(true)) => {
+            // remembered as trusted: its changes read after it is gone are still its own
+            shared.state.lock().expect("state lock").remember(pid, &[]);
+            None
+        }
+        (Some(p), Some(false)) => {
             let keys = p.keys();
             let mut state = shared.state.lock().expect("state lock");
             state.remember(pid, &keys);
             state.seen(&p);
             Some(keys)
         }
-        None => {
+        (exiting, _) => {
             let remembered = shared.state.lock().expect("state lock").remembered(pid);
-            remembered.or_else(|| inherited(shared, pid))
+            match remembered {
+                // a trusted program's (seen alive, or its exec announced)
+                Some(keys) if keys.is_empty() => None,
+                Some(keys) => Some(keys),
+                None => match exiting {
+                    // a program the policy names, whose content can no longer be read: not
+                    // held against anyone
+                    Some(p) if super::names_trusted(shared, &p.program.exe) => None,
+                    Some(p) => Some(p.keys()),
+                    None => inherited(shared, pid),
+                },
+            }
         }
     }
 }
@@ -223,6 +244,8 @@ fn inherited(shared: &Shared, pid: u32) -> Option<Vec<ActorKey>> {
         let parent = parent_of(shared, child)?;
         let known = shared.state.lock().expect("state lock").remembered(parent);
         let group = match known {
+            // started by a trusted program: its work, not a suspect's
+            Some(keys) if keys.is_empty() => return None,
             Some(keys) => Some(group_of(&keys)),
             None => actor::process(parent).map(|p| p.pgid),
         };
@@ -535,6 +558,7 @@ fn closed(shared: &Shared, keys: &[ActorKey], path: &Path) {
             // emptied: many programs truncate a file, close it and write it again at once
             // (ImageMagick does); that is judged a moment later, when it has settled
             Verdict::Destroyed => {
+                tracing::debug!(path = %path.display(), actor = ?keys, "emptied: judged again once settled");
                 shared
                     .state
                     .lock()
@@ -1066,6 +1090,26 @@ pub(crate) fn refuse(shared: &Shared, file: &Path) -> bool {
         super::calm::never_calm(shared, dir);
     }
     true
+}
+
+/// Remembers a process that runs a trusted program as trusted from its start: a short one (an
+/// administrator's `rm -rf`) is often gone before its changes are read, and they must not count
+/// for the group that started it.
+fn trusted_exec(shared: &Shared, pid: u32) {
+    if shared.settings.trusted.is_empty() {
+        return;
+    }
+    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+        return;
+    };
+    if !super::names_trusted(shared, &exe) {
+        return;
+    }
+    if let Some(p) = actor::process(pid) {
+        if super::is_trusted(shared, &p.program, pid) {
+            shared.state.lock().expect("state lock").remember(pid, &[]);
+        }
+    }
 }
 
 /// A process started a new program: a copy of a blocked one is convicted on the spot (stopped,

@@ -224,7 +224,8 @@ pub(crate) struct State {
     pub cmdline_of: HashMap<Program, String>,
     /// Copies made per (group, inode): one per actor and document.
     pub kept: HashMap<(u32, u64, u64), Kept>,
-    /// Processes seen, by pid, and when (for notifications from processes already gone).
+    /// Processes seen, by pid, and when (for notifications from processes already gone); no
+    /// keys: a process of a trusted program.
     pub keys_of: HashMap<u32, (Vec<ActorKey>, Instant)>,
     /// Notes: file name → (folders, group).
     pub notes: HashMap<String, (HashSet<PathBuf>, u32)>,
@@ -869,10 +870,22 @@ pub(crate) fn is_convicted(state: &State, keys: &[ActorKey]) -> bool {
     state.detector.is_convicted(keys)
 }
 
+/// Whether the policy trusts a program at `exe` (its hash not looked at).
+pub(crate) fn names_trusted(shared: &Shared, exe: &Path) -> bool {
+    shared.settings.trusted.iter().any(|(p, _)| p == exe)
+}
+
 /// Whether `program` is trusted by the policy (path and SHA-256).
 pub(crate) fn is_trusted(shared: &Shared, program: &Program, pid: u32) -> bool {
+    trust(shared, program, pid).unwrap_or(false)
+}
+
+/// Whether `program`, run by `pid`, is trusted by the policy; `None` when that can no longer be
+/// told — the process is exiting and its executable cannot be read — for a program the policy
+/// names.
+pub(crate) fn trust(shared: &Shared, program: &Program, pid: u32) -> Option<bool> {
     if shared.settings.trusted.is_empty() {
-        return false;
+        return Some(false);
     }
     let Some((_, want)) = shared
         .settings
@@ -880,22 +893,21 @@ pub(crate) fn is_trusted(shared: &Shared, program: &Program, pid: u32) -> bool {
         .iter()
         .find(|(p, _)| *p == program.exe)
     else {
-        return false;
+        return Some(false);
     };
-    let Ok(m) = std::fs::metadata(format!("/proc/{pid}/exe")) else {
-        return false;
-    };
+    let m = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
     let key = (m.dev(), m.ino(), m.mtime());
     if let Some(v) = shared.trusted_cache.lock().expect("cache lock").get(&key) {
-        return *v;
+        return Some(*v);
     }
-    let ok = sha256_of(Path::new(&format!("/proc/{pid}/exe"))).is_some_and(|h| h == *want);
+    // a read that fails (the process exiting) tells nothing, and is not remembered
+    let ok = sha256_of(Path::new(&format!("/proc/{pid}/exe")))? == *want;
     shared
         .trusted_cache
         .lock()
         .expect("cache lock")
         .insert(key, ok);
-    ok
+    Some(ok)
 }
 
 /// The SHA-256 of a file, in hex.
