@@ -302,12 +302,13 @@ EOF
   echo
   echo "Benign workloads: $false_convictions false conviction(s); ${#failed[@]} failed run(s)${failed:+: ${failed[*]}}"
   echo
-  echo "| workload | no agent | protected | ratio | opens held / ms waited (per round) |"
-  echo "|---|---:|---:|---:|---:|"
+  echo "| workload | no agent | protected | ratio | rounds, no agent / protected (s) | opens held / ms waited (per round) |"
+  echo "|---|---:|---:|---:|---:|---:|"
   for w in $WORKLOADS; do
     off=$(echo "${took[$w,off]}" | median)
     on=$(echo "${took[$w,on]}" | median)
-    printf '| %s | %.3f s | %.3f s | %.3f× | %s |\n' "$w" "$off" "$on" "$(python3 -c "print($on / $off)")" "${held[$w]% }"
+    rounds=$(python3 -c "import sys; a, b = sys.argv[1].split(), sys.argv[2].split(); print(' '.join(f'{float(x):.2f}/{float(y):.2f}' for x, y in zip(a, b)))" "${took[$w,off]}" "${took[$w,on]}")
+    printf '| %s | %.3f s | %.3f s | %.3f× | %s | %s |\n' "$w" "$off" "$on" "$(python3 -c "print($on / $off)")" "$rounds" "${held[$w]% }"
   done
 } | tee "$out/table.md"
 echo "results in $out" >&2
