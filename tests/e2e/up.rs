@@ -98,6 +98,8 @@ fn up_starts_a_server_and_an_enrolled_agent_and_down_stops_them() {
 
     let (ok, out, err) = run_cli(root.path(), &["down"]);
     assert!(ok, "{out}{err}");
+    // nothing starts again either (a supervisor restarts a server that was only killed)
+    std::thread::sleep(std::time::Duration::from_secs(2));
     let left = rampart_tests::processes_below(root.path());
     let log =
         std::fs::read_to_string(root.path().join("var/log/rampart/agent.log")).unwrap_or_default();
@@ -107,4 +109,29 @@ fn up_starts_a_server_and_an_enrolled_agent_and_down_stops_them() {
         "still running after down: {left:?}\n--- down said:\n{out}{err}\n--- agent log (last lines, newest first):\n{}",
         tail.join("\n")
     );
+}
+
+/// `up` that fails after it started the server (here the agent's configuration folder is a
+/// file, so the local agent cannot be enrolled) stops the self-protected server it started: it
+/// never leaves one that nobody can unload.
+#[test]
+fn up_that_fails_half_way_stops_the_server_it_started() {
+    let root = tempfile::tempdir().unwrap();
+    let _down = Down(root.path().to_path_buf());
+    std::fs::create_dir_all(root.path().join("etc")).unwrap();
+    std::fs::write(root.path().join("etc/rampart"), "not a folder").unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let out = rampart_tests::rampart_command(root.path(), &["up", "--detach", "--listen", &listen])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("etc/rampart"),
+        "the error names the folder: {stderr}"
+    );
+    // nothing starts again either (a supervisor restarts a server that was only killed)
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let left = rampart_tests::processes_below(root.path());
+    assert!(left.is_empty(), "left running: {left:?}\n{stderr}");
 }

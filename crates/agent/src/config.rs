@@ -101,7 +101,12 @@ pub async fn enroll(
         agent_id: answer.agent_id,
         group: answer.group,
     };
-    std::fs::create_dir_all(&paths.config_dir)?;
+    std::fs::create_dir_all(&paths.config_dir).with_context(|| {
+        format!(
+            "creating the agent's configuration folder {}",
+            paths.config_dir.display()
+        )
+    })?;
     write_atomic(&paths.server_ca_file(), ca_pem.as_bytes(), 0o644)?;
     write_atomic(
         &paths.credential_file(),

@@ -109,7 +109,11 @@ pub async fn serve(
     let local = listener.local_addr()?;
     // protected from here on; a supervisor that starts it again uses the address it got
     let reporter = start_self_protection(&prepared, &state, local);
-    std::fs::write(prepared.paths.listen_address_file(), local.to_string())?;
+    // written whole or not at all: `rampart up` reads it as soon as it exists
+    let address_file = prepared.paths.listen_address_file();
+    let partial = address_file.with_extension("partial");
+    std::fs::write(&partial, local.to_string())?;
+    std::fs::rename(&partial, &address_file)?;
     tracing::info!(address = %local, store = ?prepared.store.backend(), "server listening");
     listener::run(listener, tls, app, shutdown).await;
     flusher.abort();

@@ -77,7 +77,8 @@ fn spawn(
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        // killed if `up` fails half-way; `--detach` forgets the handles once all is up
+        // killed if `up` fails half-way (once self-protected, only after `give_back` lifted it);
+        // `--detach` forgets the handles once all is up
         .kill_on_drop(true);
     if detach {
         cmd.process_group(0);
@@ -163,70 +164,89 @@ pub async fn run(root: &Path, args: Args) -> Result<()> {
         log_file(&agent_paths, "server.log")?,
         args.detach,
     )?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let address = loop {
-        if let Ok(a) = std::fs::read_to_string(server_paths.listen_address_file()) {
-            break a;
+    // from here a failure must not leave a self-protected server nobody can stop: `up` lifts
+    // what it started (see `give_back`)
+    let started = async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let address = loop {
+            // an address, whole (a server of an older build wrote the file in place)
+            if let Some(a) = std::fs::read_to_string(server_paths.listen_address_file())
+                .ok()
+                .and_then(|a| a.trim().parse::<std::net::SocketAddr>().ok())
+            {
+                break a;
+            }
+            if let Some(status) = server.try_wait()? {
+                bail!(
+                    "the server exited ({status}) while starting:\n{}",
+                    tail(&agent_paths.log_dir.join("server.log"))
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the server did not start listening within 30 s; see {}",
+                    agent_paths.log_dir.join("server.log").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let url = format!("https://{address}");
+        let ca_pem = std::fs::read_to_string(server_paths.ca_pem())?;
+
+        if let Some(password) = &password {
+            let client = AdminClient::new(&url, &ca_pem, None)?;
+            let (_, login) = client.login(FIRST_ADMIN, password).await?;
+            Session {
+                server_url: url.clone(),
+                ca_pem: ca_pem.clone(),
+                token: login.token,
+            }
+            .save(&root)?;
         }
-        if let Some(status) = server.try_wait()? {
-            bail!(
-                "the server exited ({status}) while starting:\n{}",
-                tail(&agent_paths.log_dir.join("server.log"))
-            );
+        if let Some(token) = token {
+            let config =
+                rampart_agent::config::enroll(&agent_paths, &url, &token.to_string(), false)
+                    .await?;
+            eprintln!("Local agent enrolled as {}", config.agent_id);
         }
-        if Instant::now() > deadline {
-            bail!(
-                "the server did not start listening within 30 s; see {}",
-                agent_paths.log_dir.join("server.log").display()
-            );
+        let mut agent = spawn(
+            &binary,
+            &root,
+            AGENT,
+            log_file(&agent_paths, "agent.log")?,
+            args.detach,
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if AgentStatus::load(&agent_paths).is_some_and(|s| s.last_checkin_ms > 0 && s.pid != 0)
+            {
+                break;
+            }
+            if let Some(status) = agent.try_wait()? {
+                bail!(
+                    "the agent exited ({status}) while starting:\n{}",
+                    tail(&agent_paths.log_dir.join("agent.log"))
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the agent did not check in within 30 s; see {}",
+                    agent_paths.log_dir.join("agent.log").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok::<_, anyhow::Error>((url, agent))
+    }
+    .await;
+    let (url, agent) = match started {
+        Ok(v) => v,
+        Err(e) => {
+            give_back(&root, &server_paths, password.as_deref()).await;
+            return Err(e);
+        }
     };
-    let url = format!("https://{}", address.trim());
-    let ca_pem = std::fs::read_to_string(server_paths.ca_pem())?;
-
-    if let Some(password) = &password {
-        let client = AdminClient::new(&url, &ca_pem, None)?;
-        let (_, login) = client.login(FIRST_ADMIN, password).await?;
-        Session {
-            server_url: url.clone(),
-            ca_pem: ca_pem.clone(),
-            token: login.token,
-        }
-        .save(&root)?;
-    }
-    if let Some(token) = token {
-        let config =
-            rampart_agent::config::enroll(&agent_paths, &url, &token.to_string(), false).await?;
-        eprintln!("Local agent enrolled as {}", config.agent_id);
-    }
-    let mut agent = spawn(
-        &binary,
-        &root,
-        AGENT,
-        log_file(&agent_paths, "agent.log")?,
-        args.detach,
-    )?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if AgentStatus::load(&agent_paths).is_some_and(|s| s.last_checkin_ms > 0 && s.pid != 0) {
-            break;
-        }
-        if let Some(status) = agent.try_wait()? {
-            bail!(
-                "the agent exited ({status}) while starting:\n{}",
-                tail(&agent_paths.log_dir.join("agent.log"))
-            );
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the agent did not check in within 30 s; see {}",
-                agent_paths.log_dir.join("agent.log").display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
+    let mut agent = agent;
     println!();
     println!("Rampart is up.");
     println!("  Console         {url}/");
@@ -285,6 +305,48 @@ pub async fn run(root: &Path, args: Args) -> Result<()> {
     let _ = server.try_wait();
     let _ = agent.try_wait();
     println!("Stopped.");
+    Ok(())
+}
+
+/// After `up` failed half-way: lifts the self-protection of what it started and stops it,
+/// through the administrator session (saved, or opened now with the first administrator's
+/// password). When even that fails, says how to do it by hand — with the password, shown once
+/// here, since nothing else could unload the server it started.
+async fn give_back(root: &Path, server_paths: &ServerPaths, password: Option<&str>) {
+    if Session::load(root).is_err() {
+        if let Some(password) = password {
+            if let Err(e) = open_session(root, server_paths, password).await {
+                eprintln!("warning: could not log in to the server this started: {e:#}");
+                eprintln!(
+                    "  it keeps running, self-protected: log in with `rampart --root {} login --server https://ADDRESS` (ADDRESS as in {}) as {FIRST_ADMIN} / {password} (one-time password: shown only now), then run `rampart --root {} down`",
+                    root.display(),
+                    server_paths.listen_address_file().display(),
+                    root.display()
+                );
+                return;
+            }
+        }
+    }
+    stop_all(root).await;
+}
+
+/// Logs in as the first administrator and saves the session `down` uses.
+async fn open_session(root: &Path, server_paths: &ServerPaths, password: &str) -> Result<()> {
+    let address: SocketAddr = std::fs::read_to_string(server_paths.listen_address_file())
+        .context("reading the server's address")?
+        .trim()
+        .parse()
+        .context("reading the server's address")?;
+    let url = format!("https://{address}");
+    let ca_pem = std::fs::read_to_string(server_paths.ca_pem())?;
+    let client = AdminClient::new(&url, &ca_pem, None)?;
+    let (_, login) = client.login(FIRST_ADMIN, password).await?;
+    Session {
+        server_url: url,
+        ca_pem,
+        token: login.token,
+    }
+    .save(root)?;
     Ok(())
 }
 
