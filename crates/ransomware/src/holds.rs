@@ -88,6 +88,10 @@ impl Holds {
     /// Returns its (device, inode), or why not (`EAGAIN`: it is open for writing now; `EMFILE`:
     /// no guard left).
     pub fn guard(&self, path: &Path) -> std::io::Result<(u64, u64)> {
+        // no open past the budget (documents beyond it are tried again and again)
+        if self.guards.lock().expect("guards lock").by_inode.len() >= self.guard_max {
+            return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
+        }
         let fd = rampart_sys::lease::open_for_lease(path)?;
         let m = rampart_sys::fstat(fd.as_fd())?;
         if !m.is_file() {

@@ -157,9 +157,21 @@ pub(crate) fn settle(shared: &Shared) -> usize {
     calm.looked = Some(seen);
     let mut guarded: HashSet<PathBuf> = HashSet::new();
     let mut unguarded: HashSet<PathBuf> = HashSet::new();
-    for (path, d) in shared.docs.read().expect("docs lock").iter() {
+    let docs: Vec<(PathBuf, u64, u64)> = shared
+        .docs
+        .read()
+        .expect("docs lock")
+        .iter()
+        .map(|(p, d)| (p.clone(), d.dev, d.ino))
+        .collect();
+    for (path, dev, ino) in docs {
         let Some(dir) = path.parent() else { continue };
-        if shared.holds.is_guarded(d.dev, d.ino) {
+        // documents written since the last calm are guarded again here, not as each is closed:
+        // a program that opens the same document for writing again and again (a database)
+        // would otherwise break a lease, and have its document copied, every time
+        let now_guarded = shared.holds.is_guarded(dev, ino)
+            || (!calm.never.contains(dir) && shared.holds.guard(&path).is_ok());
+        if now_guarded {
             guarded.insert(dir.to_path_buf());
         } else {
             unguarded.insert(dir.to_path_buf());

@@ -310,11 +310,8 @@ fn change(shared: &Shared, c: Change) {
             } else if !same {
                 // deleted or replaced: what is left of it is held a while, no longer guarded
                 shared.holds.guard_to_hold(d.dev, d.ino);
-            } else if c.mask & libc::FAN_CLOSE_WRITE != 0 && !shared.holds.is_guarded(d.dev, d.ino)
-            {
-                // written and closed: guarded again (its lease went when it was opened)
-                super::calm::guard(shared, &path);
             }
+            // written and closed: guarded again once folders are calm again (`calm::settle`)
         }
     }
     if order == Order::DeletedThenMade {
