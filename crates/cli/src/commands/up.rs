@@ -167,41 +167,18 @@ pub async fn run(root: &Path, args: Args) -> Result<()> {
     // from here a failure must not leave a self-protected server nobody can stop: `up` lifts
     // what it started (see `give_back`)
     let started = async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let address = loop {
-            // an address, whole (a server of an older build wrote the file in place)
-            if let Some(a) = std::fs::read_to_string(server_paths.listen_address_file())
-                .ok()
-                .and_then(|a| a.trim().parse::<std::net::SocketAddr>().ok())
-            {
-                break a;
-            }
-            if let Some(status) = server.try_wait()? {
-                bail!(
-                    "the server exited ({status}) while starting:\n{}",
-                    tail(&agent_paths.log_dir.join("server.log"))
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "the server did not start listening within 30 s; see {}",
-                    agent_paths.log_dir.join("server.log").display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let address = wait_for(
+            &mut server,
+            "the server",
+            "start listening",
+            &agent_paths.log_dir.join("server.log"),
+            Duration::from_millis(50),
+            || listen_address(&server_paths),
+        )
+        .await?;
         let url = format!("https://{address}");
-        let ca_pem = std::fs::read_to_string(server_paths.ca_pem())?;
-
         if let Some(password) = &password {
-            let client = AdminClient::new(&url, &ca_pem, None)?;
-            let (_, login) = client.login(FIRST_ADMIN, password).await?;
-            Session {
-                server_url: url.clone(),
-                ca_pem: ca_pem.clone(),
-                token: login.token,
-            }
-            .save(&root)?;
+            open_session(&root, &url, &server_paths, password).await?;
         }
         if let Some(token) = token {
             let config =
@@ -216,37 +193,29 @@ pub async fn run(root: &Path, args: Args) -> Result<()> {
             log_file(&agent_paths, "agent.log")?,
             args.detach,
         )?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if AgentStatus::load(&agent_paths).is_some_and(|s| s.last_checkin_ms > 0 && s.pid != 0)
-            {
-                break;
-            }
-            if let Some(status) = agent.try_wait()? {
-                bail!(
-                    "the agent exited ({status}) while starting:\n{}",
-                    tail(&agent_paths.log_dir.join("agent.log"))
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "the agent did not check in within 30 s; see {}",
-                    agent_paths.log_dir.join("agent.log").display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_for(
+            &mut agent,
+            "the agent",
+            "check in",
+            &agent_paths.log_dir.join("agent.log"),
+            Duration::from_millis(100),
+            || {
+                AgentStatus::load(&agent_paths)
+                    .is_some_and(|s| s.last_checkin_ms > 0 && s.pid != 0)
+                    .then_some(())
+            },
+        )
+        .await?;
         Ok::<_, anyhow::Error>((url, agent))
     }
     .await;
-    let (url, agent) = match started {
+    let (url, mut agent) = match started {
         Ok(v) => v,
         Err(e) => {
             give_back(&root, &server_paths, password.as_deref()).await;
             return Err(e);
         }
     };
-    let mut agent = agent;
     println!();
     println!("Rampart is up.");
     println!("  Console         {url}/");
@@ -315,7 +284,14 @@ pub async fn run(root: &Path, args: Args) -> Result<()> {
 async fn give_back(root: &Path, server_paths: &ServerPaths, password: Option<&str>) {
     if Session::load(root).is_err() {
         if let Some(password) = password {
-            if let Err(e) = open_session(root, server_paths, password).await {
+            let opened = match listen_address(server_paths) {
+                Some(address) => {
+                    let url = format!("https://{address}");
+                    open_session(root, &url, server_paths, password).await
+                }
+                None => Err(anyhow::anyhow!("the server's address is not known")),
+            };
+            if let Err(e) = opened {
                 eprintln!("warning: could not log in to the server this started: {e:#}");
                 eprintln!(
                     "  it keeps running, self-protected: log in with `rampart --root {} login --server https://ADDRESS` (ADDRESS as in {}) as {FIRST_ADMIN} / {password} (one-time password: shown only now), then run `rampart --root {} down`",
@@ -330,24 +306,59 @@ async fn give_back(root: &Path, server_paths: &ServerPaths, password: Option<&st
     stop_all(root).await;
 }
 
-/// Logs in as the first administrator and saves the session `down` uses.
-async fn open_session(root: &Path, server_paths: &ServerPaths, password: &str) -> Result<()> {
-    let address: SocketAddr = std::fs::read_to_string(server_paths.listen_address_file())
-        .context("reading the server's address")?
+/// The address the server listens on, once it has written it whole (a server of an older
+/// build wrote the file in place).
+fn listen_address(server_paths: &ServerPaths) -> Option<SocketAddr> {
+    std::fs::read_to_string(server_paths.listen_address_file())
+        .ok()?
         .trim()
         .parse()
-        .context("reading the server's address")?;
-    let url = format!("https://{address}");
+        .ok()
+}
+
+/// Logs in to the server at `url` as the first administrator and saves the session `down`
+/// uses.
+async fn open_session(
+    root: &Path,
+    url: &str,
+    server_paths: &ServerPaths,
+    password: &str,
+) -> Result<()> {
     let ca_pem = std::fs::read_to_string(server_paths.ca_pem())?;
-    let client = AdminClient::new(&url, &ca_pem, None)?;
+    let client = AdminClient::new(url, &ca_pem, None)?;
     let (_, login) = client.login(FIRST_ADMIN, password).await?;
     Session {
-        server_url: url,
+        server_url: url.to_owned(),
         ca_pem,
         token: login.token,
     }
     .save(root)?;
     Ok(())
+}
+
+/// Waits up to 30 s for `ready` to give a value, checking every `every`, while `child` (`who`)
+/// runs; its log's tail or path goes into the error.
+async fn wait_for<T>(
+    child: &mut tokio::process::Child,
+    who: &str,
+    what: &str,
+    log: &Path,
+    every: Duration,
+    mut ready: impl FnMut() -> Option<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = ready() {
+            return Ok(v);
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("{who} exited ({status}) while starting:\n{}", tail(log));
+        }
+        if Instant::now() > deadline {
+            bail!("{who} did not {what} within 30 s; see {}", log.display());
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// Lifts self-protection and stops the agent, then the server (so the agent's last events
