@@ -9,7 +9,7 @@
 #  2. Benign work: each workload of the benign set in a protected folder (false convictions
 #     counted), and the same without the agent, ROUNDS times each: medians and the ratio.
 #
-# Usage: bench/ransomware.sh      (DOCS=2000 ROUNDS=3 FAMILIES="inplace rename …" WORKLOADS="tar …"
+# Usage: bench/ransomware.sh      (DOCS=2000 ROUNDS=3 REPEAT=1 FAMILIES="inplace rename …" WORKLOADS="tar …"
 #        — WORKLOADS=read, not in the default set, reads every document five times: the cost of
 #        one permission event per open, the worst case;
 #        PERF=1 records the agent with perf during each protected workload, PERF=system the
@@ -23,6 +23,9 @@ ROUNDS=${ROUNDS:-3}
 FAMILIES=${FAMILIES:-"inplace new-file rename head blocks per-process workers mmap drip base64 xor wipe-truncate wipe-delete notes"}
 WORKLOADS=${WORKLOADS:-"tar gzip zip git rsync sqlite sed convert package cargo editor office gpg"}
 DRIP_MS=${DRIP_MS:-1000}
+# each timing runs its workload REPEAT times in a row on the same tree: workloads of a second
+# or two vary from run to run by more than the overhead looked for, ten runs of them less
+REPEAT=${REPEAT:-1}
 
 for tool in python3 convert sqlite3 zstd zip rsync git gpg dpkg-deb sha256sum; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (scripts/install-deps.sh --for test installs it)" >&2; exit 1; }
@@ -144,30 +147,30 @@ done
 r ransomware incidents --json >"$out/incidents.json"
 
 # --- 2. benign work, with the agent protecting its folder and without the agent ---------------
-workload() { # NAME DIR (the corpus is in DIR/src)
-  local d=$2
+workload() { # NAME DIR ITERATION (the corpus is in DIR/src; ITERATION names what a repeat adds)
+  local d=$2 i=$3
   cd "$d"
   case $1 in
-    tar) tar czf backup.tar.gz src && tar --zstd -cf backup.tar.zst src && mkdir x && tar -xzf backup.tar.gz -C x ;;
+    tar) tar czf backup.tar.gz src && tar --zstd -cf backup.tar.zst src && mkdir x-$i && tar -xzf backup.tar.gz -C x-$i ;;
     gzip) gzip -r src && gunzip -r src ;;
-    zip) zip -qr docs.zip src && mkdir unpacked && (cd unpacked && unzip -q ../docs.zip) ;;
-    git) git init -q repo && cp -r src/Documents repo/ && cd repo && git add -A \
+    zip) zip -qr docs-$i.zip src && mkdir unpacked-$i && (cd unpacked-$i && unzip -q ../docs-$i.zip) ;;
+    git) git init -q repo-$i && cp -r src/Documents repo-$i/ && cd repo-$i && git add -A \
            && git -c user.name=b -c user.email=b@example.org commit -qm one \
            && git checkout -qb other && find Documents -name '*.txt' | sed -n '1,50p' | while read -r f; do echo more >>"$f"; done \
            && git -c user.name=b -c user.email=b@example.org commit -qam two && git checkout -q - && git gc -q \
-           && cd .. && git clone -q repo copy && cd copy && git checkout -q other ;;
+           && cd .. && git clone -q repo-$i copy-$i && cd copy-$i && git checkout -q other ;;
     read) for _ in 1 2 3 4 5; do find src -type f -print0 | xargs -0 cat >/dev/null; done ;;
-    rsync) rsync -a src/ mirror/ && find src -name '*.md' | while read -r f; do echo changed >>"$f"; done && rsync -a src/ mirror/ ;;
-    sqlite) sqlite3 app.db 'create table t(k integer primary key, v text)' \
-           && for i in $(seq 1 200); do sqlite3 app.db "insert into t(v) values ('row $i')"; done \
-           && sqlite3 app.db 'update t set v = upper(v); vacuum' ;;
+    rsync) rsync -a src/ mirror-$i/ && find src -name '*.md' | while read -r f; do echo changed >>"$f"; done && rsync -a src/ mirror-$i/ ;;
+    sqlite) sqlite3 app-$i.db 'create table t(k integer primary key, v text)' \
+           && for n in $(seq 1 200); do sqlite3 app-$i.db "insert into t(v) values ('row $n')"; done \
+           && sqlite3 app-$i.db 'update t set v = upper(v); vacuum' ;;
     sed) find src -name '*.txt' -print0 | xargs -0 sed -i 's/the/THE/g' ;;
     convert) for f in src/Photos/camera/*.jpg; do convert "$f" -resize 50% "${f%.jpg}.png" && convert "$f" -rotate 90 "$f"; done ;;
     package) mkdir -p pkg/DEBIAN pkg/usr/share/doc/demo \
            && printf 'Package: demo\nVersion: 1.0\nArchitecture: all\nMaintainer: t\nDescription: demo\n' >pkg/DEBIAN/control \
            && cp -r src/Documents pkg/usr/share/doc/demo/ && dpkg-deb -b pkg demo.deb >/dev/null \
            && dpkg-deb -x demo.deb installed && dpkg-deb -x demo.deb installed ;;
-    cargo) cargo new -q --vcs none app && cd app && cargo build -q --offline && echo '// edited' >>src/main.rs && cargo build -q --offline ;;
+    cargo) cargo new -q --vcs none app-$i && cd app-$i && cargo build -q --offline && echo '// edited' >>src/main.rs && cargo build -q --offline ;;
     editor) python3 - <<'EOF'
 import os, glob
 for p in sorted(glob.glob('src/**/*.txt', recursive=True))[:200]:
@@ -234,7 +237,9 @@ run_workloads() { # MODE BASE
       sleep 0.5
     fi
     s=$(date +%s.%N)
-    if ! (workload "$w" "$d") >"$out/workload-$w-$mode-$round.log" 2>&1; then failed+=("$w ($mode, round $round)"); fi
+    if ! (for i in $(seq 1 "$REPEAT"); do workload "$w" "$d" "$i" || exit 1; done) >"$out/workload-$w-$mode-$round.log" 2>&1; then
+      failed+=("$w ($mode, round $round)")
+    fi
     e=$(date +%s.%N)
     if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
     took[$w,$mode]+="$(python3 -c "print($e - $s)") "
@@ -302,13 +307,16 @@ EOF
   echo
   echo "Benign workloads: $false_convictions false conviction(s); ${#failed[@]} failed run(s)${failed:+: ${failed[*]}}"
   echo
-  echo "| workload | no agent | protected | ratio | rounds, no agent / protected (s) | opens held / ms waited (per round) |"
-  echo "|---|---:|---:|---:|---:|---:|"
+  echo "Each timing runs its workload $REPEAT time(s) in a row; ratio = median protected / median without; spread = the lowest and highest ratio of one round's pair"
+  echo
+  echo "| workload | no agent | protected | ratio | spread | rounds, no agent / protected (s) | opens held / ms waited (per round) |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
   for w in $WORKLOADS; do
     off=$(echo "${took[$w,off]}" | median)
     on=$(echo "${took[$w,on]}" | median)
     rounds=$(python3 -c "import sys; a, b = sys.argv[1].split(), sys.argv[2].split(); print(' '.join(f'{float(x):.2f}/{float(y):.2f}' for x, y in zip(a, b)))" "${took[$w,off]}" "${took[$w,on]}")
-    printf '| %s | %.3f s | %.3f s | %.3f× | %s | %s |\n' "$w" "$off" "$on" "$(python3 -c "print($on / $off)")" "$rounds" "${held[$w]% }"
+    spread=$(python3 -c "import sys; r = [float(y) / float(x) for x, y in zip(sys.argv[1].split(), sys.argv[2].split())]; print(f'{min(r):.3f}–{max(r):.3f}')" "${took[$w,off]}" "${took[$w,on]}")
+    printf '| %s | %.3f s | %.3f s | %.3f× | %s | %s | %s |\n' "$w" "$off" "$on" "$(python3 -c "print($on / $off)")" "$spread" "$rounds" "${held[$w]% }"
   done
 } | tee "$out/table.md"
 echo "results in $out" >&2

@@ -513,3 +513,30 @@ fn calm_folders_cost_readers_nothing_and_still_keep_originals() {
     let again = m.status();
     assert!(again.guarded >= calm.guarded, "{calm:?} then {again:?}");
 }
+
+/// A folder left alert because one of its documents was open for writing when the folders
+/// became calm is calm again once that writer has closed it — though nothing else changes.
+#[test]
+fn a_folder_left_alert_by_an_open_writer_is_calm_once_it_closes() {
+    let Some(s) = scene(RansomwareMode::Block, Vec::new()) else {
+        return;
+    };
+    let m = s.monitor.as_ref().unwrap();
+    common::wait_calm(m);
+    let before = m.status();
+    // a writer keeps a document open, touching nothing, past the moment the folders calm down
+    let (ok, out) = run(&s.docs, "exec 3>>letters/note-3.txt; sleep 5; exec 3>&-");
+    assert!(ok, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = m.status();
+        if now.calm_folders >= before.calm_folders {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a folder stayed alert after its writer closed: {before:?} then {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

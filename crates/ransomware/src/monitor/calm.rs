@@ -155,6 +155,7 @@ pub(crate) fn settle(shared: &Shared) -> usize {
         return calm.ignoring.len();
     }
     calm.looked = Some(seen);
+    let mut again = false;
     let mut guarded: HashSet<PathBuf> = HashSet::new();
     let mut unguarded: HashSet<PathBuf> = HashSet::new();
     let docs: Vec<(PathBuf, u64, u64)> = shared
@@ -170,7 +171,16 @@ pub(crate) fn settle(shared: &Shared) -> usize {
         // a program that opens the same document for writing again and again (a database)
         // would otherwise break a lease, and have its document copied, every time
         let now_guarded = shared.holds.is_guarded(dev, ino)
-            || (!calm.never.contains(dir) && shared.holds.guard(&path).is_ok());
+            || (!calm.never.contains(dir)
+                && match shared.holds.guard(&path) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        // open for writing now (`EAGAIN`): worth another look, though nothing
+                        // else changes, once it is closed
+                        again |= e.raw_os_error() == Some(libc::EAGAIN);
+                        false
+                    }
+                });
         if now_guarded {
             guarded.insert(dir.to_path_buf());
         } else {
@@ -206,6 +216,11 @@ pub(crate) fn settle(shared: &Shared) -> usize {
                 tracing::debug!(dir = %dir.display(), error = %e, "ransomware: a folder cannot be calm");
             }
         }
+    }
+    if again {
+        // a folder left alert for a document open for writing at the time is looked at again
+        // at the next settle, not only when something else changes
+        calm.looked = None;
     }
     calm.ignoring.len()
 }
