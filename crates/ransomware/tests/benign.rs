@@ -132,7 +132,12 @@ fn benign(tools: &[&str], script: &str) {
     };
     let started = Instant::now();
     let (ok, out) = run(&s.docs, script);
-    assert!(ok, "the workload was hindered:\n{script}\n{out}");
+    if !ok {
+        // a conviction (its incident) or a refusal without one (the monitor's status) tells why
+        let incident = s.incidents.recv_timeout(Duration::from_millis(1500)).ok();
+        let status = s.monitor.as_ref().map(|m| m.status());
+        panic!("the workload was hindered:\n{script}\n{out}\nincident: {incident:#?}\nstatus: {status:?}");
+    }
     // whatever it changed is judged by now, or very soon
     if let Ok(i) = s.incidents.recv_timeout(Duration::from_millis(1500)) {
         panic!("a benign workload was convicted:\n{script}\n{i:#?}");
