@@ -314,9 +314,9 @@ EOF
   for w in $WORKLOADS; do
     off=$(echo "${took[$w,off]}" | median)
     on=$(echo "${took[$w,on]}" | median)
-    rounds=$(python3 -c "import sys; a, b = sys.argv[1].split(), sys.argv[2].split(); print(' '.join(f'{float(x):.2f}/{float(y):.2f}' for x, y in zip(a, b)))" "${took[$w,off]}" "${took[$w,on]}")
-    spread=$(python3 -c "import sys; r = [float(y) / float(x) for x, y in zip(sys.argv[1].split(), sys.argv[2].split())]; print(f'{min(r):.3f}–{max(r):.3f}')" "${took[$w,off]}" "${took[$w,on]}")
-    printf '| %s | %.3f s | %.3f s | %.3f× | %s | %s | %s |\n' "$w" "$off" "$on" "$(python3 -c "print($on / $off)")" "$spread" "$rounds" "${held[$w]% }"
+    # the spread (lowest and highest ratio of one round's pair) and each round's times
+    rounds=$(python3 -c "import sys; p = [(float(x), float(y)) for x, y in zip(sys.argv[1].split(), sys.argv[2].split())]; r = [y / x for x, y in p]; print(f'{min(r):.3f}–{max(r):.3f} | ' + ' '.join(f'{x:.2f}/{y:.2f}' for x, y in p))" "${took[$w,off]}" "${took[$w,on]}")
+    printf '| %s | %.3f s | %.3f s | %.3f× | %s | %s |\n' "$w" "$off" "$on" "$(python3 -c "print($on / $off)")" "$rounds" "${held[$w]% }"
   done
 } | tee "$out/table.md"
 echo "results in $out" >&2

@@ -532,16 +532,6 @@ fn a_folder_left_alert_by_an_open_writer_is_calm_once_it_closes() {
     // a writer keeps a document open, touching nothing, past the moment the folders calm down
     let (ok, out) = run(&s.docs, "exec 3>>letters/note-3.txt; sleep 5; exec 3>&-");
     assert!(ok, "{out}");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let now = m.status();
-        if now.calm_folders >= before.calm_folders {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a folder stayed alert after its writer closed: {before:?} then {now:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // as many folders calm as before the writer came
+    common::wait_calm_folders(m, before.calm_folders);
 }

@@ -154,7 +154,6 @@ pub(crate) fn settle(shared: &Shared) -> usize {
     if !calm.ignoring.is_empty() && calm.looked == Some(seen) {
         return calm.ignoring.len();
     }
-    calm.looked = Some(seen);
     let mut again = false;
     let mut guarded: HashSet<PathBuf> = HashSet::new();
     let mut unguarded: HashSet<PathBuf> = HashSet::new();
@@ -217,11 +216,9 @@ pub(crate) fn settle(shared: &Shared) -> usize {
             }
         }
     }
-    if again {
-        // a folder left alert for a document open for writing at the time is looked at again
-        // at the next settle, not only when something else changes
-        calm.looked = None;
-    }
+    // a folder left alert for a document open for writing at the time is looked at again at the
+    // next settle, not only when something else changes
+    calm.looked = (!again).then_some(seen);
     calm.ignoring.len()
 }
 

@@ -88,8 +88,13 @@ pub fn needs(tools: &[&str]) -> bool {
 /// guarded by leases and their opens costing no permission event — the state an attack on a
 /// quiet host meets.
 pub fn wait_calm(monitor: &rampart_ransomware::monitor::Monitor) {
+    wait_calm_folders(monitor, 1);
+}
+
+/// Waits until at least `folders` of `monitor`'s folders are calm.
+pub fn wait_calm_folders(monitor: &rampart_ransomware::monitor::Monitor, folders: usize) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while monitor.status().calm_folders == 0 {
+    while monitor.status().calm_folders < folders {
         assert!(
             std::time::Instant::now() < deadline,
             "the folders did not become calm: {:?}",
