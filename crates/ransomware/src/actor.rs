@@ -68,7 +68,8 @@ pub struct Process {
     pub comm: String,
     /// What it runs.
     pub program: Program,
-    /// Its command line.
+    /// Its command line, as read with the process for an interpreter (it names the script);
+    /// empty for other programs — [`Process::command`] reads it.
     pub cmdline: Vec<String>,
 }
 
@@ -82,6 +83,15 @@ pub enum ActorKey {
 }
 
 impl Process {
+    /// The command line, joined: as read, or read now.
+    pub fn command(&self) -> String {
+        if self.cmdline.is_empty() {
+            command_line(self.pid).join(" ")
+        } else {
+            self.cmdline.join(" ")
+        }
+    }
+
     /// The keys to gather evidence on: the group, and the program unless it is a bare
     /// interpreter (every shell on the host would be one actor).
     pub fn keys(&self) -> Vec<ActorKey> {
@@ -103,7 +113,9 @@ impl Process {
 
 /// Reads process `pid`; `None` once it is gone.
 pub fn process(pid: u32) -> Option<Process> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut buf = [0u8; 1024];
+    let stat = rampart_sys::open::read_small(&format!("/proc/{pid}/stat"), &mut buf).ok()?;
+    let stat = std::str::from_utf8(stat).ok()?;
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     let comm = stat[open + 1..close].to_owned();
@@ -115,21 +127,16 @@ pub fn process(pid: u32) -> Option<Process> {
     // never as one group with everything else so placed
     let pgid = if pgid == 0 { pid } else { pgid };
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-    // the first 8 KiB of it: enough to name a script and show the command (`xargs cat`
-    // gives thousands of arguments, and this is read on an opener's way)
-    let mut head = Vec::new();
-    if let Ok(f) = std::fs::File::open(format!("/proc/{pid}/cmdline")) {
-        use std::io::Read;
-        let _ = f.take(CMDLINE_AT_MOST).read_to_end(&mut head);
-    }
-    let cmdline: Vec<String> = head
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let script = is_interpreter(&exe)
-        .then(|| script_of(&cmdline, pid))
-        .flatten();
+    // the command line only where it names the program (an interpreter's script): reading
+    // another process's memory is the dearest part of this, and it is on an opener's way; for
+    // an incident it is read when the process is first seen acting (`Process::command`)
+    let (cmdline, script) = if is_interpreter(&exe) {
+        let cmdline = command_line(pid);
+        let script = script_of(&cmdline, pid);
+        (cmdline, script)
+    } else {
+        (Vec::new(), None)
+    };
     Some(Process {
         pid,
         ppid,
@@ -139,6 +146,20 @@ pub fn process(pid: u32) -> Option<Process> {
         program: Program { exe, script },
         cmdline,
     })
+}
+
+/// The command line of process `pid` (its first 8 KiB: enough to name a script and show the
+/// command — `xargs cat` gives thousands of arguments); empty once it is gone.
+pub fn command_line(pid: u32) -> Vec<String> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    if let Ok(f) = std::fs::File::open(format!("/proc/{pid}/cmdline")) {
+        let _ = f.take(CMDLINE_AT_MOST).read_to_end(&mut head);
+    }
+    head.split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
 }
 
 /// How much of a command line is read.

@@ -14,7 +14,7 @@
 //! an open for writing waits on the lease until the agent has the content.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -221,6 +221,18 @@ impl Holds {
     /// How many holds there may be at once.
     pub fn max(&self) -> usize {
         self.max
+    }
+
+    /// Holds inode (`dev`, `ino`) through a duplicate of `fd` — or extends the hold it has,
+    /// without duplicating (an open of a held document costs no descriptor).
+    pub fn keep_from(&self, dev: u64, ino: u64, fd: BorrowedFd<'_>) {
+        if let Some(h) = self.held.lock().expect("holds lock").get_mut(&(dev, ino)) {
+            h.until = h.until.max(Instant::now() + HOLD_FOR);
+            return;
+        }
+        if let Ok(dup) = fd.try_clone_to_owned() {
+            self.keep(dev, ino, dup);
+        }
     }
 
     /// Holds inode (`dev`, `ino`) through `fd` (or extends the hold it has). At the limit, the

@@ -215,17 +215,11 @@ impl Vault {
 
 /// The first `n` bytes of the file at `path`.
 pub fn read_head(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
-    let mut f = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; n];
-    let mut got = 0;
-    while got < n {
-        let k = f.read(&mut buf[got..])?;
-        if k == 0 {
-            break;
-        }
-        got += k;
-    }
-    buf.truncate(got);
+    // as much as is there, up to `n`: no buffer of `n` zeroes for a file of a few KiB
+    let f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len().min(n as u64) as usize;
+    let mut buf = Vec::with_capacity(len + 1);
+    f.take(n as u64).read_to_end(&mut buf)?;
     Ok(buf)
 }
 

@@ -154,6 +154,44 @@ pub fn poll_readable(fd: &OwnedFd, timeout_ms: i32) -> bool {
     n > 0 && (p.revents & libc::POLLIN) != 0
 }
 
+/// Whether `a` and `b` are readable, waiting up to `timeout_ms` for either.
+pub fn poll_readable_either(a: &OwnedFd, b: &OwnedFd, timeout_ms: i32) -> (bool, bool) {
+    let mut p = [a, b].map(|fd| libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    // SAFETY: two valid pollfds for the duration of the call.
+    let n = unsafe { libc::poll(p.as_mut_ptr(), 2, timeout_ms) };
+    let ready = |i: usize| n > 0 && (p[i].revents & libc::POLLIN) != 0;
+    (ready(0), ready(1))
+}
+
+/// An eventfd (non-blocking): one thread's way to wake another that polls it.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes an initial value and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor this function owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes the eventfd `fd` readable.
+pub fn eventfd_post(fd: &OwnedFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a local; a full counter (EAGAIN) is readable already.
+    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+}
+
+/// Clears the eventfd `fd` (readable again at the next post).
+pub fn eventfd_take(fd: &OwnedFd) {
+    let mut v: u64 = 0;
+    // SAFETY: reads 8 bytes into a local; nothing posted (EAGAIN) leaves it as it is.
+    unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+}
+
 /// Takes ownership of the descriptor a fanotify event carries (closed when dropped).
 pub fn own_event_fd(fd: i32) -> OwnedFd {
     // SAFETY: the kernel opened this descriptor for this process when the event was read; it
@@ -575,6 +613,21 @@ pub fn block_signals_in_this_thread() {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
     }
+}
+
+/// Gives the calling thread a scheduling weight above the rest of the host's (nice `nice`):
+/// for a thread that answers permission events, whose every moment off the CPU is a moment
+/// some opener waits. Errors are returned (an unprivileged agent in a test keeps its weight).
+pub fn favour_this_thread(nice: i32) -> io::Result<()> {
+    // SAFETY: gettid has no arguments; setpriority reads its three integers only.
+    let r = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 // ---- the healer: fanotify notifications with file handles, handles, xattrs, times ----

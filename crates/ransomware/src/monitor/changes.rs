@@ -38,8 +38,13 @@ pub(crate) fn read(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>
     rampart_sys::block_signals_in_this_thread();
     let mut buf = vec![0u8; 256 * 1024];
     while !stop.load(Ordering::SeqCst) {
-        // short waits: a held opener waits for the moment the queue is found empty
-        let readable = rampart_sys::poll_readable(&shared.notify, 5);
+        // short waits: a held opener waits for the moment the queue is found empty (and the
+        // permission side says when one starts to)
+        let (readable, called) =
+            rampart_sys::poll_readable_either(&shared.notify, &shared.read_now, 5);
+        if called {
+            rampart_sys::eventfd_take(&shared.read_now);
+        }
         let mut changes = Vec::new();
         if readable {
             loop {
@@ -125,6 +130,9 @@ pub(crate) fn judge(shared: &Shared, stop: &AtomicBool, queue: mpsc::Receiver<Wo
                     shared.backlog.fetch_sub(1, Ordering::SeqCst);
                 }
                 shared.state.lock().expect("state lock").drained = Some(empty_at);
+                if shared.holding.load(Ordering::SeqCst) {
+                    rampart_sys::eventfd_post(&shared.judged);
+                }
             }
         }
     }

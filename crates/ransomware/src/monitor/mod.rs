@@ -227,6 +227,8 @@ pub(crate) struct State {
     /// Processes seen, by pid, and when (for notifications from processes already gone); no
     /// keys: a process of a trusted program.
     pub keys_of: HashMap<u32, (Vec<ActorKey>, Instant)>,
+    /// How many entries `keys_of` may reach before the next look for processes gone.
+    pub forget_at: usize,
     /// Notes: file name → (folders, group).
     pub notes: HashMap<String, (HashSet<PathBuf>, u32)>,
     /// Convicted actors' keys.
@@ -259,14 +261,18 @@ pub(crate) struct Pending {
 
 impl State {
     /// Remembers who `pid` is, for its changes announced after it is gone. Bounded: past
-    /// [`REMEMBERED`] entries, those of processes gone for a minute are forgotten.
+    /// [`REMEMBERED`] entries (or twice what the last look kept), those of processes gone for a
+    /// minute are forgotten.
     pub fn remember(&mut self, pid: u32, keys: &[ActorKey]) {
         let now = Instant::now();
-        if self.keys_of.len() >= REMEMBERED {
+        if self.keys_of.len() >= self.forget_at.max(REMEMBERED) {
             self.keys_of.retain(|pid, (_, at)| {
                 now.duration_since(*at) < Duration::from_secs(60)
                     || Path::new(&format!("/proc/{pid}")).exists()
             });
+            // a host starting thousands of processes a minute keeps them all: looked at again
+            // once as many more came, not at each (a look is a system call per entry)
+            self.forget_at = 2 * self.keys_of.len();
         }
         self.keys_of.insert(pid, (keys.to_vec(), now));
     }
@@ -281,7 +287,7 @@ impl State {
                 .flatten();
             let leader = leader.as_ref().unwrap_or(p);
             journal.program = Some(leader.program.clone());
-            journal.cmdline = leader.cmdline.join(" ");
+            journal.cmdline = leader.command();
         }
         if !p.program.is_bare_interpreter() {
             self.groups_of
@@ -290,7 +296,7 @@ impl State {
                 .insert(p.pgid);
             self.cmdline_of
                 .entry(p.program.clone())
-                .or_insert_with(|| p.cmdline.join(" "));
+                .or_insert_with(|| p.command());
         }
     }
 
@@ -306,7 +312,9 @@ impl State {
         self.detector.pressing(keys, Instant::now()) || self.pending_for(keys, except)
     }
 
-    fn pending_for(&self, keys: &[ActorKey], except: Option<(u64, u64)>) -> bool {
+    /// Whether a verdict on the actor with `keys` is waiting (`except` as for
+    /// [`State::suspect`]).
+    pub fn pending_for(&self, keys: &[ActorKey], except: Option<(u64, u64)>) -> bool {
         self.pending
             .iter()
             .any(|p| Some((p.dev, p.ino)) != except && p.keys.iter().any(|k| keys.contains(k)))
@@ -343,6 +351,12 @@ pub(crate) struct Shared {
     pub ready: AtomicBool,
     /// Whether the permission side holds openers (waiting for the queue to be judged).
     pub holding: AtomicBool,
+    /// The permission side's call to the reader when it holds an opener: read the queue now
+    /// (the reader's own wait would add milliseconds to every hold).
+    pub read_now: OwnedFd,
+    /// The judge's call to the permission side once what was read is judged (held openers
+    /// may go).
+    pub judged: OwnedFd,
     pub incident_count: AtomicUsize,
     /// Programs blocked on this host, by content.
     pub blocklist: Mutex<crate::blocklist::Blocklist>,
@@ -400,6 +414,8 @@ impl Monitor {
             incidents: Mutex::new(incidents),
             ready: AtomicBool::new(false),
             holding: AtomicBool::new(false),
+            read_now: rampart_sys::eventfd()?,
+            judged: rampart_sys::eventfd()?,
             incident_count: AtomicUsize::new(0),
             blocklist: Mutex::new(crate::blocklist::Blocklist::default()),
             trusted_cache: Mutex::new(HashMap::new()),

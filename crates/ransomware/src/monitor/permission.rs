@@ -22,17 +22,23 @@ struct Held {
     fd: OwnedFd,
     keys: Vec<ActorKey>,
     group: u32,
+    /// The document an open for writing is about to change (its own pending verdict does not
+    /// hold it: the actor writing again what it emptied).
+    except: Option<(u64, u64)>,
     since: Instant,
 }
 
 enum Answer {
     Allow,
     Deny,
-    Hold(Vec<ActorKey>, u32),
+    Hold(Vec<ActorKey>, u32, Option<(u64, u64)>),
 }
 
 pub(crate) fn run(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>) {
     rampart_sys::block_signals_in_this_thread();
+    if let Err(e) = rampart_sys::favour_this_thread(-10) {
+        tracing::warn!(error = %e, "the permission thread keeps the usual scheduling weight");
+    }
     let mut buf = vec![0u8; 64 * 1024];
     let mut held: Vec<Held> = Vec::new();
     let mut expired_at = Instant::now();
@@ -42,7 +48,12 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>)
             expired_at = Instant::now();
         }
         let timeout = if held.is_empty() { 100 } else { 2 };
-        if rampart_sys::poll_readable(&shared.perm, timeout) {
+        let (readable, judged) =
+            rampart_sys::poll_readable_either(&shared.perm, &shared.judged, timeout);
+        if judged {
+            rampart_sys::eventfd_take(&shared.judged);
+        }
+        if readable {
             let n = rampart_sys::read_fd(&shared.perm, &mut buf).unwrap_or(0);
             // every event of the batch judged before any is answered (an answer wakes every
             // waiting opener for a moment, which hides what the others are doing)
@@ -52,17 +63,25 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>)
                 let answer = decide(shared, fd.as_fd(), tid, work);
                 answers.push((fd, answer));
             }
+            let holds = answers.iter().any(|(_, a)| matches!(a, Answer::Hold(..)));
             for (fd, answer) in answers {
                 match answer {
                     Answer::Allow => answer_now(shared, &fd, true),
                     Answer::Deny => answer_now(shared, &fd, false),
-                    Answer::Hold(keys, group) => held.push(Held {
+                    Answer::Hold(keys, group, except) => held.push(Held {
                         fd,
                         keys,
                         group,
+                        except,
                         since: Instant::now(),
                     }),
                 }
+            }
+            if holds {
+                // the queue read now, for these openers (the reader's own wait would add up
+                // to 5 ms to each): it is judged from a moment after they were held
+                shared.holding.store(true, Ordering::SeqCst);
+                rampart_sys::eventfd_post(&shared.read_now);
             }
         }
         if !held.is_empty() {
@@ -129,7 +148,12 @@ fn release(shared: &Shared, held: &mut Vec<Held>) {
     held.retain(|h| {
         let convicted = is_convicted(&state, &h.keys);
         let writing = state.journals.get(&h.group).map_or(0, |j| j.writing);
-        let judged = drained.is_some_and(|d| d >= h.since) && writing <= 1;
+        // what it did before is judged: the changes read up to a moment after it was held, and
+        // any verdict left waiting (an emptied document is judged once it had time to be
+        // written again; a truncating wiper goes no further meanwhile)
+        let judged = drained.is_some_and(|d| d >= h.since)
+            && writing <= 1
+            && !state.pending_for(&h.keys, h.except);
         let waited = now.duration_since(h.since);
         if convicted || judged || waited >= HOLD_AT_MOST {
             let allow = !(convicted && shared.settings.mode == RansomwareMode::Block);
@@ -165,9 +189,7 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
         OpenKind::Read
     } else {
         if !shared.holds.is_guarded(meta.dev(), meta.ino()) {
-            if let Ok(dup) = fd.try_clone_to_owned() {
-                shared.holds.keep(meta.dev(), meta.ino(), dup);
-            }
+            shared.holds.keep_from(meta.dev(), meta.ino(), fd);
         }
         // the common case, with what the event gives and one read of the opener's system
         // call: a document read while no actor is under suspicion is let through
@@ -232,7 +254,7 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
             return if block { Answer::Deny } else { Answer::Allow };
         }
         if state.held_back(&keys, None) || (is_dir && unjudged) {
-            return Answer::Hold(keys, p.pgid);
+            return Answer::Hold(keys, p.pgid, None);
         }
         return Answer::Allow;
     }
@@ -305,7 +327,7 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
         return Answer::Allow;
     }
     if state.held_back(&keys, Some((dev, ino))) || writing > 2 || unjudged {
-        return Answer::Hold(keys, p.pgid);
+        return Answer::Hold(keys, p.pgid, Some((dev, ino)));
     }
     Answer::Allow
 }
