@@ -85,6 +85,18 @@ fn main() -> ExitCode {
         let code = rampart_selfprotect::userspace::supervisor::main();
         return ExitCode::from(u8::try_from(code).unwrap_or(exit::FAILURE));
     }
+    // the commands that print and exit end quietly when what reads them stops (`| head`)
+    if matches!(
+        cli.command,
+        Command::Policy(_)
+            | Command::Groups(_)
+            | Command::Agents(_)
+            | Command::EnrollToken(_)
+            | Command::Events(_)
+            | Command::Ransomware(_)
+    ) {
+        rampart_sys::end_on_broken_pipe();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -408,6 +408,39 @@ fn a_copy_of_a_blocked_program_is_stopped_as_it_starts() {
     assert_copy_stopped(&s, &before, &attacker);
 }
 
+/// A blocked program is refused by its inode. Once it is deleted, ext4 gives its inode number
+/// to the next file or folder made near it, which must not be refused in its stead (the bench
+/// met that: a trusted `rm -rf` could not open a folder of a tree unpacked after a conviction).
+#[test]
+fn a_folder_given_a_deleted_blocked_programs_inode_is_not_refused() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let locker = dir.path().join("locker");
+    common::simulator_copy(&locker, &locker.display().to_string());
+    let blocked = rampart_ransomware::blocklist::blocked_file(&locker).unwrap();
+    let Some(s) = scene_in(dir, RansomwareMode::Block, Vec::new(), false, vec![blocked]) else {
+        return;
+    };
+    let refused = run_encryptor(&locker, &s.docs);
+    assert!(!refused.success(), "the blocked program ran: {refused:?}");
+    let ino = std::fs::metadata(&locker).unwrap().ino();
+    std::fs::remove_file(&locker).unwrap();
+    let taken = (0..200)
+        .map(|k| s.docs.join(format!("unpacked-{k}")))
+        .find(|d| {
+            std::fs::create_dir(d).unwrap();
+            std::fs::metadata(d).unwrap().ino() == ino
+        })
+        .expect("none of 200 new folders was given the deleted program's inode number");
+    // listed by another process (this one, the monitor's, is spared)
+    let listed = Command::new("ls").arg(&taken).output().unwrap();
+    assert!(
+        listed.status.success(),
+        "a new folder with the deleted program's inode number was refused: {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+}
+
 /// What the agent keeps across a restart (its incident records): a monitor started with a
 /// program blocked before refuses that program where it is, and stops its copies.
 #[test]

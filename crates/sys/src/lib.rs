@@ -207,6 +207,7 @@ pub struct Stat {
     size: u64,
     mode: u32,
     ctime: (i64, i64),
+    mtime: (i64, i64),
 }
 
 impl Stat {
@@ -238,6 +239,10 @@ impl Stat {
     pub fn ctime(&self) -> (i64, i64) {
         self.ctime
     }
+    /// When its content last changed (seconds, nanoseconds).
+    pub fn mtime(&self) -> (i64, i64) {
+        self.mtime
+    }
 }
 
 /// `fstat` of an open descriptor.
@@ -252,6 +257,7 @@ pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<Stat> {
         size: st.st_size as u64,
         mode: st.st_mode,
         ctime: (st.st_ctime, st.st_ctime_nsec),
+        mtime: (st.st_mtime, st.st_mtime_nsec),
     })
 }
 
@@ -612,6 +618,16 @@ pub fn block_signals_in_this_thread() {
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+    }
+}
+
+/// Lets a write to a closed pipe end the process, as it ends any other command-line tool
+/// (`rampart … | head`): Rust programs ignore `SIGPIPE`, and a print to a closed pipe panics.
+/// For commands that print and exit, never for the daemons.
+pub fn end_on_broken_pipe() {
+    // SAFETY: restores the default disposition of one signal; no handler is installed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

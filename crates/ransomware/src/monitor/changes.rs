@@ -1089,7 +1089,7 @@ pub(crate) fn refuse(shared: &Shared, file: &Path) -> bool {
         .lock()
         .expect("state lock")
         .blocked
-        .insert((m.dev(), m.ino()));
+        .insert((m.dev(), m.ino()), (m.len(), (m.mtime(), m.mtime_nsec())));
     // its folder's permission events are never silenced
     if let Some(dir) = file.parent() {
         super::calm::never_calm(shared, dir);

@@ -233,8 +233,9 @@ pub(crate) struct State {
     pub notes: HashMap<String, (HashSet<PathBuf>, u32)>,
     /// Convicted actors' keys.
     pub convicted: Vec<Vec<ActorKey>>,
-    /// Executables blocked from running: (dev, ino).
-    pub blocked: HashSet<(u64, u64)>,
+    /// Executables blocked from running: (dev, ino) → what the file was (size, mtime), so
+    /// that a file that takes a deleted one's inode number is not refused in its stead.
+    pub blocked: HashMap<(u64, u64), (u64, (i64, i64))>,
     /// Incidents so far.
     pub incidents: Vec<Convicted>,
     /// The worker has handled every change made before this instant.

@@ -175,8 +175,18 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
     };
     let is_dir = meta.is_dir();
     let blocked = {
-        let state = shared.state.lock().expect("state lock");
-        !state.blocked.is_empty() && state.blocked.contains(&(meta.dev(), meta.ino()))
+        let mut state = shared.state.lock().expect("state lock");
+        let key = (meta.dev(), meta.ino());
+        match state.blocked.get(&key) {
+            None => false,
+            Some(&was) if meta.is_file() && was == (meta.len(), meta.mtime()) => true,
+            // the blocked file is gone and its inode number taken by another file or folder
+            // (ext4 gives numbers again at once): no longer blocked
+            Some(_) => {
+                state.blocked.remove(&key);
+                false
+            }
+        }
     };
     // a blocked program: not opened, not run, by anyone but the agent
     if blocked {
