@@ -453,7 +453,8 @@ async fn handle(request: Request, shared: &Shared) -> Reply {
                        "protected": shared.ransomware.protected_folders(),
                        "held": {"opens": held, "ms": held_ms}, "backlog": backlog,
                        "calm": monitor.map(|m| json!({"folders": m.calm_folders, "guarded": m.guarded,
-                           "permission_events": m.permission_events, "lease_breaks": m.lease_breaks}))}),
+                           "permission_events": m.permission_events, "lease_breaks": m.lease_breaks,
+                           "refused_unasked": m.refused_unasked}))}),
             )
         }
         Request::RansomwareIncidents => {

@@ -62,11 +62,13 @@ impl Default for Holds {
 }
 
 impl Holds {
-    /// No holds. Of this process's descriptors, 4,096 are left for everything else (a
-    /// permission event the agent cannot take a descriptor for is refused by the kernel), a
-    /// quarter of the rest (at most 65,536) may be holds, and what remains guards.
+    /// No holds. Of this process's descriptors, 8,192 are left for everything else — the
+    /// permission events being answered or held (a batch is read at once), listings, the vault:
+    /// a permission event the agent cannot take a descriptor for is refused by the kernel, so
+    /// the opener gets `EPERM` — a quarter of the rest (at most 65,536) may be holds, and what
+    /// remains guards.
     pub fn new() -> Holds {
-        let usable = rampart_sys::open_files_limit().saturating_sub(4096);
+        let usable = rampart_sys::open_files_limit().saturating_sub(8192);
         let max = (usable / 4).clamp(256, 1 << 16);
         let mut holds = Holds::with_max(max as usize);
         holds.guard_max = usable.saturating_sub(max) as usize;

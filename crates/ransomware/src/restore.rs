@@ -274,6 +274,12 @@ fn quarantine_file(at: &Path, quarantine: &Path) -> FileOutcome {
 /// away), else its content — from the vault copy, or through its hold.
 fn restore_one(o: &Original, vault: &Vault, holds: &Holds) -> std::io::Result<FileOutcome> {
     let held = holds.reader(o.dev, o.ino);
+    if !matches!(o.source, Source::NotPreserved) {
+        // a folder removed whole (`rm -rf`) is made again, for its documents to go back into
+        if let Some(folder) = o.path.parent().filter(|f| !f.exists()) {
+            std::fs::create_dir_all(folder)?;
+        }
+    }
     match &o.source {
         Source::NotPreserved => Ok(FileOutcome::NotPreserved),
         Source::Hold => {

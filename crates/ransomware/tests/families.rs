@@ -408,6 +408,37 @@ fn a_copy_of_a_blocked_program_is_stopped_as_it_starts() {
     assert_copy_stopped(&s, &before, &attacker);
 }
 
+/// A wiper that removes whole folders (`rm -rf` from a script): the folders come back with
+/// every document in them (a restore into a folder that is gone put nothing back). Decoys on:
+/// plain deletions by a shell's `rm` are judged slowly without them.
+#[test]
+fn folders_removed_whole_come_back_with_their_documents() {
+    let Some(s) = scene(RansomwareMode::Block, Vec::new(), true) else {
+        return;
+    };
+    let before = snapshot(&s.docs);
+    let projects = s.docs.join("projects");
+    let wiper = s.docs.with_file_name("wipe-folders.sh");
+    std::fs::write(&wiper, format!("rm -rf '{}'\n", projects.display())).unwrap();
+    let _ = Command::new("setsid")
+        .arg("sh")
+        .arg(&wiper)
+        .status()
+        .unwrap();
+    let incident = s
+        .incidents
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the folder wiper was not convicted");
+    assert!(
+        incident
+            .files
+            .iter()
+            .any(|f| f.path.starts_with(&projects.display().to_string())),
+        "the incident lists none of the removed folder's documents: {incident:#?}"
+    );
+    wait_restored(&s.docs, &before, "after rm -rf of a folder tree");
+}
+
 /// A blocked program is refused by its inode. Once it is deleted, ext4 gives its inode number
 /// to the next file or folder made near it, which must not be refused in its stead (the bench
 /// met that: a trusted `rm -rf` could not open a folder of a tree unpacked after a conviction).

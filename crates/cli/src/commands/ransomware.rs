@@ -107,6 +107,12 @@ pub async fn run(root: &Path, cmd: Command) -> Result<()> {
                     data["calm"]["permission_events"],
                     data["calm"]["lease_breaks"]
                 );
+                if data["calm"]["refused_unasked"].as_u64().unwrap_or(0) > 0 {
+                    println!(
+                        "  Refused    {} open(s) refused by the kernel: the agent had no descriptor left for their event",
+                        data["calm"]["refused_unasked"]
+                    );
+                }
             }
             Ok(())
         }

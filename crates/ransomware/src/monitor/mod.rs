@@ -85,6 +85,9 @@ pub struct Status {
     pub permission_events: u64,
     /// Leases broken so far (a guarded document opened for writing or truncated).
     pub lease_breaks: u64,
+    /// Opens the kernel refused because it could not give the agent a descriptor for their
+    /// event (the agent out of descriptors): should stay 0.
+    pub refused_unasked: u64,
 }
 
 /// A convicted actor, and the plan that restores its files (for `rampart ransomware restore`).
@@ -378,6 +381,8 @@ pub(crate) struct Shared {
     /// Leases broken, and permission events answered, so far.
     pub breaks: AtomicU64,
     pub permission_events: AtomicU64,
+    /// Reads of the permission queue that failed (the kernel refuses the opener then).
+    pub refused_unasked: AtomicU64,
 }
 
 /// The running monitor.
@@ -429,6 +434,7 @@ impl Monitor {
             unclaimed: Mutex::new(HashMap::new()),
             breaks: AtomicU64::new(0),
             permission_events: AtomicU64::new(0),
+            refused_unasked: AtomicU64::new(0),
         });
         // programs blocked by an earlier run: refused again where they are, copies looked for
         for b in shared.settings.blocked.clone() {
@@ -585,6 +591,7 @@ impl Monitor {
             calm_folders: calm::calm_folders(&self.shared),
             permission_events: self.shared.permission_events.load(Ordering::Relaxed),
             lease_breaks: self.shared.breaks.load(Ordering::Relaxed),
+            refused_unasked: self.shared.refused_unasked.load(Ordering::Relaxed),
         }
     }
 

@@ -39,7 +39,9 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>)
     if let Err(e) = rampart_sys::favour_this_thread(-10) {
         tracing::warn!(error = %e, "the permission thread keeps the usual scheduling weight");
     }
-    let mut buf = vec![0u8; 64 * 1024];
+    // a read takes a descriptor for each event in it: at most about 340 at once (of the
+    // descriptors `Holds` leaves for everything else)
+    let mut buf = vec![0u8; 8 * 1024];
     let mut held: Vec<Held> = Vec::new();
     let mut expired_at = Instant::now();
     while !stop.load(Ordering::SeqCst) {
@@ -54,7 +56,21 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>)
             rampart_sys::eventfd_take(&shared.judged);
         }
         if readable {
-            let n = rampart_sys::read_fd(&shared.perm, &mut buf).unwrap_or(0);
+            // a read fails when the kernel could not give this process a descriptor for an
+            // event (EMFILE, ENFILE): it has refused that opener itself (EPERM), unasked
+            let n = match rampart_sys::read_fd(&shared.perm, &mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    if shared
+                        .refused_unasked
+                        .fetch_add(1, Ordering::Relaxed)
+                        .is_multiple_of(1000)
+                    {
+                        tracing::error!(error = %e, "the kernel refused an open the agent could not be told of");
+                    }
+                    0
+                }
+            };
             // every event of the batch judged before any is answered (an answer wakes every
             // waiting opener for a moment, which hides what the others are doing)
             let mut answers = Vec::new();
