@@ -55,6 +55,9 @@ pub struct Holds {
     guard_max: usize,
 }
 
+/// How many let-go descriptors may wait to be closed off the openers' way.
+const RELEASED_AT_MOST: usize = 1024;
+
 impl Default for Holds {
     fn default() -> Self {
         Holds::new()
@@ -90,6 +93,7 @@ impl Holds {
     /// Returns its (device, inode), or why not (`EAGAIN`: it is open for writing now; `EMFILE`:
     /// no guard left).
     pub fn guard(&self, path: &Path) -> std::io::Result<(u64, u64)> {
+        self.bound_released();
         // no open past the budget (documents beyond it are tried again and again)
         if self.guards.lock().expect("guards lock").by_inode.len() >= self.guard_max {
             return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
@@ -183,6 +187,7 @@ impl Holds {
     /// The document guarded as (`dev`, `ino`) is gone, and nothing needs it: its guard is let
     /// go (closed off the openers' way, like released holds).
     pub fn drop_guard(&self, dev: u64, ino: u64) {
+        self.bound_released();
         if let Some(g) = self.take_guard(dev, ino) {
             if g.pinned {
                 self.hold_again(dev, ino, g.fd, true);
@@ -243,6 +248,7 @@ impl Holds {
     /// for the sorting once per thousands of opens, not on each); if every hold is needed, the
     /// new one is not taken. (A guarded inode needs no hold: callers look first.)
     pub fn keep(&self, dev: u64, ino: u64, fd: OwnedFd) {
+        self.bound_released();
         let now = Instant::now();
         let until = now + HOLD_FOR;
         let mut held = self.held.lock().expect("holds lock");
@@ -259,7 +265,7 @@ impl Holds {
                 }
                 free.sort_unstable_by_key(|(_, until)| *until);
                 let mut released = self.released.lock().expect("holds lock");
-                for (k, _) in free.iter().take((self.max / 8).max(1)) {
+                for (k, _) in free.iter().take((self.max / 8).clamp(1, RELEASED_AT_MOST)) {
                     if let Some(h) = held.remove(k) {
                         released.push(h.fd);
                     }
@@ -370,6 +376,21 @@ impl Holds {
                 released.push(h.fd);
             }
         }
+    }
+
+    /// Closes the released descriptors here and now once more than [`RELEASED_AT_MOST`] wait:
+    /// a burst of evictions (a folder walk at the hold limit) must not take the descriptors
+    /// the kernel needs for permission events — without one it refuses the opener itself.
+    fn bound_released(&self) {
+        let over = {
+            let mut r = self.released.lock().expect("holds lock");
+            if r.len() > RELEASED_AT_MOST {
+                std::mem::take(&mut *r)
+            } else {
+                Vec::new()
+            }
+        };
+        drop(over);
     }
 
     /// Closes the descriptors of holds let go since the last call. Returns how many.
