@@ -43,6 +43,8 @@ r() { "$bin" --root "$root" "$@"; }
 
 cleanup() {
   cp "$root/var/log/rampart/agent.log" "$out/agent.log" 2>/dev/null || true
+  # what was convicted, also when the run stops early (the root goes below)
+  [ -s "$out/incidents.json" ] || r ransomware incidents --json >"$out/incidents.json" 2>/dev/null || true
   if [ -e "$root/var/lib/rampart/agent/control.sock" ] || [ -e "$root/var/lib/rampart/server" ]; then
     RAMPART_UNLOAD_PASSWORD=$password r agent unload >/dev/null 2>&1 || true
     r down >/dev/null 2>&1 || true
