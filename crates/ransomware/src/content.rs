@@ -68,6 +68,8 @@ pub enum Format {
     Elf,
     /// tar archive (magic at offset 257).
     Tar,
+    /// Unix `ar` archive: Debian packages (`.deb`, compressed members), static libraries.
+    Ar,
 }
 
 impl Format {
@@ -87,6 +89,7 @@ impl Format {
                 | Format::SevenZip
                 | Format::Rar
                 | Format::Pgp
+                | Format::Ar
         )
     }
 }
@@ -114,6 +117,7 @@ const MAGICS: &[(&[u8], Format)] = &[
     (b"{\\rtf", Format::Rtf),
     (b"QFI\xFB", Format::Qcow2),
     (b"\x7FELF", Format::Elf),
+    (b"!<arch>\n", Format::Ar),
 ];
 
 /// The kind of `head` (the first bytes of a file).
@@ -407,6 +411,12 @@ mod tests {
     fn kinds_by_magic_and_text() {
         assert_eq!(kind(b"%PDF-1.7\n..."), Kind::Format(Format::Pdf));
         assert_eq!(kind(b"PK\x03\x04rest"), Kind::Format(Format::Zip));
+        // a Debian package: its compressed members look random, the file is not "encrypted"
+        let mut deb =
+            b"!<arch>\ndebian-binary   1700000000  0     0     100644  4         `\n2.0\n".to_vec();
+        deb.extend(random(8192, 7));
+        assert_eq!(kind(&deb), Kind::Format(Format::Ar));
+        assert!(!looks_encrypted(&deb));
         assert_eq!(kind(&prose(1000)), Kind::Text);
         assert_eq!(kind("Grüße aus Köln".as_bytes()), Kind::Text);
         assert_eq!(kind(&random(4096, 7)), Kind::Binary);

@@ -52,7 +52,8 @@ pub fn family_of_kind(kind: Kind) -> Option<DocumentFamily> {
             | Format::Bzip2
             | Format::SevenZip
             | Format::Rar
-            | Format::Tar => DocumentFamily::Archives,
+            | Format::Tar
+            | Format::Ar => DocumentFamily::Archives,
             Format::Sqlite => DocumentFamily::Databases,
             Format::Qcow2 => DocumentFamily::VirtualDisks,
             Format::Pgp | Format::Elf => return None,
