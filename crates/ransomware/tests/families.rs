@@ -439,17 +439,24 @@ fn folders_removed_whole_come_back_with_their_documents() {
     wait_restored(&s.docs, &before, "after rm -rf of a folder tree");
 }
 
+/// A block-mode scene started with a copy of the simulator (`locker`, beside the documents)
+/// blocked by an earlier run, as an agent restarts with its incident records.
+fn scene_with_a_blocked_program() -> Option<(Scene, PathBuf)> {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let locker = dir.path().join("locker");
+    common::simulator_copy(&locker, &locker.display().to_string());
+    let blocked = rampart_ransomware::blocklist::blocked_file(&locker).unwrap();
+    let s = scene_in(dir, RansomwareMode::Block, Vec::new(), false, vec![blocked])?;
+    Some((s, locker))
+}
+
 /// A blocked program is refused by its inode. Once it is deleted, ext4 gives its inode number
 /// to the next file or folder made near it, which must not be refused in its stead (the bench
 /// met that: a trusted `rm -rf` could not open a folder of a tree unpacked after a conviction).
 #[test]
 fn a_folder_given_a_deleted_blocked_programs_inode_is_not_refused() {
     use std::os::unix::fs::MetadataExt;
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let locker = dir.path().join("locker");
-    common::simulator_copy(&locker, &locker.display().to_string());
-    let blocked = rampart_ransomware::blocklist::blocked_file(&locker).unwrap();
-    let Some(s) = scene_in(dir, RansomwareMode::Block, Vec::new(), false, vec![blocked]) else {
+    let Some((s, locker)) = scene_with_a_blocked_program() else {
         return;
     };
     let refused = run_encryptor(&locker, &s.docs);
@@ -476,11 +483,7 @@ fn a_folder_given_a_deleted_blocked_programs_inode_is_not_refused() {
 /// program blocked before refuses that program where it is, and stops its copies.
 #[test]
 fn a_program_blocked_before_a_restart_stays_blocked() {
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let locker = dir.path().join("locker");
-    common::simulator_copy(&locker, &locker.display().to_string());
-    let blocked = rampart_ransomware::blocklist::blocked_file(&locker).unwrap();
-    let Some(s) = scene_in(dir, RansomwareMode::Block, Vec::new(), false, vec![blocked]) else {
+    let Some((s, locker)) = scene_with_a_blocked_program() else {
         return;
     };
     let before = snapshot(&s.docs);
