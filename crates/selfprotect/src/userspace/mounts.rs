@@ -82,49 +82,51 @@ impl MountRepair {
         let mut listed: Vec<u64> = baseline.iter().copied().collect();
         listed.sort_unstable();
         let guarded: HashSet<PathBuf> = guarded.into_iter().collect();
+        // The group is made, and what is mounted already repaired, before `start` returns: a
+        // mount after that is announced with its author (a first repair in the thread raced a
+        // mount made right after `start`, and reported it as by nobody).
+        // Kernels that say who mounts (6.15+) name the actor; older ones only announce that
+        // the mount table changed.
+        let group = sys::fanotify_mount_group();
+        repair(&mut mountinfo, &baseline, &guarded, &reports, None);
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("selfprotect-mounts".into())
-            .spawn(move || {
-                repair(&mut mountinfo, &baseline, &guarded, &reports, None);
-                // kernels that say who mounts (6.15+) name the actor; older ones only announce
-                // that the mount table changed
-                match sys::fanotify_mount_group() {
-                    Ok(group) => {
-                        let mut buf = vec![0u8; 16 * 1024];
-                        while !flag.load(Ordering::SeqCst) {
-                            if !sys::poll_readable(&group, 200) {
-                                continue;
+            .spawn(move || match group {
+                Ok(group) => {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while !flag.load(Ordering::SeqCst) {
+                        if !sys::poll_readable(&group, 200) {
+                            continue;
+                        }
+                        let mut mounter = None;
+                        while let Ok(n) = sys::read_fd(&group, &mut buf) {
+                            if n < 24 {
+                                break;
                             }
-                            let mut mounter = None;
-                            while let Ok(n) = sys::read_fd(&group, &mut buf) {
-                                if n < 24 {
+                            // the last mount of the batch: its author is named
+                            let mut at = 0;
+                            while at + 24 <= n {
+                                let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4")) as usize;
+                                let pid = i32::from_ne_bytes(buf[at + 20..at + 24].try_into().expect("4"));
+                                if len < 24 {
                                     break;
                                 }
-                                // the last mount of the batch: its author is named
-                                let mut at = 0;
-                                while at + 24 <= n {
-                                    let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4")) as usize;
-                                    let pid = i32::from_ne_bytes(buf[at + 20..at + 24].try_into().expect("4"));
-                                    if len < 24 {
-                                        break;
-                                    }
-                                    mounter = Some(actor_of(pid.max(0) as u32));
-                                    at += len;
-                                }
+                                mounter = Some(actor_of(pid.max(0) as u32));
+                                at += len;
                             }
-                            repair(&mut mountinfo, &baseline, &guarded, &reports, mounter);
                         }
+                        repair(&mut mountinfo, &baseline, &guarded, &reports, mounter);
                     }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "mount notifications unavailable; watching mountinfo");
-                        while !flag.load(Ordering::SeqCst) {
-                            if !sys::poll_mount_change(&mountinfo, 200) {
-                                continue;
-                            }
-                            repair(&mut mountinfo, &baseline, &guarded, &reports, None);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "mount notifications unavailable; watching mountinfo");
+                    while !flag.load(Ordering::SeqCst) {
+                        if !sys::poll_mount_change(&mountinfo, 200) {
+                            continue;
                         }
+                        repair(&mut mountinfo, &baseline, &guarded, &reports, None);
                     }
                 }
             })?;
