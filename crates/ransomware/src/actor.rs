@@ -6,6 +6,11 @@
 //! (the executable, or for an interpreter the script it runs) — and an actor is convicted when
 //! either has enough. Stopping it stops both: every process of the group, every process running
 //! that program, and their descendants.
+//!
+//! A program of the system (`/usr/bin/tar`, `/usr/bin/gzip`, `openssl`) is no key of its own:
+//! it is everyone's tool, and evidence against it would add up what every user and script on
+//! the host did with it (and a conviction would stop and undo all of them). What it does counts
+//! against its group — the script or pipeline that used it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +20,19 @@ use std::time::{Duration, Instant};
 const INTERPRETERS: &[&str] = &[
     "sh", "bash", "dash", "zsh", "ksh", "fish", "busybox", "python", "python2", "python3", "perl",
     "ruby", "node", "nodejs", "php", "lua", "tclsh", "pwsh",
+];
+
+/// Folders of the system's own programs (installed by packages).
+const SYSTEM_PROGRAMS: &[&str] = &[
+    "/usr/bin",
+    "/usr/sbin",
+    "/bin",
+    "/sbin",
+    "/usr/lib",
+    "/usr/libexec",
+    "/usr/local/bin",
+    "/usr/local/sbin",
+    "/usr/share",
 ];
 
 /// What program a process runs.
@@ -31,6 +49,17 @@ impl Program {
     /// interactive shell): such a program is never stopped or blocked as a whole.
     pub fn is_bare_interpreter(&self) -> bool {
         self.script.is_none() && is_interpreter(&self.exe)
+    }
+
+    /// The file that identifies it: the script for an interpreter, else the executable.
+    pub fn file(&self) -> &Path {
+        self.script.as_deref().unwrap_or(&self.exe)
+    }
+
+    /// Whether it is a program of the system's (its file in a folder packages install to):
+    /// everyone's tool, never blocked, no key of its own.
+    pub fn is_the_systems(&self) -> bool {
+        SYSTEM_PROGRAMS.iter().any(|d| self.file().starts_with(d))
     }
 }
 
@@ -93,11 +122,15 @@ impl Process {
     }
 
     /// The keys to gather evidence on: the group, and the program unless it is a bare
-    /// interpreter (every shell on the host would be one actor).
+    /// interpreter (every shell on the host would be one actor) or a program of the system
+    /// (every user's `tar` would be one actor).
     pub fn keys(&self) -> Vec<ActorKey> {
         let mut keys = vec![ActorKey::Group(self.pgid)];
         // a program that could not be named (a kernel thread, a process exiting) is no key
-        if !self.program.is_bare_interpreter() && !self.program.exe.as_os_str().is_empty() {
+        if !self.program.is_bare_interpreter()
+            && !self.program.is_the_systems()
+            && !self.program.exe.as_os_str().is_empty()
+        {
             keys.push(ActorKey::Program(self.program.clone()));
         }
         keys
@@ -302,6 +335,44 @@ mod tests {
             script: Some("/tmp/x.py".into()),
         };
         assert!(!script.is_bare_interpreter());
+    }
+
+    #[test]
+    fn a_program_of_the_systems_is_no_key_of_its_own() {
+        let tar = Process {
+            pid: 10,
+            ppid: 1,
+            pgid: 10,
+            sid: 10,
+            comm: "tar".into(),
+            program: Program {
+                exe: "/usr/bin/tar".into(),
+                script: None,
+            },
+            cmdline: Vec::new(),
+        };
+        assert!(tar.program.is_the_systems());
+        assert_eq!(tar.keys(), vec![ActorKey::Group(10)]);
+        // a script an interpreter of the system runs is its own program; so is a binary elsewhere
+        let script = Program {
+            exe: "/usr/bin/python3".into(),
+            script: Some("/home/u/x.py".into()),
+        };
+        assert!(!script.is_the_systems());
+        let dropped = Process {
+            program: Program {
+                exe: "/tmp/.x/enc".into(),
+                script: None,
+            },
+            ..tar.clone()
+        };
+        assert_eq!(
+            dropped.keys(),
+            vec![
+                ActorKey::Group(10),
+                ActorKey::Program(dropped.program.clone())
+            ]
+        );
     }
 
     #[test]

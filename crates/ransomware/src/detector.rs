@@ -10,9 +10,16 @@
 //! format counts nothing. Scores keep their value for a minute, then fade (half of it every ten
 //! minutes), so a program that changes one document a day is not convicted for it, while a slow
 //! drip of a few seconds per file is.
+//!
+//! Evidence counts per document: the same finding about the same file counts once for an actor
+//! (a package built four times over one name is one file that looks encrypted, a tree unpacked
+//! five times over itself is one deletion per document at most), and a document made again
+//! after its deletion takes back exactly the deletion that was counted — whatever order the
+//! kernel's queue gives the two in, an actor cannot be left with a deletion its own
+//! recreation took back, nor gain credit from a recreation of a deletion never counted.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::actor::ActorKey;
@@ -82,6 +89,22 @@ impl Evidence {
         }
     }
 
+    /// The document this evidence is about, with its kind, for counting it once: `None` for
+    /// evidence about no one document (notes in folders), or that convicts alone.
+    fn document(&self) -> Option<(u8, &Path)> {
+        match self {
+            Evidence::Encrypted(p) => Some((0, p)),
+            Evidence::Destroyed(p) => Some((1, p)),
+            Evidence::RenamedAway { from, .. } => Some((2, from)),
+            Evidence::ReplacedByEncryptedCopy(p) => Some((3, p)),
+            Evidence::Deleted(p) | Evidence::Recreated(p) => Some((4, p)),
+            Evidence::EncryptedFile(p) => Some((5, p)),
+            Evidence::RansomNotes { .. }
+            | Evidence::Canary(_)
+            | Evidence::BlockedProgram { .. } => None,
+        }
+    }
+
     /// In words, for the incident.
     pub fn describe(&self) -> String {
         match self {
@@ -118,11 +141,22 @@ pub struct Conviction {
     pub key: ActorKey,
     /// Its score.
     pub score: f64,
-    /// The evidence, oldest first.
+    /// The evidence, oldest first (the first [`EVIDENCE_KEPT`]).
     pub evidence: Vec<Evidence>,
+    /// Evidence that counted but is not listed (past [`EVIDENCE_KEPT`]).
+    pub unlisted: usize,
     /// When its first evidence came.
     pub first: Instant,
 }
+
+/// How many pieces of evidence an actor's score lists (an incident names what convicted it,
+/// not every one of ten thousand deletions).
+pub const EVIDENCE_KEPT: usize = 64;
+
+/// How many documents an actor's score remembers having counted (past it, evidence about a
+/// document counts without looking whether it counted before: bounded memory, never less
+/// evidence).
+const COUNTED_AT_MOST: usize = 1 << 16;
 
 #[derive(Debug)]
 struct Score {
@@ -132,6 +166,9 @@ struct Score {
     accused: Instant,
     first: Instant,
     evidence: Vec<Evidence>,
+    unlisted: usize,
+    /// The documents counted against it, by kind of evidence.
+    counted: HashSet<(u8, PathBuf)>,
     convicted: bool,
 }
 
@@ -143,6 +180,30 @@ pub const PRESSING_FOR: Duration = Duration::from_secs(5);
 pub const FULL_FOR: Duration = Duration::from_secs(60);
 
 impl Score {
+    fn record(&mut self, evidence: &Evidence) {
+        if self.evidence.len() < EVIDENCE_KEPT {
+            self.evidence.push(evidence.clone());
+        } else {
+            self.unlisted += 1;
+        }
+    }
+
+    /// Whether `evidence` counts: not when the same was counted about the same document.
+    fn counts(&mut self, evidence: &Evidence) -> bool {
+        match evidence.document() {
+            Some((kind, path)) => {
+                if self.counted.contains(&(kind, path.to_path_buf())) {
+                    return false;
+                }
+                if self.counted.len() < COUNTED_AT_MOST {
+                    self.counted.insert((kind, path.to_path_buf()));
+                }
+                true
+            }
+            None => true,
+        }
+    }
+
     fn faded(&self, now: Instant) -> f64 {
         let aged = now.duration_since(self.at).saturating_sub(FULL_FOR);
         self.value * 0.5f64.powf(aged.as_secs_f64() / HALF_LIFE.as_secs_f64())
@@ -174,12 +235,16 @@ impl Detector {
             return None;
         }
         if weight < 0.0 {
-            // taking evidence back: only from actors that have some
+            // taking evidence back: only what was counted (a deletion, by its document)
+            let (kind, path) = evidence.document()?;
+            let counted = (kind, path.to_path_buf());
             for key in keys {
                 if let Some(s) = self.scores.get_mut(key) {
-                    s.value = (s.faded(now) + weight).max(0.0);
-                    s.at = now;
-                    s.evidence.push(evidence.clone());
+                    if s.counted.remove(&counted) {
+                        s.value = (s.faded(now) + weight).max(0.0);
+                        s.at = now;
+                        s.record(&evidence);
+                    }
                 }
             }
             return None;
@@ -192,18 +257,24 @@ impl Detector {
                 accused: now,
                 first: now,
                 evidence: Vec::new(),
+                unlisted: 0,
+                counted: HashSet::new(),
                 convicted: false,
             });
+            if !s.counts(&evidence) {
+                continue;
+            }
             s.value = s.faded(now) + weight;
             s.at = now;
             s.accused = now;
-            s.evidence.push(evidence.clone());
+            s.record(&evidence);
             if s.value >= THRESHOLD && !s.convicted && convicted.is_none() {
                 s.convicted = true;
                 convicted = Some(Conviction {
                     key: key.clone(),
                     score: s.value,
                     evidence: s.evidence.clone(),
+                    unlisted: s.unlisted,
                     first: s.first,
                 });
             }
@@ -287,6 +358,62 @@ mod tests {
             .is_none());
         // another actor is untouched
         assert!(!d.is_convicted(&group(8)));
+    }
+
+    #[test]
+    fn the_same_finding_about_one_document_counts_once() {
+        let mut d = Detector::new();
+        let t = Instant::now();
+        // a package built four times over one name: one file that looks encrypted
+        for _ in 0..4 {
+            assert!(d
+                .add(&group(1), Evidence::EncryptedFile("demo.deb".into()), t)
+                .is_none());
+        }
+        assert_eq!(d.score(&group(1), t), 0.5);
+        // a tree unpacked five times over itself: every deletion taken back by its recreation
+        for _ in 0..5 {
+            for i in 0..2000 {
+                let doc = PathBuf::from(format!("doc-{i}"));
+                assert!(d
+                    .add(&group(2), Evidence::Deleted(doc.clone()), t)
+                    .is_none());
+                assert!(d.add(&group(2), Evidence::Recreated(doc), t).is_none());
+            }
+        }
+        assert!(d.score(&group(2), t) < 1e-9);
+        // a recreation of a deletion never counted is no credit: forty deletions still convict
+        let mut d = Detector::new();
+        d.add(&group(3), Evidence::Deleted("a".into()), t);
+        for i in 0..100 {
+            d.add(&group(3), Evidence::Recreated(format!("r-{i}").into()), t);
+        }
+        d.add(&group(3), Evidence::Recreated("a".into()), t);
+        d.add(&group(3), Evidence::Recreated("a".into()), t);
+        assert_eq!(d.score(&group(3), t), 0.0);
+        let deletions = (0..100)
+            .position(|i| {
+                d.add(&group(3), Evidence::Deleted(format!("{i}").into()), t)
+                    .is_some()
+            })
+            .map(|i| i + 1);
+        assert_eq!(deletions, Some(40));
+        // what an incident lists is bounded; what counted is all there
+        let mut d = Detector::new();
+        let c = (0..200)
+            .find_map(|i| d.add(&group(4), Evidence::Deleted(format!("{i}").into()), t))
+            .unwrap();
+        assert_eq!((c.evidence.len(), c.unlisted), (40, 0));
+        let mut d = Detector::new();
+        for i in 0..100 {
+            d.add(&group(5), Evidence::Deleted(format!("{i}").into()), t);
+            d.add(&group(5), Evidence::Recreated(format!("{i}").into()), t);
+        }
+        let c = d
+            .add(&group(5), Evidence::Canary("decoy".into()), t)
+            .unwrap();
+        assert_eq!(c.evidence.len(), EVIDENCE_KEPT);
+        assert_eq!(c.evidence.len() + c.unlisted, 200 + 1);
     }
 
     #[test]

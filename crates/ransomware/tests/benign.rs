@@ -233,6 +233,97 @@ fn a_package_unpacked() {
     );
 }
 
+/// The judge starved of CPU (the idle scheduling class, two busy loops beside it) while trees
+/// are compressed and decompressed, and unpacked over themselves, again and again: it reads
+/// each change seconds after the fact, when the file it is about may be gone again (`gunzip`
+/// already removed the `.gz` that `gzip` made beside a document; the next `tar -x` already
+/// deleted the file the last one made). Judged from what is there by then, every document read
+/// as deleted by a wiper; it must be judged from what the actor did.
+#[test]
+fn work_judged_long_after_the_fact_is_not_a_wiper() {
+    if !needs(&["gzip", "tar", "chrt"]) {
+        return;
+    }
+    let Some(s) = scene(RansomwareMode::Block, Vec::new()) else {
+        return;
+    };
+    let monitor = s.monitor.as_ref().unwrap();
+    let judge = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| t.ok())
+        .find(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim() == "ransomware-judg")
+        })
+        .map(|t| t.file_name().to_string_lossy().into_owned())
+        .expect("the judge thread");
+    let chrt = |class: &str| {
+        let ok = Command::new("chrt")
+            .args([class, "-p", "0", &judge])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "chrt {class} on the judge");
+    };
+    struct Busy(Vec<std::process::Child>);
+    impl Drop for Busy {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let busy = Busy(
+        (0..2)
+            .map(|_| {
+                Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    chrt("--idle");
+    let started = Instant::now();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (ok, out, backlog) = std::thread::scope(|scope| {
+        let most = scope.spawn(|| {
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                most = most.max(monitor.status().backlog);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            most
+        });
+        let (ok, out) = run(
+            &s.docs,
+            "tar cf ../tree.tar projects letters
+             for i in 1 2 3 4; do gzip -r projects letters && gunzip -r projects letters; tar xf ../tree.tar; done",
+        );
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (ok, out, most.join().unwrap())
+    });
+    chrt("--other");
+    drop(busy);
+    eprintln!(
+        "ran in {:?}; at most {backlog} change(s) waited to be judged",
+        started.elapsed()
+    );
+    assert!(ok, "the workload was hindered: {out}");
+    assert!(
+        backlog > 100,
+        "the judge kept up ({backlog} waited at most): this test shows nothing"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while monitor.status().backlog > 0 {
+        assert!(Instant::now() < deadline, "{:?}", monitor.status());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Ok(i) = s.incidents.recv_timeout(Duration::from_millis(1500)) {
+        panic!("work judged late was convicted:\n{i:#?}");
+    }
+}
+
 #[test]
 fn cargo_build() {
     benign(

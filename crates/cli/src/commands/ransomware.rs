@@ -113,6 +113,12 @@ pub async fn run(root: &Path, cmd: Command) -> Result<()> {
                         data["calm"]["refused_unasked"]
                     );
                 }
+                if data["calm"]["changes_lost"].as_u64().unwrap_or(0) > 0 {
+                    println!(
+                        "  Lost       the kernel's queue of changes overflowed {} time(s): changes were lost unjudged",
+                        data["calm"]["changes_lost"]
+                    );
+                }
             }
             Ok(())
         }

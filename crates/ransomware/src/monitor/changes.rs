@@ -295,6 +295,16 @@ fn is_canary(shared: &Shared, path: &Path) -> bool {
 }
 
 fn change(shared: &Shared, c: Change) {
+    if c.mask & notify::FAN_Q_OVERFLOW != 0 {
+        let n = shared.changes_lost.fetch_add(1, Ordering::Relaxed);
+        if (n + 1).is_power_of_two() {
+            tracing::error!(
+                times = n + 1,
+                "ransomware: the queue of changes overflowed; changes were lost unjudged"
+            );
+        }
+        return;
+    }
     let from = c.place.as_ref().and_then(|p| resolve(shared, p));
     let to = c.to.as_ref().and_then(|p| resolve(shared, p));
     let Some(path) = from.clone() else {
@@ -335,24 +345,28 @@ fn change(shared: &Shared, c: Change) {
             watch_document(shared, &path);
         }
         if let Some(keys) = &keys {
-            let mut recreated = false;
-            if let Ok(m) = std::fs::symlink_metadata(&path) {
+            // made again where it deleted a document: a replacement, whenever the queue is
+            // read (under load, seconds after the fact, and the new file may be gone again)
+            let recreated = {
                 let mut state = shared.state.lock().expect("state lock");
                 let journal = state.journals.entry(group_of(keys)).or_default();
                 journal.first.get_or_insert_with(SystemTime::now);
-                journal.touches.push(Touch::Created {
-                    path: path.clone(),
-                    dev: m.dev(),
-                    ino: m.ino(),
-                });
-                journal.made.insert(path.clone(), (false, false));
-                if let Some((at, dev, ino)) = journal.deleted.remove(&path) {
-                    if at.elapsed() < Duration::from_secs(2) {
-                        journal.replaced.insert(path.clone(), (dev, ino));
-                        recreated = true;
-                    }
+                if let Ok(m) = std::fs::symlink_metadata(&path) {
+                    journal.touches.push(Touch::Created {
+                        path: path.clone(),
+                        dev: m.dev(),
+                        ino: m.ino(),
+                    });
                 }
-            }
+                journal.made.insert(path.clone(), (false, false));
+                match journal.deleted.remove(&path) {
+                    Some((_, dev, ino)) => {
+                        journal.replaced.insert(path.clone(), (dev, ino));
+                        true
+                    }
+                    None => false,
+                }
+            };
             if recreated {
                 add(shared, keys, Evidence::Recreated(path.clone()));
             }
@@ -657,6 +671,10 @@ fn note(shared: &Shared, keys: &[ActorKey], path: &Path) {
     add(shared, keys, Evidence::RansomNotes { name, folders });
 }
 
+/// How many deletions a group's journal remembers for pairing with a recreation before the
+/// ones older than a minute are forgotten.
+const DELETIONS_REMEMBERED: usize = 1 << 16;
+
 /// Extensions of compressed files whose decompression removes them (`gunzip`, `unxz`, …).
 const COMPRESSED: &[&str] = &["gz", "bz2", "xz", "zst", "lz4", "lzma", "lz", "z"];
 
@@ -675,6 +693,10 @@ fn deleted(shared: &Shared, keys: &[ActorKey], path: &Path) {
             ino: doc.ino,
         });
         j.changed.insert((doc.dev, doc.ino));
+        if j.deleted.len() >= DELETIONS_REMEMBERED {
+            let old = Instant::now() - Duration::from_secs(60);
+            j.deleted.retain(|_, (at, _, _)| *at > old);
+        }
         j.deleted
             .insert(path.to_path_buf(), (Instant::now(), doc.dev, doc.ino));
         // a file the actor made beside it, named after it (`NAME.gz` for `NAME`); or, for a
@@ -689,10 +711,15 @@ fn deleted(shared: &Shared, keys: &[ActorKey], path: &Path) {
             .as_deref()
             .and_then(|d| j.made.get(d))
             .map(|(encrypted, _)| (encrypted, !encrypted));
+        // a file made beside it and gone before it could be judged (the queue read late: a
+        // `gunzip -r` right after the `gzip -r`): nothing is known against the actor
         j.made
             .beside(path)
             .into_iter()
-            .map(|(_, what)| what)
+            .map(|(made, what)| match what {
+                (false, false) if std::fs::symlink_metadata(&made).is_err() => (false, true),
+                what => what,
+            })
             .chain(unpacked)
             .fold((false, false), |(e, c), (e2, c2)| (e || e2, c || c2))
     };
@@ -903,7 +930,12 @@ fn convict(shared: &Shared, keys: &[ActorKey], c: Conviction) {
             cmdline,
             stopped_pids: stopped,
         },
-        evidence: c.evidence.iter().map(Evidence::describe).collect(),
+        evidence: c
+            .evidence
+            .iter()
+            .map(Evidence::describe)
+            .chain((c.unlisted > 0).then(|| format!("and {} more", c.unlisted)))
+            .collect(),
         score: c.score,
         first_change_ms: ms(convicted_at),
         convicted_ms: ms(convicted_at),
@@ -1035,19 +1067,6 @@ pub(crate) fn finish(shared: &Shared, now: Instant) {
     }
 }
 
-/// Folders of the system's own programs (installed by packages).
-const SYSTEM_PROGRAMS: &[&str] = &[
-    "/usr/bin",
-    "/usr/sbin",
-    "/bin",
-    "/sbin",
-    "/usr/lib",
-    "/usr/libexec",
-    "/usr/local/bin",
-    "/usr/local/sbin",
-    "/usr/share",
-];
-
 /// Blocks `program` from running again: its file (the executable, or the script) refuses every
 /// open but the agent's, and its copies are stopped as they start. Not for shells and
 /// interpreters themselves, nor for the system's own programs. Returns the file blocked.
@@ -1055,10 +1074,10 @@ fn block_program(shared: &Shared, program: &crate::actor::Program) -> Option<Blo
     if program.is_bare_interpreter() {
         return None;
     }
-    let file = program.script.as_deref().unwrap_or(&program.exe);
+    let file = program.file();
     // the system's own programs are not blocked (a tool the attack used, like openssl or
     // convert, is everyone's tool; the attacker's script or binary is blocked instead)
-    if SYSTEM_PROGRAMS.iter().any(|d| file.starts_with(d)) {
+    if program.is_the_systems() {
         tracing::warn!(program = %file.display(), "not blocked: a program of the system");
         return None;
     }

@@ -88,6 +88,9 @@ pub struct Status {
     /// Opens the kernel refused because it could not give the agent a descriptor for their
     /// event (the agent out of descriptors): should stay 0.
     pub refused_unasked: u64,
+    /// Times the kernel's queue of changes overflowed (changes were lost unjudged): should
+    /// stay 0.
+    pub changes_lost: u64,
 }
 
 /// A convicted actor, and the plan that restores its files (for `rampart ransomware restore`).
@@ -383,6 +386,8 @@ pub(crate) struct Shared {
     pub permission_events: AtomicU64,
     /// Reads of the permission queue that failed (the kernel refuses the opener then).
     pub refused_unasked: AtomicU64,
+    /// Overflows of the change queue (see [`Status::changes_lost`]).
+    pub changes_lost: AtomicU64,
 }
 
 /// The running monitor.
@@ -435,6 +440,7 @@ impl Monitor {
             breaks: AtomicU64::new(0),
             permission_events: AtomicU64::new(0),
             refused_unasked: AtomicU64::new(0),
+            changes_lost: AtomicU64::new(0),
         });
         // programs blocked by an earlier run: refused again where they are, copies looked for
         for b in shared.settings.blocked.clone() {
@@ -592,6 +598,7 @@ impl Monitor {
             permission_events: self.shared.permission_events.load(Ordering::Relaxed),
             lease_breaks: self.shared.breaks.load(Ordering::Relaxed),
             refused_unasked: self.shared.refused_unasked.load(Ordering::Relaxed),
+            changes_lost: self.shared.changes_lost.load(Ordering::Relaxed),
         }
     }
 
