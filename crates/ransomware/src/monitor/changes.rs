@@ -101,7 +101,16 @@ pub(crate) fn forks(shared: &Shared, stop: &AtomicBool, forks: &rampart_sys::for
 
 /// The worker: judges what the permission side and the notifications report, in order.
 pub(crate) fn judge(shared: &Shared, stop: &AtomicBool, queue: mpsc::Receiver<Work>) {
+    let mut forgot = Instant::now();
     while !stop.load(Ordering::SeqCst) {
+        if forgot.elapsed() >= super::FORGET_EVERY {
+            shared
+                .state
+                .lock()
+                .expect("state lock")
+                .forget(Instant::now());
+            forgot = Instant::now();
+        }
         let waiting = {
             let state = shared.state.lock().expect("state lock");
             !state.finishing.is_empty() || !state.pending.is_empty()
@@ -158,13 +167,9 @@ fn opened(
 ) {
     let mut state = shared.state.lock().expect("state lock");
     let journal = state.journals.entry(group_of(keys)).or_default();
-    journal.first.get_or_insert_with(SystemTime::now);
+    journal.touched();
     // one touch per document and actor: the first keeps the original
-    let seen = journal
-        .touches
-        .iter()
-        .any(|t| matches!(t, Touch::Modified { dev: d, ino: i, .. } if *d == dev && *i == ino));
-    if !seen {
+    if journal.modified.insert((dev, ino)) {
         journal.touches.push(Touch::Modified {
             path,
             dev,
@@ -350,7 +355,7 @@ fn change(shared: &Shared, c: Change) {
             let recreated = {
                 let mut state = shared.state.lock().expect("state lock");
                 let journal = state.journals.entry(group_of(keys)).or_default();
-                journal.first.get_or_insert_with(SystemTime::now);
+                journal.touched();
                 if let Ok(m) = std::fs::symlink_metadata(&path) {
                     journal.touches.push(Touch::Created {
                         path: path.clone(),
@@ -686,7 +691,7 @@ fn deleted(shared: &Shared, keys: &[ActorKey], path: &Path) {
     let (encrypted_copy, converted) = {
         let mut state = shared.state.lock().expect("state lock");
         let j = state.journals.entry(group).or_default();
-        j.first.get_or_insert_with(SystemTime::now);
+        j.touched();
         j.touches.push(Touch::Deleted {
             path: path.to_path_buf(),
             dev: doc.dev,
@@ -746,7 +751,7 @@ fn renamed(shared: &Shared, keys: &[ActorKey], from: &Path, to: &Path, is_dir: b
     {
         let mut state = shared.state.lock().expect("state lock");
         let j = state.journals.entry(group).or_default();
-        j.first.get_or_insert_with(SystemTime::now);
+        j.touched();
         if let Some(d) = &doc {
             j.touches.push(Touch::Renamed {
                 from: from.to_path_buf(),

@@ -144,6 +144,9 @@ pub(crate) struct Doc {
 #[derive(Debug, Default)]
 pub(crate) struct Journal {
     pub touches: Vec<Touch>,
+    /// The documents among `touches` it modified (one touch each: the first keeps the
+    /// original), for telling at once whether one is there.
+    pub modified: HashSet<(u64, u64)>,
     /// Documents changed (for "changed before conviction").
     pub changed: HashSet<(u64, u64)>,
     /// Files it made, and whether each looks encrypted or is a conversion.
@@ -154,6 +157,8 @@ pub(crate) struct Journal {
     pub replaced: HashMap<PathBuf, (u64, u64)>,
     /// The first change.
     pub first: Option<std::time::SystemTime>,
+    /// The last change.
+    pub last: Option<Instant>,
     /// Open writes not yet closed.
     pub writing: usize,
     /// What the group's leader runs (a script that starts the tools doing the damage; read
@@ -162,6 +167,22 @@ pub(crate) struct Journal {
     pub program: Option<Program>,
     pub cmdline: String,
 }
+
+impl Journal {
+    /// Notes that the group changed something now.
+    pub fn touched(&mut self) {
+        self.first.get_or_insert_with(std::time::SystemTime::now);
+        self.last = Some(Instant::now());
+    }
+}
+
+/// How long the journal of a group under no suspicion is kept after its last change: what it
+/// did is restored if it is convicted later; a group whose evidence faded away, or that never
+/// had any, is forgotten after this, with the copies kept for it (see [`State::forget`]).
+pub(crate) const JOURNAL_IDLE: Duration = Duration::from_secs(600);
+
+/// How often the judge forgets what is no longer needed.
+pub(crate) const FORGET_EVERY: Duration = Duration::from_secs(60);
 
 /// Files an actor made — (looks encrypted, converted) by folder, then name — for pairing a
 /// deletion with what was made beside it without looking at everything else it made
@@ -288,6 +309,7 @@ impl State {
     /// its program which groups it ran in.
     pub fn seen(&mut self, p: &crate::actor::Process) {
         let journal = self.journals.entry(p.pgid).or_default();
+        journal.last = Some(Instant::now());
         if journal.program.is_none() {
             let leader = (p.pid != p.pgid)
                 .then(|| crate::actor::process(p.pgid))
@@ -305,6 +327,62 @@ impl State {
                 .entry(p.program.clone())
                 .or_insert_with(|| p.command());
         }
+    }
+
+    /// Forgets the groups no longer needed: no evidence left against them or a program that
+    /// ran in them, not convicted or being restored, nothing changed for [`JOURNAL_IDLE`] —
+    /// their journals, the copies kept for them, and the scores that faded away. Without it a
+    /// long-running agent kept every group that ever touched a document.
+    pub fn forget(&mut self, now: Instant) {
+        self.detector.forget_faded(now);
+        let mut needed: HashSet<u32> = self
+            .finishing
+            .iter()
+            .flat_map(|(_, groups, _)| groups.iter().copied())
+            .collect();
+        for keys in &self.convicted {
+            needed.extend(keys.iter().filter_map(|k| match k {
+                ActorKey::Group(g) => Some(*g),
+                ActorKey::Program(_) => None,
+            }));
+        }
+        for (program, groups) in &self.groups_of {
+            if self
+                .detector
+                .score(&[ActorKey::Program(program.clone())], now)
+                > 0.0
+            {
+                needed.extend(groups.iter().copied());
+            }
+        }
+        for p in &self.pending {
+            needed.extend(p.keys.iter().filter_map(|k| match k {
+                ActorKey::Group(g) => Some(*g),
+                ActorKey::Program(_) => None,
+            }));
+        }
+        let mut gone = HashSet::new();
+        let detector = &self.detector;
+        self.journals.retain(|g, j| {
+            let keep = needed.contains(g)
+                || detector.score(&[ActorKey::Group(*g)], now) > 0.0
+                || j.last.is_some_and(|t| now.duration_since(t) < JOURNAL_IDLE);
+            if !keep {
+                gone.insert(*g);
+            }
+            keep
+        });
+        if gone.is_empty() {
+            return;
+        }
+        self.kept.retain(|(g, _, _), _| !gone.contains(g));
+        self.notes.retain(|_, (_, g)| !gone.contains(g));
+        self.groups_of.retain(|_, groups| {
+            groups.retain(|g| !gone.contains(g));
+            !groups.is_empty()
+        });
+        let programs = &self.groups_of;
+        self.cmdline_of.retain(|p, _| programs.contains_key(p));
     }
 
     /// Who `pid` was, if it was seen.
@@ -987,5 +1065,38 @@ mod made_files_tests {
         assert_eq!(m.remove(Path::new("/d/report.txt.gz")), Some((false, true)));
         assert_eq!(m.get(Path::new("/d/report.txt.gz")), None);
         assert!(m.beside(Path::new("/nowhere/x")).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod forget_tests {
+    use super::*;
+    use crate::detector::Evidence;
+    use crate::vault::Kept;
+
+    #[test]
+    fn groups_under_no_suspicion_are_forgotten_once_idle() {
+        let now = Instant::now();
+        let mut s = State::default();
+        for g in [1, 2, 3, 4] {
+            s.journals.entry(g).or_default().touched();
+            s.kept.insert((g, 7, g as u64), Kept::TooLarge { size: 1 });
+        }
+        // 1: evidence against it (fading, not gone); 4: convicted long ago
+        s.detector
+            .add(&[ActorKey::Group(1)], Evidence::Encrypted("a".into()), now);
+        s.convicted.push(vec![ActorKey::Group(4)]);
+        let later = now + JOURNAL_IDLE + Duration::from_secs(1);
+        // 3: still at work
+        s.journals.get_mut(&3).unwrap().last = Some(later);
+        s.forget(later);
+        let mut left: Vec<u32> = s.journals.keys().copied().collect();
+        left.sort_unstable();
+        assert_eq!(left, vec![1, 3, 4]);
+        assert!(!s.kept.keys().any(|(g, _, _)| *g == 2));
+        assert_eq!(s.kept.len(), 3);
+        // once its score is gone too, 1 goes; a convicted group stays
+        s.forget(later + Duration::from_secs(24 * 3600));
+        assert!(!s.journals.contains_key(&1) && s.journals.contains_key(&4));
     }
 }
