@@ -121,10 +121,18 @@ impl Plan {
         for t in touches {
             match t {
                 Touch::Created { path, dev, ino } => {
-                    made.entry((*dev, *ino)).or_insert(Made {
-                        path: path.clone(),
-                        now_at: path.clone(),
-                    });
+                    // made again under another name: the first is gone (its deletion is not
+                    // written down: it was no document) and the filesystem gave its number to
+                    // the new one (ext4 does at once — a temporary file per document)
+                    if made.get(&(*dev, *ino)).is_none_or(|m| m.path != *path) {
+                        made.insert(
+                            (*dev, *ino),
+                            Made {
+                                path: path.clone(),
+                                now_at: path.clone(),
+                            },
+                        );
+                    }
                 }
                 Touch::Modified {
                     path,
@@ -370,6 +378,32 @@ mod tests {
     fn ino(p: &Path) -> (u64, u64) {
         let m = std::fs::metadata(p).unwrap();
         (m.dev(), m.ino())
+    }
+
+    #[test]
+    fn a_file_made_under_a_number_an_earlier_made_file_had_is_the_one_quarantined() {
+        // the actor made `x.tmp`, deleted it (not written down: no document), and the next file
+        // it made, `y.tmp`, was given the same inode number
+        let touches = [
+            Touch::Created {
+                path: PathBuf::from("/d/x.tmp"),
+                dev: 1,
+                ino: 7,
+            },
+            Touch::Created {
+                path: PathBuf::from("/d/y.tmp"),
+                dev: 1,
+                ino: 7,
+            },
+        ];
+        let plan = Plan::from_touches(&touches);
+        assert_eq!(
+            plan.made,
+            vec![Made {
+                path: PathBuf::from("/d/y.tmp"),
+                now_at: PathBuf::from("/d/y.tmp"),
+            }]
+        );
     }
 
     #[test]

@@ -307,6 +307,88 @@ fn a_script_encrypting_with_a_system_tool_is_blocked_as_the_script() {
     wait_restored(&s.docs, &before, "after the script's copy");
 }
 
+/// A document another program has open for writing is left unguarded, its folder calm (see the
+/// monitor's `calm`): an attacker that rewrites it meanwhile is not seen opening it. Its change
+/// is judged, and undone, against the latest original kept of the document — the content
+/// before that other program's first write (what it wrote since is not kept: a known limit).
+#[test]
+fn a_document_another_program_is_writing_is_restored_after_an_attack() {
+    if !common::needs(&["openssl"]) {
+        return;
+    }
+    let Some(s) = scene(RansomwareMode::Block, Vec::new(), false) else {
+        return;
+    };
+    let m = s.monitor.as_ref().unwrap();
+    let before = snapshot(&s.docs);
+    let calm = m.status();
+    // a program of its own writes a line (its original kept, given to it when its close is
+    // judged), then keeps the document open for writing
+    struct Writer(std::process::Child);
+    impl Drop for Writer {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _writer = Writer(
+        Command::new("setsid")
+            .args([
+                "sh",
+                "-c",
+                "printf 'a line\\n' >>report-0-0.txt; exec 3>>report-0-0.txt; sleep 60",
+            ])
+            .current_dir(&s.docs)
+            .spawn()
+            .unwrap(),
+    );
+    let doc = s.docs.join("report-0-0.txt");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read(&doc).unwrap().ends_with(b"a line\n") {
+        assert!(Instant::now() < deadline, "the writer did not write");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // its folder is calm, the document unguarded (open for writing)
+    std::thread::sleep(Duration::from_millis(1500));
+    let loose = m.status();
+    assert!(
+        loose.lease_breaks > calm.lease_breaks
+            && loose.calm_folders >= calm.calm_folders
+            && loose.guarded < calm.guarded,
+        "the document is not left unguarded in a calm folder: {calm:?} then {loose:?}"
+    );
+    // the attacker rewrites that document first, in place (its ciphertext made outside the
+    // protected folder: nothing it does is seen before that write)
+    let script = s.docs.with_file_name("overwrite.sh");
+    std::fs::write(
+        &script,
+        "x=\"$1/../x\"\nfor f in \"$1\"/report-0-0.txt \"$1\"/*/*.txt; do\n  \
+         openssl enc -aes-256-cbc -pbkdf2 -pass pass:k -in \"$f\" -out \"$x\" && cat \"$x\" > \"$f\"\n\
+         done\n",
+    )
+    .unwrap();
+    let ran = Command::new("setsid")
+        .arg("sh")
+        .arg(&script)
+        .arg(&s.docs)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    let incident = s
+        .incidents
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the attacker was not convicted");
+    assert!(!ran.success(), "the attacker ran to its end");
+    assert!(
+        incident
+            .files
+            .iter()
+            .any(|f| f.path == doc.to_string_lossy() && f.outcome == FileOutcome::Restored),
+        "{incident:#?}"
+    );
+    wait_restored(&s.docs, &before, "the attack on a document being written");
+}
+
 /// The next incident, which must be the conviction of a copy of a blocked program (`what`).
 fn blocked_copy_incident(s: &Scene, what: &str) -> Incident {
     let incident = s
@@ -326,12 +408,20 @@ fn blocked_copy_incident(s: &Scene, what: &str) -> Incident {
 /// Waits until the tree under `docs` is as `before` again.
 fn wait_restored(docs: &Path, before: &std::collections::BTreeMap<PathBuf, Vec<u8>>, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while snapshot(docs) != *before {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not restored: {:?}",
-            snapshot(docs).keys().collect::<Vec<_>>()
-        );
+    loop {
+        let now = snapshot(docs);
+        if now == *before {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let changed: Vec<&PathBuf> = before
+                .iter()
+                .filter(|(p, c)| now.get(*p) != Some(c))
+                .map(|(p, _)| p)
+                .collect();
+            let left: Vec<&PathBuf> = now.keys().filter(|p| !before.contains_key(*p)).collect();
+            panic!("{what}: not restored: changed or gone {changed:?}, left {left:?}");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }

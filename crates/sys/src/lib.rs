@@ -621,6 +621,12 @@ pub fn block_signals_in_this_thread() {
     }
 }
 
+/// The calling thread's id (its `/proc/self/task` entry).
+pub fn this_thread_id() -> u32 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::gettid() as u32 }
+}
+
 /// Lets a write to a closed pipe end the process, as it ends any other command-line tool
 /// (`rampart … | head`): Rust programs ignore `SIGPIPE`, and a print to a closed pipe panics.
 /// For commands that print and exit, never for the daemons.

@@ -61,9 +61,11 @@ pub fn classify(syscall_line: &str, read_open_how: impl FnOnce(u64) -> Option<u6
 
 /// Thread `tid`'s process id.
 pub fn tgid_of(tid: u32) -> Option<u32> {
-    // most openers are their process's main thread: a pidfd is had only for a thread-group
-    // leader, which says so in two system calls (`status` takes five and formats forty lines)
-    if crate::pidfd_open(tid).is_ok() {
+    // most openers are their process's main thread, which one system call tells: a null signal
+    // to thread `tid` of process `tid` reaches it only if it leads its process (a pidfd took
+    // 12–19 µs on an opener's way, the `status` file five system calls and forty lines)
+    // SAFETY: tgkill with signal 0 sends nothing; it only checks that the thread exists.
+    if unsafe { libc::syscall(libc::SYS_tgkill, tid as libc::pid_t, tid as libc::pid_t, 0) } == 0 {
         return Some(tid);
     }
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;

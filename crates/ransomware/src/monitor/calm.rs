@@ -13,16 +13,25 @@
 //! folder:
 //! - a read costs an ignore-mask test in the kernel (about 1 µs);
 //! - an open for writing, or a truncation, breaks the lease: the writer waits while the lease
-//!   thread keeps the document's content in the vault, makes **every** folder alert again (the
-//!   permission side sees and holds every open from then on, as before), and lets the lease go;
-//!   whoever then closes the document after writing is given that kept original;
+//!   thread names it, keeps the document's content in the vault (unless the writer has its
+//!   original already) and lets the lease go; whoever then closes the document after writing is
+//!   given that kept original. If the writer may be an attacker — under suspicion, not found,
+//!   or opening a document it has no original of while changes wait to be read — **every**
+//!   folder is made alert first (the permission side sees and holds every open from then on).
+//!   Otherwise the folders stay calm and the document **loose**: unguarded but held, until the
+//!   next settle guards it again (once no one has it open for writing). A database written by
+//!   one process after another meets no permission event at each process's opens;
 //! - a deletion or a rename over the document loses nothing: the guard keeps the inode.
+//!
+//! A loose document is not seen being opened: another program that changes it meanwhile is
+//! judged, and undone, against the latest original kept of it — the content before the first
+//! writer's first write (see `State::last_kept`), not what that writer wrote since.
 //!
 //! Folders become calm again once no actor has had evidence against it for
 //! [`CALM_AFTER`], nothing waits to be judged and nothing is held. Never calm: folders in
 //! `strict` mode (only a permission event can refuse an open), folders with a document that
-//! could not be guarded (open for writing at the time, or no descriptor left), folders holding a
-//! blocked program.
+//! could not be guarded and is not loose (open for writing by someone unknown, or no descriptor
+//! left), folders holding a blocked program.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
@@ -34,6 +43,7 @@ use std::time::{Duration, Instant};
 use rampart_protocol::policy::RansomwareMode;
 
 use super::Shared;
+use crate::actor::ActorKey;
 use crate::vault::Kept;
 
 /// How long after the last evidence or lease break folders stay alert.
@@ -56,6 +66,10 @@ pub(crate) struct Calm {
     looked: Option<(usize, usize, u64)>,
     /// Folders made alert one by one, so far.
     alerted_folders: u64,
+    /// Documents left unguarded in calm folders: being written by an actor under no suspicion
+    /// that has their original (or made them) — by (device, inode), with its process group.
+    /// Guarded again by the next settle that can (once no one has them open for writing).
+    loose: HashMap<(u64, u64), u32>,
 }
 
 impl Default for Calm {
@@ -66,6 +80,7 @@ impl Default for Calm {
             alerted: Instant::now(),
             looked: None,
             alerted_folders: 0,
+            loose: HashMap::new(),
         }
     }
 }
@@ -86,6 +101,8 @@ const SILENCED: u64 = libc::FAN_OPEN_PERM;
 pub(crate) fn alert(shared: &Shared) {
     let mut calm = shared.calm.lock().expect("calm lock");
     calm.alerted = Instant::now();
+    // whoever wrote them may be suspect now: a folder is calm again only once they are guarded
+    calm.loose.clear();
     if !calm.ignoring.is_empty() {
         tracing::debug!(folders = calm.ignoring.len(), "ransomware: folders alert");
     }
@@ -106,6 +123,21 @@ pub(crate) fn alert_folder(shared: &Shared, dir: &Path) {
         let _ =
             rampart_sys::lease::fanotify_ignore_children(&shared.perm, SILENCED, fd.as_fd(), false);
     }
+}
+
+/// The document (`dev`, `ino`) is being written by the actor with `keys`, which has its
+/// original (or made it): unless the actor is under suspicion, the document may stay unguarded
+/// without making its folder alert, until the next settle guards it again.
+pub(crate) fn loosen(shared: &Shared, doc: (u64, u64), keys: &[ActorKey]) {
+    if shared.state.lock().expect("state lock").suspect(keys, None) {
+        return;
+    }
+    shared
+        .calm
+        .lock()
+        .expect("calm lock")
+        .loose
+        .insert(doc, group_of(keys));
 }
 
 /// Folder `dir` is never made calm (a blocked program is in it); made alert now.
@@ -164,6 +196,8 @@ pub(crate) fn settle(shared: &Shared) -> usize {
         .iter()
         .map(|(p, d)| (p.clone(), d.dev, d.ino))
         .collect();
+    let known: HashSet<(u64, u64)> = docs.iter().map(|(_, dev, ino)| (*dev, *ino)).collect();
+    calm.loose.retain(|doc, _| known.contains(doc));
     for (path, dev, ino) in docs {
         let Some(dir) = path.parent() else { continue };
         // documents written since the last calm are guarded again here, not as each is closed:
@@ -172,12 +206,16 @@ pub(crate) fn settle(shared: &Shared) -> usize {
         let now_guarded = shared.holds.is_guarded(dev, ino)
             || (!calm.never.contains(dir)
                 && match shared.holds.guard(&path) {
-                    Ok(_) => true,
+                    Ok(_) => {
+                        calm.loose.remove(&(dev, ino));
+                        true
+                    }
                     Err(e) => {
                         // open for writing now (`EAGAIN`): worth another look, though nothing
                         // else changes, once it is closed
                         again |= e.raw_os_error() == Some(libc::EAGAIN);
-                        false
+                        // written by an actor under no suspicion: no reason to alert its folder
+                        calm.loose.contains_key(&(dev, ino))
                     }
                 });
         if now_guarded {
@@ -235,8 +273,18 @@ pub(crate) fn guard(shared: &Shared, path: &Path) {
     }
     if let Err(e) = shared.holds.guard(path) {
         tracing::debug!(path = %path.display(), error = %e, "ransomware: a document is not guarded");
-        if let Some(dir) = path.parent() {
-            alert_folder(shared, dir);
+        let loose = std::fs::symlink_metadata(path).is_ok_and(|m| {
+            shared
+                .calm
+                .lock()
+                .expect("calm lock")
+                .loose
+                .contains_key(&(m.dev(), m.ino()))
+        });
+        if !loose {
+            if let Some(dir) = path.parent() {
+                alert_folder(shared, dir);
+            }
         }
     }
 }
@@ -246,8 +294,8 @@ pub(crate) fn guard(shared: &Shared, path: &Path) {
 static PENDING: std::sync::Mutex<Vec<(i32, Instant)>> = std::sync::Mutex::new(Vec::new());
 
 /// The lease side: a document guarded by a lease is being opened for writing or truncated. Its
-/// content goes to the vault, every folder is made alert, and the lease is let go — the writer
-/// goes on.
+/// content goes to the vault, every folder is made alert if the writer may be an attacker, and
+/// the lease is let go — the writer goes on.
 pub(crate) fn run(shared: &Shared, stop: &AtomicBool, breaks: &rampart_sys::lease::LeaseBreaks) {
     rampart_sys::block_signals_in_this_thread();
     let mut overflows = breaks.overflows();
@@ -286,23 +334,65 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, breaks: &rampart_sys::leas
         if broken.is_empty() {
             continue;
         }
-        // before any lease goes: the writer's next opens are seen (and held while it is judged)
-        alert(shared);
-        name_writers(shared);
+        let writers = name_writers(shared);
+        // before any lease goes: a writer that may be an attacker has its next opens seen (and
+        // held while it is judged)
+        if must_alert(shared, writers.as_deref(), &broken) {
+            alert(shared);
+        } else if let Some(writers) = &writers {
+            for doc in &broken {
+                for keys in writers {
+                    loosen(shared, *doc, keys);
+                }
+            }
+        }
         for (dev, ino) in broken {
-            broke(shared, dev, ino);
+            broke(shared, dev, ino, writers.as_deref().unwrap_or_default());
         }
     }
+}
+
+/// Whether a lease break makes every folder alert: a writer is under suspicion, or it was not
+/// found, or it opens a document it has no original of while changes wait to be read (an
+/// attacker's next document while its last one is not judged yet — as the permission side
+/// holds such an open). A known writer that is not suspect, writing again a document whose
+/// original it has (a database written by one process after another), leaves the folders calm:
+/// the document stays unguarded (held) until the next settle guards it again.
+fn must_alert(shared: &Shared, writers: Option<&[Vec<ActorKey>]>, broken: &[(u64, u64)]) -> bool {
+    let Some(writers) = writers else {
+        return true;
+    };
+    let unread = rampart_sys::poll_readable(&shared.notify, 0);
+    let state = shared.state.lock().expect("state lock");
+    writers.iter().any(|keys| {
+        state.suspect(keys, None)
+            || (unread
+                && broken
+                    .iter()
+                    .any(|&(dev, ino)| !state.kept.contains_key(&(group_of(keys), dev, ino))))
+    })
+}
+
+/// The process group among `keys`.
+fn group_of(keys: &[ActorKey]) -> u32 {
+    keys.iter()
+        .find_map(|k| match k {
+            ActorKey::Group(g) => Some(*g),
+            ActorKey::Program(_) => None,
+        })
+        .unwrap_or(0)
 }
 
 /// Remembers who waits on the leases being broken (a process that writes one document and is
 /// gone before its change is read is still known by the change), as the permission side does
 /// for the openers it sees. The writer may not be waiting yet when the break is announced: a few
-/// looks, a millisecond apart.
-fn name_writers(shared: &Shared) {
+/// looks, a millisecond apart. Returns the keys of the writers that are not trusted, or none
+/// if no writer was found waiting.
+fn name_writers(shared: &Shared) -> Option<Vec<Vec<ActorKey>>> {
     for _ in 0..5 {
         let writers = rampart_sys::lease::waiting_breakers();
         if !writers.is_empty() {
+            let mut named = Vec::new();
             for (pid, _) in writers {
                 if shared.spare.read().expect("spare lock").contains(&pid) {
                     continue;
@@ -313,22 +403,37 @@ fn name_writers(shared: &Shared) {
                 if super::is_trusted(shared, &p.program, pid) {
                     continue;
                 }
+                let keys = p.keys();
                 let mut state = shared.state.lock().expect("state lock");
-                state.remember(pid, &p.keys());
+                state.remember(pid, &keys);
                 state.seen(&p);
+                named.push(keys);
             }
-            return;
+            return Some(named);
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+    None
 }
 
-fn broke(shared: &Shared, dev: u64, ino: u64) {
+/// The lease on (`dev`, `ino`) is being broken by `writers`: its content is kept, unless every
+/// writer has its original already, and the lease let go.
+fn broke(shared: &Shared, dev: u64, ino: u64, writers: &[Vec<ActorKey>]) {
+    tracing::debug!(dev, ino, "ransomware: lease broken");
+    shared.breaks.fetch_add(1, Ordering::Relaxed);
+    let kept_before = !writers.is_empty() && {
+        let state = shared.state.lock().expect("state lock");
+        writers
+            .iter()
+            .all(|keys| state.kept.contains_key(&(group_of(keys), dev, ino)))
+    };
+    if kept_before {
+        shared.holds.unguard(dev, ino);
+        return;
+    }
     let Some(fd) = shared.holds.guard_fd(dev, ino) else {
         return;
     };
-    tracing::debug!(dev, ino, "ransomware: lease broken");
-    shared.breaks.fetch_add(1, Ordering::Relaxed);
     let path = std::fs::read_link(format!(
         "/proc/self/fd/{}",
         std::os::fd::AsRawFd::as_raw_fd(&fd)

@@ -32,48 +32,103 @@ use crate::doctype::DocumentTypes;
 use crate::restore::{Plan, Touch};
 use crate::vault::{read_head, Kept};
 
-/// Reads the notification group and passes what it reads to the worker, with the moment the
-/// queue was found empty after it.
+/// How long the reader lets changes gather in the kernel's queue after it has read some, unless
+/// an opener waits on them. Woken at every change, the reader cost a program that changes files
+/// in a protected folder a wakeup for each (a `sqlite3` process makes four: its journal made,
+/// written, removed, the database closed).
+const GATHER: Duration = Duration::from_millis(2);
+
+/// Reads what the kernel has queued and hands it to the worker, with the moment the queue was
+/// found empty. Nothing read and no opener held: nothing is handed on. Returns how many changes
+/// were read.
+fn read_queue(shared: &Shared, work: &mpsc::Sender<Work>, buf: &mut [u8]) -> usize {
+    let mut changes = Vec::new();
+    loop {
+        match rampart_sys::read_fd(&shared.notify, buf) {
+            Ok(0) => break,
+            Ok(n) => changes.extend(notify::decode(&buf[..n])),
+            Err(e) => {
+                tracing::error!(error = %e, "ransomware: reading notifications failed");
+                break;
+            }
+        }
+    }
+    let at = Instant::now();
+    let removals = changes
+        .iter()
+        .filter(|c| removes_a_document(shared, c))
+        .count();
+    let read = changes.len();
+    // the moment the queue was found empty matters only to held openers
+    if !changes.is_empty() || shared.holding.load(Ordering::SeqCst) {
+        shared.backlog.fetch_add(changes.len(), Ordering::SeqCst);
+        shared.removals.fetch_add(removals, Ordering::SeqCst);
+        let _ = work.send(Work::Changes(changes, at, removals));
+    }
+    read
+}
+
+/// Whether change `c` deletes or renames a document (by its name: a name without an extension
+/// may be a document by its content, and counts).
+fn removes_a_document(shared: &Shared, c: &Change) -> bool {
+    c.mask & (libc::FAN_DELETE | libc::FAN_RENAME) != 0
+        && c.mask & libc::FAN_ONDIR == 0
+        && c.place
+            .as_ref()
+            .is_some_and(|p| !p.name.contains('.') || shared.settings.types.by_name(&p.name))
+}
+
+/// Reads the notification group and passes what it reads to the worker: as soon as something
+/// is queued, then not again for [`GATHER`] unless the permission side asks (it holds an opener).
 pub(crate) fn read(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>) {
     rampart_sys::block_signals_in_this_thread();
     let mut buf = vec![0u8; 256 * 1024];
     while !stop.load(Ordering::SeqCst) {
-        // short waits: a held opener waits for the moment the queue is found empty (and the
-        // permission side says when one starts to)
-        let (readable, called) =
-            rampart_sys::poll_readable_either(&shared.notify, &shared.read_now, 5);
+        // short waits while openers are held: each waits for a moment the queue is found empty
+        let holding = shared.holding.load(Ordering::SeqCst);
+        let (readable, called) = rampart_sys::poll_readable_either(
+            &shared.notify,
+            &shared.read_now,
+            if holding { 5 } else { 100 },
+        );
         if called {
             rampart_sys::eventfd_take(&shared.read_now);
         }
-        let mut changes = Vec::new();
-        if readable {
-            loop {
-                match rampart_sys::read_fd(&shared.notify, &mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => changes.extend(notify::decode(&buf[..n])),
-                    Err(e) => {
-                        tracing::error!(error = %e, "ransomware: reading notifications failed");
-                        break;
-                    }
-                }
-            }
+        if !readable && !called && !holding {
+            continue;
         }
-        // the moment the queue was found empty matters only to held openers
-        if !changes.is_empty() || shared.holding.load(Ordering::SeqCst) {
-            shared.backlog.fetch_add(changes.len(), Ordering::SeqCst);
-            if work.send(Work::Changes(changes, Instant::now())).is_err() {
-                return;
+        if read_queue(shared, work, &mut buf) > 0
+            && !called
+            && !shared.holding.load(Ordering::SeqCst)
+        {
+            // more is likely on its way: let it gather (an opener held meanwhile calls)
+            if rampart_sys::poll_readable(&shared.read_now, GATHER.as_millis() as i32) {
+                rampart_sys::eventfd_post(&shared.read_now);
             }
         }
     }
 }
 
+/// How long the kernel's announcements of process creations wait to be read while no program is
+/// blocked. Read as each came, they woke a thread at every fork, exec and exit on the host, and
+/// that alone cost a shell loop starting a program per file 10–20 % on our 2-core VMs (a
+/// listener in C that read them and did nothing else cost the same; reading on a tick, ~1 %).
+/// [`parent_of`] waits longer than this for a fork to be read.
+const FORKS_EVERY: Duration = Duration::from_millis(5);
+
 /// Records the forks the kernel announces, for [`inherited`], and looks at what each exec runs
-/// (a copy of a blocked program is stopped as it starts).
+/// (a copy of a blocked program is stopped as it starts: then each exec is read as it comes).
 pub(crate) fn forks(shared: &Shared, stop: &AtomicBool, forks: &rampart_sys::forks::Forks) {
     rampart_sys::block_signals_in_this_thread();
     while !stop.load(Ordering::SeqCst) {
-        match forks.read(200) {
+        let urgent = !shared.blocklist.lock().expect("blocklist lock").is_empty();
+        let read = if urgent {
+            forks.read(200)
+        } else {
+            std::thread::sleep(FORKS_EVERY);
+            forks.read(0)
+        };
+        match read {
             Ok(read) => {
                 if read.lost {
                     tracing::debug!("ransomware: some process creations were not announced");
@@ -101,6 +156,9 @@ pub(crate) fn forks(shared: &Shared, stop: &AtomicBool, forks: &rampart_sys::for
 
 /// The worker: judges what the permission side and the notifications report, in order.
 pub(crate) fn judge(shared: &Shared, stop: &AtomicBool, queue: mpsc::Receiver<Work>) {
+    shared
+        .judge_thread
+        .store(rampart_sys::this_thread_id(), Ordering::SeqCst);
     let mut forgot = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         if forgot.elapsed() >= super::FORGET_EVERY {
@@ -133,11 +191,12 @@ pub(crate) fn judge(shared: &Shared, stop: &AtomicBool, queue: mpsc::Receiver<Wo
                 ino,
                 kept,
             } => opened(shared, pid, &keys, path, dev, ino, kept),
-            Work::Changes(changes, empty_at) => {
+            Work::Changes(changes, empty_at, removals) => {
                 for c in changes {
                     change(shared, c);
                     shared.backlog.fetch_sub(1, Ordering::SeqCst);
                 }
+                shared.removals.fetch_sub(removals, Ordering::SeqCst);
                 shared.state.lock().expect("state lock").drained = Some(empty_at);
                 if shared.holding.load(Ordering::SeqCst) {
                     rampart_sys::eventfd_post(&shared.judged);
@@ -204,6 +263,11 @@ fn resolve(shared: &Shared, place: &Place) -> Option<PathBuf> {
 fn keys_of(shared: &Shared, pid: u32) -> Option<Vec<ActorKey>> {
     if shared.spare.read().expect("spare lock").contains(&pid) {
         return None;
+    }
+    // seen a moment ago (named by the permission side, or by an earlier change): known without
+    // reading /proc again — a process makes several changes in a row
+    if let Some(keys) = shared.state.lock().expect("state lock").seen_lately(pid) {
+        return (!keys.is_empty()).then_some(keys);
     }
     let process = actor::process(pid);
     // an exiting process is known by what was learnt of it alive (a trusted `rm -rf` read as
@@ -347,7 +411,7 @@ fn change(shared: &Shared, c: Change) {
             watch_folder(shared, &path);
             watch_tree(shared, &path);
         } else {
-            watch_document(shared, &path);
+            watch_document(shared, &path, keys.as_deref());
         }
         if let Some(keys) = &keys {
             // made again where it deleted a document: a replacement, whenever the queue is
@@ -444,7 +508,7 @@ fn guard_renamed(shared: &Shared, to: &Path) {
         .get(to)
         .is_some_and(|d| (d.dev, d.ino) == (m.dev(), m.ino()));
     if !guarded {
-        watch_document(shared, to);
+        watch_document(shared, to, None);
     }
 }
 
@@ -528,21 +592,29 @@ fn closed(shared: &Shared, keys: &[ActorKey], path: &Path) {
                 Some((d.dev, d.ino, m.len(), hold))
             }),
     };
-    // the original kept when it broke the document's lease (its folder calm then)
+    // the original kept when it broke the document's lease (its folder calm then); or, its
+    // open not seen at all — the document was left unguarded for another writer a moment before
+    // (see `calm`) — the latest original kept of it, for anyone
     let claimed = found.as_ref().and_then(|(dev, ino, _, _)| {
         let u = shared
             .unclaimed
             .lock()
             .expect("unclaimed lock")
-            .remove(&(*dev, *ino))?;
+            .remove(&(*dev, *ino));
+        let state = shared.state.lock().expect("state lock");
+        let u = u.or_else(|| {
+            let kept = state.last_kept.get(&(*dev, *ino))?.clone();
+            (!state.kept.contains_key(&(group, *dev, *ino))).then(|| super::calm::Unclaimed {
+                path: path.to_path_buf(),
+                kept,
+                at: Instant::now(),
+            })
+        })?;
         Some((*dev, *ino, u))
     });
     if let Some((dev, ino, u)) = claimed {
         let mut state = shared.state.lock().expect("state lock");
-        state
-            .kept
-            .entry((group, dev, ino))
-            .or_insert_with(|| u.kept.clone());
+        state.keep(group, dev, ino, u.kept.clone());
         drop(state);
         opened(shared, 0, keys, u.path, dev, ino, Some(u.kept));
     }

@@ -115,13 +115,17 @@ const ON_FOLDER: u64 = libc::FAN_CREATE
 /// How long an opener is held at most while its actor's earlier changes are judged.
 pub const HOLD_AT_MOST: Duration = Duration::from_millis(300);
 
+/// How long a process seen is known without reading `/proc` again.
+const SEEN_LATELY: Duration = Duration::from_millis(100);
+
 /// How many processes [`State::remember`] keeps before it forgets those long gone.
 const REMEMBERED: usize = 8192;
 
 /// What the permission side tells the worker, in order with the notifications.
 pub(crate) enum Work {
-    /// Notifications read, and the time the queue was found empty after them.
-    Changes(Vec<rampart_sys::notify::Change>, Instant),
+    /// Notifications read, the time the queue was found empty after them, and how many of them
+    /// delete or rename a document.
+    Changes(Vec<rampart_sys::notify::Change>, Instant, usize),
     /// A document was opened for writing by an actor (its original kept first).
     Opened {
         pid: u32,
@@ -249,8 +253,11 @@ pub(crate) struct State {
     pub groups_of: HashMap<Program, HashSet<u32>>,
     /// A command line each program was seen with (for the incident).
     pub cmdline_of: HashMap<Program, String>,
-    /// Copies made per (group, inode): one per actor and document.
+    /// Copies made per (group, inode): one per actor and document (see [`State::keep`]).
     pub kept: HashMap<(u32, u64, u64), Kept>,
+    /// The latest copy made of each document (by inode), for anyone: the original of a writer
+    /// whose own open was not seen (a document left unguarded for another writer, see `calm`).
+    pub last_kept: HashMap<(u64, u64), Kept>,
     /// Processes seen, by pid, and when (for notifications from processes already gone); no
     /// keys: a process of a trusted program.
     pub keys_of: HashMap<u32, (Vec<ActorKey>, Instant)>,
@@ -376,6 +383,8 @@ impl State {
             return;
         }
         self.kept.retain(|(g, _, _), _| !gone.contains(g));
+        let still: HashSet<(u64, u64)> = self.kept.keys().map(|(_, d, i)| (*d, *i)).collect();
+        self.last_kept.retain(|doc, _| still.contains(doc));
         self.notes.retain(|_, (_, g)| !gone.contains(g));
         self.groups_of.retain(|_, groups| {
             groups.retain(|g| !gone.contains(g));
@@ -383,6 +392,24 @@ impl State {
         });
         let programs = &self.groups_of;
         self.cmdline_of.retain(|p, _| programs.contains_key(p));
+    }
+
+    /// Records `kept` as group `group`'s original of document (`dev`, `ino`), unless it has one.
+    pub fn keep(&mut self, group: u32, dev: u64, ino: u64, kept: Kept) {
+        self.kept.entry((group, dev, ino)).or_insert_with(|| {
+            self.last_kept.insert((dev, ino), kept.clone());
+            kept
+        });
+    }
+
+    /// Who `pid` is, if it was seen within [`SEEN_LATELY`]: known without reading `/proc` again
+    /// (a process that ran another program since, within that moment, is still known by the
+    /// first — its group is the same).
+    pub fn seen_lately(&self, pid: u32) -> Option<Vec<ActorKey>> {
+        self.keys_of
+            .get(&pid)
+            .filter(|(_, at)| at.elapsed() < SEEN_LATELY)
+            .map(|(k, _)| k.clone())
     }
 
     /// Who `pid` was, if it was seen.
@@ -452,6 +479,8 @@ pub(crate) struct Shared {
     pub lineage_live: AtomicBool,
     /// Changes read and not judged yet.
     pub backlog: AtomicUsize,
+    /// Of them, deletions and renames of documents.
+    pub removals: AtomicUsize,
     /// Opens held so far, and their waits in microseconds.
     pub held: AtomicU64,
     pub held_us: AtomicU64,
@@ -466,6 +495,8 @@ pub(crate) struct Shared {
     pub refused_unasked: AtomicU64,
     /// Overflows of the change queue (see [`Status::changes_lost`]).
     pub changes_lost: AtomicU64,
+    /// The judge's thread id, once it runs.
+    pub judge_thread: std::sync::atomic::AtomicU32,
 }
 
 /// The running monitor.
@@ -511,6 +542,7 @@ impl Monitor {
             lineage: Mutex::new(crate::actor::Lineage::default()),
             lineage_live: AtomicBool::new(false),
             backlog: AtomicUsize::new(0),
+            removals: AtomicUsize::new(0),
             held: AtomicU64::new(0),
             held_us: AtomicU64::new(0),
             calm: Mutex::new(calm::Calm::default()),
@@ -519,6 +551,7 @@ impl Monitor {
             permission_events: AtomicU64::new(0),
             refused_unasked: AtomicU64::new(0),
             changes_lost: AtomicU64::new(0),
+            judge_thread: std::sync::atomic::AtomicU32::new(0),
         });
         // programs blocked by an earlier run: refused again where they are, copies looked for
         for b in shared.settings.blocked.clone() {
@@ -720,6 +753,12 @@ impl Monitor {
         Some(c.incident.clone())
     }
 
+    /// The id of the thread that judges changes (0 before it runs): how long it takes to judge
+    /// depends on its share of the CPU (a test starves it to see what late judgement does).
+    pub fn judge_thread(&self) -> u32 {
+        self.shared.judge_thread.load(Ordering::SeqCst)
+    }
+
     /// The vault.
     pub fn vault(&self) -> &Vault {
         &self.shared.vault
@@ -817,7 +856,7 @@ pub(crate) fn watch_tree(shared: &Shared, dir: &Path) {
             if t.is_dir() {
                 stack.push(p);
             } else if t.is_file() {
-                watch_document(shared, &p);
+                watch_document(shared, &p, None);
             }
         }
     }
@@ -845,8 +884,8 @@ pub(crate) fn watch_folder(shared: &Shared, dir: &Path) {
 }
 
 /// Holds and guards `path` if it is a document (by name, or by content for names without an
-/// extension). Returns whether it is one.
-pub(crate) fn watch_document(shared: &Shared, path: &Path) -> bool {
+/// extension). Returns whether it is one. `maker`: who just made it, if known.
+pub(crate) fn watch_document(shared: &Shared, path: &Path, maker: Option<&[ActorKey]>) -> bool {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -871,6 +910,11 @@ pub(crate) fn watch_document(shared: &Shared, path: &Path) -> bool {
     // another inode was this document (a save by rename): its guard becomes a hold
     if let Some(old) = old.filter(|o| (o.dev, o.ino) != (m.dev(), m.ino())) {
         shared.holds.guard_to_hold(old.dev, old.ino);
+    }
+    // made by an actor under no suspicion, and still open for writing: its folder need not be
+    // alert for it (see `calm`)
+    if let Some(keys) = maker {
+        calm::loosen(shared, (m.dev(), m.ino()), keys);
     }
     // guarded first (the guard's own open is then no permission event), then marked
     calm::guard(shared, path);
@@ -903,7 +947,7 @@ pub(crate) fn watch_restored(
             continue;
         }
         let path = Path::new(&f.path);
-        if !watch_document(shared, path) {
+        if !watch_document(shared, path, None) {
             continue;
         }
         let canary = shared

@@ -74,9 +74,10 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>)
             // every event of the batch judged before any is answered (an answer wakes every
             // waiting opener for a moment, which hides what the others are doing)
             let mut answers = Vec::new();
+            let mut later = Vec::new();
             for (fd, tid) in events(&buf[..n]) {
                 shared.permission_events.fetch_add(1, Ordering::Relaxed);
-                let answer = decide(shared, fd.as_fd(), tid, work);
+                let answer = decide(shared, fd.as_fd(), tid, work, &mut later);
                 answers.push((fd, answer));
             }
             let holds = answers.iter().any(|(_, a)| matches!(a, Answer::Hold(..)));
@@ -92,6 +93,9 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>)
                         since: Instant::now(),
                     }),
                 }
+            }
+            for pid in later {
+                name(shared, pid);
             }
             if holds {
                 // the queue read now, for these openers (the reader's own wait would add up
@@ -185,7 +189,35 @@ fn release(shared: &Shared, held: &mut Vec<Held>) {
     });
 }
 
-fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Work>) -> Answer {
+/// Remembers who process `pid` is (once per process), for its changes read after it is gone.
+fn name(shared: &Shared, pid: u32) {
+    let known = shared
+        .state
+        .lock()
+        .expect("state lock")
+        .keys_of
+        .contains_key(&pid);
+    if known {
+        return;
+    }
+    if let Some(p) = actor::process(pid).filter(|p| !is_trusted(shared, &p.program, pid)) {
+        shared
+            .state
+            .lock()
+            .expect("state lock")
+            .remember(pid, &p.keys());
+    }
+}
+
+/// The answer to one permission event. Processes to be named once every event of the batch is
+/// answered go to `later`.
+fn decide(
+    shared: &Shared,
+    fd: BorrowedFd<'_>,
+    tid: u32,
+    work: &mpsc::Sender<Work>,
+    later: &mut Vec<u32>,
+) -> Answer {
     let Ok(meta) = rampart_sys::fstat(fd) else {
         return Answer::Allow;
     };
@@ -239,34 +271,25 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
     if is_dir {
         super::hold_folder(shared, fd, (meta.dev(), meta.ino()));
     }
-    // changes not read yet: whoever made them may be about to be judged on them, so a folder
-    // or a document is not opened for anyone's next step until they are
-    let unjudged = !audit && rampart_sys::poll_readable(&shared.notify, 0);
+    // a folder is not opened for anyone's next step while deletions or renames of documents
+    // read wait to be judged: a wiper's next folder waits until its last one's are (a program
+    // that made and removed a file of its own beside a document waits for nothing). What the
+    // kernel still has queued is not read here: that read, on the opener's way, cost a `sqlite3`
+    // process 7 % (its folder opened to sync it, its journal's creation queued)
+    let removals = is_dir && !audit && shared.removals.load(Ordering::SeqCst) > 0;
     if matches!(kind, OpenKind::Read | OpenKind::FlagChange) {
-        let may_wait = reads_may_wait(shared) || (is_dir && unjudged);
+        let may_wait = reads_may_wait(shared) || removals;
         // whoever lists a folder may delete what is in it and be gone before the deletions
-        // are read (a wiper takes microseconds): it is named now, once per process
-        if is_dir {
-            let known = shared
-                .state
-                .lock()
-                .expect("state lock")
-                .keys_of
-                .contains_key(&pid);
-            if !known {
-                if let Some(p) =
-                    actor::process(pid).filter(|p| !is_trusted(shared, &p.program, pid))
-                {
-                    shared
-                        .state
-                        .lock()
-                        .expect("state lock")
-                        .remember(pid, &p.keys());
-                }
-            }
-        }
+        // are read (a wiper takes microseconds): it is named at once — right after the answer
+        // when the answer does not depend on who it is
         if audit || !may_wait {
+            if is_dir {
+                later.push(pid);
+            }
             return Answer::Allow;
+        }
+        if is_dir {
+            name(shared, pid);
         }
         let Some(p) = actor::process(pid) else {
             return Answer::Allow;
@@ -279,7 +302,7 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
         if is_convicted(&state, &keys) {
             return if block { Answer::Deny } else { Answer::Allow };
         }
-        if state.held_back(&keys, None) || (is_dir && unjudged) {
+        if state.held_back(&keys, None) || removals {
             return Answer::Hold(keys, p.pgid, None);
         }
         return Answer::Allow;
@@ -321,8 +344,7 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
                     .state
                     .lock()
                     .expect("state lock")
-                    .kept
-                    .insert((p.pgid, dev, ino), k.clone());
+                    .keep(p.pgid, dev, ino, k.clone());
                 Some(k)
             }
             Err(e) => {
@@ -352,6 +374,10 @@ fn decide(shared: &Shared, fd: BorrowedFd<'_>, tid: u32, work: &mpsc::Sender<Wor
     if audit {
         return Answer::Allow;
     }
+    // changes not read yet: whoever made them may be about to be judged on them, so no document
+    // is opened for writing for the first time until they are (one whose original the actor
+    // has kept already waits for nothing: what it does to it again is restored all the same)
+    let unjudged = need_copy && rampart_sys::poll_readable(&shared.notify, 0);
     if state.held_back(&keys, Some((dev, ino))) || writing > 2 || unjudged {
         return Answer::Hold(keys, p.pgid, Some((dev, ino)));
     }
