@@ -217,7 +217,17 @@ settle() {
   sleep 2
 }
 # opens the protection held for judgement so far, and their waits in all (ms)
-held_now() { r ransomware status --json | python3 -c 'import json,sys; h=json.load(sys.stdin)["held"]; print(h["opens"], h["ms"])'; }
+# what the protection did so far: opens held, their waits in all (ms), permission events, lease
+# breaks, and the agent's CPU time (ms, every thread)
+held_now() {
+  r ransomware status --json | AGENT="$root/var/lib/rampart/agent/status.json" python3 -c '
+import json, os, sys
+s = json.load(sys.stdin)
+pid = json.load(open(os.environ["AGENT"]))["pid"]
+f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+cpu = (int(f[11]) + int(f[12])) * 1000 // os.sysconf("SC_CLK_TCK")
+print(s["held"]["opens"], s["held"]["ms"], s["calm"]["permission_events"], s["calm"]["lease_breaks"], cpu)'
+}
 run_workloads() { # MODE BASE
   local mode=$1 base=$2 w d s e h0 h1
   for w in $WORKLOADS; do
@@ -247,7 +257,7 @@ run_workloads() { # MODE BASE
     took[$w,$mode]+="$(python3 -c "print($e - $s)") "
     if [ "$mode" = on ]; then
       h1=$(held_now)
-      held[$w]+="$(python3 -c "a, b = '$h0'.split(), '$h1'.split(); print(f'{int(b[0]) - int(a[0])}/{int(b[1]) - int(a[1])}')") "
+      held[$w]+="$(python3 -c "a, b = '$h0'.split(), '$h1'.split(); d = [int(y) - int(x) for x, y in zip(a, b)]; print(f'{d[0]}/{d[1]}, {d[2]}/{d[3]}, {d[4]}')"); "
     fi
     "$work/bench-rm" -rf "$d"
   done
@@ -311,14 +321,14 @@ EOF
   echo
   echo "Each timing runs its workload $REPEAT time(s) in a row; ratio = median protected / median without; spread = the lowest and highest ratio of one round's pair"
   echo
-  echo "| workload | no agent | protected | ratio | spread | rounds, no agent / protected (s) | opens held / ms waited (per round) |"
+  echo "| workload | no agent | protected | ratio | spread | rounds, no agent / protected (s) | per protected round: opens held / ms waited, permission events / lease breaks, agent CPU ms |"
   echo "|---|---:|---:|---:|---:|---:|---:|"
   for w in $WORKLOADS; do
     off=$(echo "${took[$w,off]}" | median)
     on=$(echo "${took[$w,on]}" | median)
     # the spread (lowest and highest ratio of one round's pair) and each round's times
     rounds=$(python3 -c "import sys; p = [(float(x), float(y)) for x, y in zip(sys.argv[1].split(), sys.argv[2].split())]; r = [y / x for x, y in p]; print(f'{min(r):.3f}–{max(r):.3f} | ' + ' '.join(f'{x:.2f}/{y:.2f}' for x, y in p))" "${took[$w,off]}" "${took[$w,on]}")
-    printf '| %s | %.3f s | %.3f s | %.3f× | %s | %s |\n' "$w" "$off" "$on" "$(python3 -c "print($on / $off)")" "$rounds" "${held[$w]% }"
+    printf '| %s | %.3f s | %.3f s | %.3f× | %s | %s |\n' "$w" "$off" "$on" "$(python3 -c "print($on / $off)")" "$rounds" "${held[$w]%; }"
   done
 } | tee "$out/table.md"
 echo "results in $out" >&2

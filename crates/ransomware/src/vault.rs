@@ -213,6 +213,56 @@ impl Vault {
     }
 }
 
+/// A file opened once, to be judged: which file it is, its size then, and its first bytes read
+/// through that one descriptor. Judged late (the queue read seconds after the fact, under load),
+/// a path may be another file's a moment later: what is judged must be one file.
+pub struct Opened {
+    /// Its device.
+    pub dev: u64,
+    /// Its inode.
+    pub ino: u64,
+    /// Its size when opened.
+    pub len: u64,
+    file: std::fs::File,
+}
+
+impl Opened {
+    /// Opens the regular file at `path` for reading (`follow`: through a last link, as
+    /// `/proc/self/fd/N` needs).
+    pub fn open(path: &Path, follow: bool) -> Option<Opened> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nofollow | libc::O_NONBLOCK)
+            .open(path)
+            .ok()?;
+        let m = file.metadata().ok().filter(|m| m.is_file())?;
+        Some(Opened {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            file,
+        })
+    }
+
+    /// Its first `n` bytes (fewer if it is shorter) — none if its size changed meanwhile: it
+    /// is being written again (and its next close is judged).
+    pub fn head(&self, n: usize) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; (self.len as usize).min(n)];
+        let mut got = 0;
+        while got < buf.len() {
+            match self.file.read_at(&mut buf[got..], got as u64) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => got += k,
+            }
+        }
+        let still = self.file.metadata().is_ok_and(|m| m.len() == self.len);
+        (got == buf.len() && still).then_some(buf)
+    }
+}
+
 /// The first `n` bytes of the file at `path`.
 pub fn read_head(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
     // as much as is there, up to `n`: no buffer of `n` zeroes for a file of a few KiB

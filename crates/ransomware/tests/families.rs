@@ -309,11 +309,35 @@ fn a_script_encrypting_with_a_system_tool_is_blocked_as_the_script() {
 
 /// A document another program has open for writing is left unguarded, its folder calm (see the
 /// monitor's `calm`): an attacker that rewrites it meanwhile is not seen opening it. Its change
-/// is judged, and undone, against the latest original kept of the document — the content
-/// before that other program's first write (what it wrote since is not kept: a known limit).
+/// is judged, and undone, against the original of the program the document was left loose for
+/// — the content before that program's first write (what it wrote since is not kept: a known
+/// limit).
 #[test]
 fn a_document_another_program_is_writing_is_restored_after_an_attack() {
-    if !common::needs(&["openssl"]) {
+    attack_a_loose_document(false);
+}
+
+/// The same, the attacker's writer gone before anyone could name it: nothing saw it open the
+/// document, and its change is read once it has exited (the judge starved meanwhile). The
+/// change is kept aside for the group that started it, and restored when that group is
+/// convicted.
+#[test]
+fn a_document_another_program_is_writing_is_restored_also_when_its_writer_is_gone_unnamed() {
+    attack_a_loose_document(true);
+}
+
+/// A process killed when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn attack_a_loose_document(unnamed: bool) {
+    if !common::needs(&["openssl", "chrt"]) {
         return;
     }
     let Some(s) = scene(RansomwareMode::Block, Vec::new(), false) else {
@@ -324,14 +348,7 @@ fn a_document_another_program_is_writing_is_restored_after_an_attack() {
     let calm = m.status();
     // a program of its own writes a line (its original kept, given to it when its close is
     // judged), then keeps the document open for writing
-    struct Writer(std::process::Child);
-    impl Drop for Writer {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _writer = Writer(
+    let _writer = Running(
         Command::new("setsid")
             .args([
                 "sh",
@@ -357,28 +374,62 @@ fn a_document_another_program_is_writing_is_restored_after_an_attack() {
             && loose.guarded < calm.guarded,
         "the document is not left unguarded in a calm folder: {calm:?} then {loose:?}"
     );
-    // the attacker rewrites that document first, in place (its ciphertext made outside the
-    // protected folder: nothing it does is seen before that write)
+    // the attacker rewrites that document first, in place, with a process of its own (its
+    // ciphertext made outside the protected folder: nothing it does is seen before that write).
+    // Each test's script has bytes of its own: a convicted one is stopped wherever a copy runs
     let script = s.docs.with_file_name("overwrite.sh");
     std::fs::write(
         &script,
-        "x=\"$1/../x\"\nfor f in \"$1\"/report-0-0.txt \"$1\"/*/*.txt; do\n  \
+        format!("# unnamed: {unnamed}\n").to_owned()
+            + "x=\"$1/../x\"\nfor f in \"$1\"/report-0-0.txt; do\n  \
+         openssl enc -aes-256-cbc -pbkdf2 -pass pass:k -in \"$f\" -out \"$x\" && sh -c 'cat \"$1\" > \"$2\"' - \"$x\" \"$f\"\n\
+         done\nsleep \"$2\"\nfor f in \"$1\"/*/*.txt; do\n  \
          openssl enc -aes-256-cbc -pbkdf2 -pass pass:k -in \"$f\" -out \"$x\" && cat \"$x\" > \"$f\"\n\
          done\n",
     )
     .unwrap();
-    let ran = Command::new("setsid")
+    let attacker = Command::new("setsid")
         .arg("sh")
         .arg(&script)
         .arg(&s.docs)
+        .arg(if unnamed { "1" } else { "0" })
         .stderr(Stdio::null())
-        .status()
+        .spawn()
         .unwrap();
+    if unnamed {
+        // the judge gets no CPU while the first document is written and its writer exits
+        let judge = m.judge_thread().to_string();
+        let chrt = |class: &str| {
+            let ok = Command::new("chrt")
+                .args([class, "-p", "0", &judge])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "chrt {class} on the judge");
+        };
+        chrt("--idle");
+        let busy: Vec<Running> = (0..2)
+            .map(|_| {
+                Running(
+                    Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(600));
+        drop(busy);
+        chrt("--other");
+    }
+    let mut attacker = Running(attacker);
     let incident = s
         .incidents
         .recv_timeout(Duration::from_secs(30))
         .expect("the attacker was not convicted");
-    assert!(!ran.success(), "the attacker ran to its end");
+    assert!(
+        !attacker.0.wait().unwrap().success(),
+        "the attacker ran to its end"
+    );
     assert!(
         incident
             .files
@@ -513,6 +564,7 @@ fn folders_removed_whole_come_back_with_their_documents() {
     let _ = Command::new("setsid")
         .arg("sh")
         .arg(&wiper)
+        .stderr(Stdio::null())
         .status()
         .unwrap();
     let incident = s

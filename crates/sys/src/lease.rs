@@ -241,6 +241,70 @@ pub fn waiting_breakers() -> Vec<(u32, u32)> {
     out
 }
 
+/// The file a thread found by [`waiting_breakers`] waits to open for writing or to truncate,
+/// as (device, inode) — read from what it asked the kernel (its `/proc/TID/syscall`, and the
+/// path in its memory), resolved as that process sees paths (its root, working folder or
+/// folder descriptor). None if that cannot be told (a system call not named here, a process
+/// gone): then it may be waiting on any lease.
+pub fn breaking_file(pid: u32, tid: u32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let line = crate::open::syscall_of(tid);
+    let mut parts = line.split_whitespace();
+    let nr: i64 = parts.next()?.parse().ok()?;
+    let args: Vec<u64> = parts
+        .take(6)
+        .filter_map(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+        .collect();
+    let arg = |i: usize| args.get(i).copied();
+    let at_cwd = -100i32 as u32 as u64;
+    // (folder descriptor or the working folder, path address)
+    let (dirfd, addr) = match nr {
+        2 | 85 | 76 => (at_cwd, arg(0)?), // open, creat, truncate
+        257 | 437 => (arg(0)? & 0xffff_ffff, arg(1)?), // openat, openat2
+        77 => {
+            // ftruncate
+            let fd = arg(0)? & 0xffff_ffff;
+            let m = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).ok()?;
+            return Some((m.dev(), m.ino()));
+        }
+        _ => return None,
+    };
+    let path = path_in_memory(tid, addr)?;
+    let full = if path.starts_with('/') {
+        format!("/proc/{pid}/root{path}")
+    } else if dirfd == at_cwd {
+        format!("/proc/{pid}/cwd/{path}")
+    } else {
+        format!("/proc/{pid}/fd/{dirfd}/{path}")
+    };
+    let m = std::fs::metadata(full).ok()?;
+    Some((m.dev(), m.ino()))
+}
+
+/// The NUL-ended path at `addr` in thread `tid`'s memory (read page by page: the string may end
+/// just before an unmapped one).
+fn path_in_memory(tid: u32, addr: u64) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let mem = std::fs::File::open(format!("/proc/{tid}/mem")).ok()?;
+    let mut out = Vec::new();
+    let mut at = addr;
+    while out.len() < libc::PATH_MAX as usize {
+        let mut page = [0u8; 4096];
+        let room = 4096 - (at % 4096) as usize;
+        let n = mem.read_at(&mut page[..room], at).ok()?;
+        if n == 0 {
+            return None;
+        }
+        if let Some(end) = page[..n].iter().position(|&b| b == 0) {
+            out.extend_from_slice(&page[..end]);
+            return String::from_utf8(out).ok();
+        }
+        out.extend_from_slice(&page[..n]);
+        at += n as u64;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,6 +372,27 @@ mod tests {
             named.extend(breaks.wait(100));
         }
         assert!(lease_is_breaking(lease.as_fd()));
+        // the writer is found waiting, and the file it waits for is told
+        let doc_id = {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(&doc).unwrap();
+            (m.dev(), m.ino())
+        };
+        let me = std::process::id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let waiting = loop {
+            let mine: Vec<(u32, u32)> = waiting_breakers()
+                .into_iter()
+                .filter(|(pid, _)| *pid == me)
+                .collect();
+            if !mine.is_empty() {
+                break mine;
+            }
+            assert!(Instant::now() < deadline, "the writer is not found waiting");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(waiting.len(), 1, "{waiting:?}");
+        assert_eq!(breaking_file(waiting[0].0, waiting[0].1), Some(doc_id));
         std::thread::sleep(Duration::from_millis(50));
         assert!(
             !opened.load(Ordering::SeqCst),

@@ -88,7 +88,7 @@ fn open_how_flags(tid: u32, addr: u64) -> Option<u64> {
 /// The system call thread `tid` is blocked in (`/proc/TID/syscall`). Openers waiting for an
 /// answer share one wait queue, so any answer wakes them all for a moment, and a thread caught
 /// awake reads `running`: it is looked at again until it sleeps (a few milliseconds at most).
-fn syscall_of(tid: u32) -> String {
+pub(crate) fn syscall_of(tid: u32) -> String {
     let path = format!("/proc/{tid}/syscall");
     let mut buf = [0u8; 256];
     for attempt in 0..400 {

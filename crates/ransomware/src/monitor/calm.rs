@@ -24,8 +24,8 @@
 //! - a deletion or a rename over the document loses nothing: the guard keeps the inode.
 //!
 //! A loose document is not seen being opened: another program that changes it meanwhile is
-//! judged, and undone, against the latest original kept of it — the content before the first
-//! writer's first write (see `State::last_kept`), not what that writer wrote since.
+//! judged, and undone, against the original of the writer it was left loose for — the content
+//! before that writer's first write (see `State::loosened`), not what it wrote since.
 //!
 //! Folders become calm again once no actor has had evidence against it for
 //! [`CALM_AFTER`], nothing waits to be judged and nothing is held. Never calm: folders in
@@ -34,7 +34,7 @@
 //! left), folders holding a blocked program.
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,9 +61,9 @@ pub(crate) struct Calm {
     never: HashSet<PathBuf>,
     /// When the last evidence or lease break came.
     alerted: Instant,
-    /// What the last look found: documents known, guarded, folders made alert since (nothing
-    /// changed: nothing to look at again).
-    looked: Option<(usize, usize, u64)>,
+    /// What the last look found: documents and folders known, documents guarded, folders made
+    /// alert since (nothing changed: nothing to look at again).
+    looked: Option<(usize, usize, usize, u64)>,
     /// Folders made alert one by one, so far.
     alerted_folders: u64,
     /// Documents left unguarded in calm folders: being written by an actor under no suspicion
@@ -127,10 +127,11 @@ pub(crate) fn alert_folder(shared: &Shared, dir: &Path) {
 
 /// The document (`dev`, `ino`) is being written by the actor with `keys`, which has its
 /// original (or made it): unless the actor is under suspicion, the document may stay unguarded
-/// without making its folder alert, until the next settle guards it again.
-pub(crate) fn loosen(shared: &Shared, doc: (u64, u64), keys: &[ActorKey]) {
+/// without making its folder alert, until the next settle guards it again. Returns whether it
+/// is loose.
+pub(crate) fn loosen(shared: &Shared, doc: (u64, u64), keys: &[ActorKey]) -> bool {
     if shared.state.lock().expect("state lock").suspect(keys, None) {
-        return;
+        return false;
     }
     shared
         .calm
@@ -138,6 +139,7 @@ pub(crate) fn loosen(shared: &Shared, doc: (u64, u64), keys: &[ActorKey]) {
         .expect("calm lock")
         .loose
         .insert(doc, group_of(keys));
+    true
 }
 
 /// Folder `dir` is never made calm (a blocked program is in it); made alert now.
@@ -180,6 +182,7 @@ pub(crate) fn settle(shared: &Shared) -> usize {
     }
     let seen = (
         shared.docs.read().expect("docs lock").len(),
+        shared.folders.read().expect("folders lock").len(),
         shared.holds.guarded(),
         calm.alerted_folders,
     );
@@ -187,7 +190,6 @@ pub(crate) fn settle(shared: &Shared) -> usize {
         return calm.ignoring.len();
     }
     let mut again = false;
-    let mut guarded: HashSet<PathBuf> = HashSet::new();
     let mut unguarded: HashSet<PathBuf> = HashSet::new();
     let docs: Vec<(PathBuf, u64, u64)> = shared
         .docs
@@ -218,13 +220,20 @@ pub(crate) fn settle(shared: &Shared) -> usize {
                         calm.loose.contains_key(&(dev, ino))
                     }
                 });
-        if now_guarded {
-            guarded.insert(dir.to_path_buf());
-        } else {
+        if !now_guarded {
             unguarded.insert(dir.to_path_buf());
         }
     }
-    for dir in guarded {
+    // every folder whose documents are all guarded or loose — a folder without any too (one just
+    // made, where a program is about to make its own)
+    let folders: Vec<PathBuf> = shared
+        .folders
+        .read()
+        .expect("folders lock")
+        .values()
+        .cloned()
+        .collect();
+    for dir in folders {
         if unguarded.contains(&dir) || calm.never.contains(&dir) {
             continue;
         }
@@ -265,25 +274,28 @@ pub(crate) fn calm_folders(shared: &Shared) -> usize {
     shared.calm.lock().expect("calm lock").ignoring.len()
 }
 
-/// Guards the document at `path` (see [`crate::holds::Holds::guard`]); when it cannot be, its
-/// folder is made alert, so that no calm folder has a document without a guard.
-pub(crate) fn guard(shared: &Shared, path: &Path) {
+/// Guards the document (`dev`, `ino`) at `path` (see [`crate::holds::Holds::guard`]). When it
+/// cannot be — open for writing — by the actor with `maker`'s keys, under no suspicion, that just
+/// made it, it is loose; else its folder is made alert, so that no calm folder has a document
+/// that is neither guarded nor loose.
+pub(crate) fn guard(shared: &Shared, path: &Path, doc: (u64, u64), maker: Option<&[ActorKey]>) {
     if shared.settings.mode == RansomwareMode::Strict {
         return;
     }
-    if let Err(e) = shared.holds.guard(path) {
-        tracing::debug!(path = %path.display(), error = %e, "ransomware: a document is not guarded");
-        let loose = std::fs::symlink_metadata(path).is_ok_and(|m| {
-            shared
-                .calm
-                .lock()
-                .expect("calm lock")
-                .loose
-                .contains_key(&(m.dev(), m.ino()))
-        });
-        if !loose {
-            if let Some(dir) = path.parent() {
-                alert_folder(shared, dir);
+    match shared.holds.guard(path) {
+        Ok(_) => {
+            shared.calm.lock().expect("calm lock").loose.remove(&doc);
+        }
+        Err(e) => {
+            tracing::debug!(path = %path.display(), error = %e, "ransomware: a document is not guarded");
+            let loose = match maker {
+                Some(keys) if e.raw_os_error() == Some(libc::EAGAIN) => loosen(shared, doc, keys),
+                _ => false,
+            };
+            if !loose {
+                if let Some(dir) = path.parent() {
+                    alert_folder(shared, dir);
+                }
             }
         }
     }
@@ -331,25 +343,52 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, breaks: &rampart_sys::leas
             overflows = o;
             broken.extend(shared.holds.breaking(None));
         }
+        // each through its guard (a copy of its descriptor: the lease lasts until it is closed)
+        let broken: Vec<Broken> = broken
+            .into_iter()
+            .filter_map(|(dev, ino)| {
+                let fd = shared.holds.guard_fd(dev, ino)?;
+                let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                    .unwrap_or_default();
+                Some(Broken { dev, ino, fd, path })
+            })
+            .collect();
         if broken.is_empty() {
             continue;
         }
-        let writers = name_writers(shared);
+        let writers = name_writers(shared, &broken);
         // before any lease goes: a writer that may be an attacker has its next opens seen (and
         // held while it is judged)
         if must_alert(shared, writers.as_deref(), &broken) {
             alert(shared);
         } else if let Some(writers) = &writers {
-            for doc in &broken {
-                for keys in writers {
-                    loosen(shared, *doc, keys);
+            for b in &broken {
+                for keys in writers_of(writers, b) {
+                    if loosen(shared, (b.dev, b.ino), keys) {
+                        shared
+                            .state
+                            .lock()
+                            .expect("state lock")
+                            .loosened
+                            .insert((b.dev, b.ino), (group_of(keys), b.path.clone()));
+                    }
                 }
             }
         }
-        for (dev, ino) in broken {
-            broke(shared, dev, ino, writers.as_deref().unwrap_or_default());
+        for b in broken {
+            let of = writers_of(writers.as_deref().unwrap_or_default(), &b);
+            broke(shared, b, &of);
         }
     }
+}
+
+/// A document whose lease is being broken.
+struct Broken {
+    dev: u64,
+    ino: u64,
+    /// A copy of its guard's descriptor.
+    fd: OwnedFd,
+    path: PathBuf,
 }
 
 /// Whether a lease break makes every folder alert: a writer is under suspicion, or it was not
@@ -358,18 +397,17 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, breaks: &rampart_sys::leas
 /// holds such an open). A known writer that is not suspect, writing again a document whose
 /// original it has (a database written by one process after another), leaves the folders calm:
 /// the document stays unguarded (held) until the next settle guards it again.
-fn must_alert(shared: &Shared, writers: Option<&[Vec<ActorKey>]>, broken: &[(u64, u64)]) -> bool {
+fn must_alert(shared: &Shared, writers: Option<&[Writer]>, broken: &[Broken]) -> bool {
     let Some(writers) = writers else {
         return true;
     };
     let unread = rampart_sys::poll_readable(&shared.notify, 0);
     let state = shared.state.lock().expect("state lock");
-    writers.iter().any(|keys| {
-        state.suspect(keys, None)
-            || (unread
-                && broken
-                    .iter()
-                    .any(|&(dev, ino)| !state.kept.contains_key(&(group_of(keys), dev, ino))))
+    broken.iter().any(|b| {
+        writers_of(writers, b).iter().any(|keys| {
+            state.suspect(keys, None)
+                || (unread && !state.has_original(group_of(keys), b.dev, b.ino, &b.path))
+        })
     })
 }
 
@@ -383,32 +421,55 @@ fn group_of(keys: &[ActorKey]) -> u32 {
         .unwrap_or(0)
 }
 
+/// A process waiting on a lease: its keys, and the document it waits for (none if that could
+/// not be told — then it may be any of them).
+struct Writer {
+    keys: Vec<ActorKey>,
+    doc: Option<(u64, u64)>,
+}
+
+/// The keys of the writers waiting on document `b`'s lease.
+fn writers_of<'a>(writers: &'a [Writer], b: &Broken) -> Vec<&'a [ActorKey]> {
+    writers
+        .iter()
+        .filter(|w| w.doc.is_none_or(|d| d == (b.dev, b.ino)))
+        .map(|w| w.keys.as_slice())
+        .collect()
+}
+
 /// Remembers who waits on the leases being broken (a process that writes one document and is
 /// gone before its change is read is still known by the change), as the permission side does
-/// for the openers it sees. The writer may not be waiting yet when the break is announced: a few
-/// looks, a millisecond apart. Returns the keys of the writers that are not trusted, or none
-/// if no writer was found waiting.
-fn name_writers(shared: &Shared) -> Option<Vec<Vec<ActorKey>>> {
+/// for the openers it sees. Processes waiting on other leases (another program's, or another
+/// monitor's in the same process) are left out: each writer's file is read from its system
+/// call. The writer may not be waiting yet when the break is announced: a few looks, a
+/// millisecond apart. Returns the writers that are not trusted, or none if no writer of these
+/// documents was found waiting.
+fn name_writers(shared: &Shared, broken: &[Broken]) -> Option<Vec<Writer>> {
     for _ in 0..5 {
-        let writers = rampart_sys::lease::waiting_breakers();
-        if !writers.is_empty() {
-            let mut named = Vec::new();
-            for (pid, _) in writers {
-                if shared.spare.read().expect("spare lock").contains(&pid) {
-                    continue;
-                }
-                let Some(p) = crate::actor::process(pid) else {
-                    continue;
-                };
-                if super::is_trusted(shared, &p.program, pid) {
-                    continue;
-                }
-                let keys = p.keys();
-                let mut state = shared.state.lock().expect("state lock");
-                state.remember(pid, &keys);
-                state.seen(&p);
-                named.push(keys);
+        let mut found = false;
+        let mut named = Vec::new();
+        for (pid, tid) in rampart_sys::lease::waiting_breakers() {
+            let doc = rampart_sys::lease::breaking_file(pid, tid);
+            if doc.is_some_and(|d| !broken.iter().any(|b| (b.dev, b.ino) == d)) {
+                continue;
             }
+            found = true;
+            if shared.spare.read().expect("spare lock").contains(&pid) {
+                continue;
+            }
+            let Some(p) = crate::actor::process(pid) else {
+                continue;
+            };
+            if super::is_trusted(shared, &p.program, pid) {
+                continue;
+            }
+            let keys = p.keys();
+            let mut state = shared.state.lock().expect("state lock");
+            state.remember(pid, &keys);
+            state.seen(&p);
+            named.push(Writer { keys, doc });
+        }
+        if found {
             return Some(named);
         }
         std::thread::sleep(Duration::from_millis(1));
@@ -416,29 +477,23 @@ fn name_writers(shared: &Shared) -> Option<Vec<Vec<ActorKey>>> {
     None
 }
 
-/// The lease on (`dev`, `ino`) is being broken by `writers`: its content is kept, unless every
+/// The lease on document `b` is being broken by `writers`: its content is kept, unless every
 /// writer has its original already, and the lease let go.
-fn broke(shared: &Shared, dev: u64, ino: u64, writers: &[Vec<ActorKey>]) {
+fn broke(shared: &Shared, b: Broken, writers: &[&[ActorKey]]) {
+    let Broken { dev, ino, fd, path } = b;
     tracing::debug!(dev, ino, "ransomware: lease broken");
     shared.breaks.fetch_add(1, Ordering::Relaxed);
     let kept_before = !writers.is_empty() && {
         let state = shared.state.lock().expect("state lock");
         writers
             .iter()
-            .all(|keys| state.kept.contains_key(&(group_of(keys), dev, ino)))
+            .all(|keys| state.has_original(group_of(keys), dev, ino, &path))
     };
     if kept_before {
+        drop(fd);
         shared.holds.unguard(dev, ino);
         return;
     }
-    let Some(fd) = shared.holds.guard_fd(dev, ino) else {
-        return;
-    };
-    let path = std::fs::read_link(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&fd)
-    ))
-    .unwrap_or_default();
     let size = rampart_sys::fstat(fd.as_fd()).map(|m| m.len()).unwrap_or(0);
     let kept = shared.vault.keep(fd.as_fd(), &path, size);
     drop(fd);

@@ -30,7 +30,7 @@ use crate::content::{self, Verdict, HEAD};
 use crate::detector::{Conviction, Evidence};
 use crate::doctype::DocumentTypes;
 use crate::restore::{Plan, Touch};
-use crate::vault::{read_head, Kept};
+use crate::vault::{read_head, Kept, Opened};
 
 /// How long the reader lets changes gather in the kernel's queue after it has read some, unless
 /// an opener waits on them. Woken at every change, the reader cost a program that changes files
@@ -313,6 +313,18 @@ fn keys_of(shared: &Shared, pid: u32) -> Option<Vec<ActorKey>> {
 /// that fast is attributed to no one else: a user's shell, whose commands run in groups of their
 /// own, never becomes an actor through them.
 fn inherited(shared: &Shared, pid: u32) -> Option<Vec<ActorKey>> {
+    let keys = vec![ActorKey::Group(ancestor_group(shared, pid)?)];
+    let suspect = shared
+        .state
+        .lock()
+        .expect("state lock")
+        .suspect(&keys, None);
+    suspect.then_some(keys)
+}
+
+/// The process group of the nearest ancestor of `pid` still known (seen, or alive); none if
+/// that is a trusted program (what it starts is its work) or nothing is known.
+fn ancestor_group(shared: &Shared, pid: u32) -> Option<u32> {
     if !shared.lineage_live.load(Ordering::SeqCst) {
         return None;
     }
@@ -321,23 +333,65 @@ fn inherited(shared: &Shared, pid: u32) -> Option<Vec<ActorKey>> {
         let parent = parent_of(shared, child)?;
         let known = shared.state.lock().expect("state lock").remembered(parent);
         let group = match known {
-            // started by a trusted program: its work, not a suspect's
             Some(keys) if keys.is_empty() => return None,
             Some(keys) => Some(group_of(&keys)),
             None => actor::process(parent).map(|p| p.pgid),
         };
-        if let Some(group) = group {
-            let keys = vec![ActorKey::Group(group)];
-            let suspect = shared
-                .state
-                .lock()
-                .expect("state lock")
-                .suspect(&keys, None);
-            return suspect.then_some(keys);
+        if group.is_some() {
+            return group;
         }
         child = parent;
     }
     None
+}
+
+/// A loose document (see `calm`) written by a process gone before it could be named, and not
+/// seen opening it (nothing is, in a calm folder): its change is kept aside in the journal of
+/// the group that started the process, with the original of the writer the document was left
+/// loose for — restored if that group is convicted, held against no one (a user's shell is a
+/// group of its own too).
+fn orphan(shared: &Shared, pid: u32, path: &Path) {
+    if shared.spare.read().expect("spare lock").contains(&pid) {
+        return;
+    }
+    // seen: a trusted program, or known and judged already
+    if shared
+        .state
+        .lock()
+        .expect("state lock")
+        .remembered(pid)
+        .is_some()
+    {
+        return;
+    }
+    let Some(doc) = shared.docs.read().expect("docs lock").get(path).cloned() else {
+        return;
+    };
+    let Some(group) = ancestor_group(shared, pid) else {
+        return;
+    };
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let kept = {
+        let mut state = shared.state.lock().expect("state lock");
+        let Some(kept) = state.loose_original(group, doc.dev, doc.ino, &real) else {
+            return;
+        };
+        if state.kept.contains_key(&(group, doc.dev, doc.ino)) {
+            return;
+        }
+        state.kept.insert((group, doc.dev, doc.ino), kept.clone());
+        kept
+    };
+    tracing::debug!(pid, group, path = %path.display(), "ransomware: a loose document changed by a process gone unnamed");
+    opened(
+        shared,
+        pid,
+        &[ActorKey::Group(group)],
+        real,
+        doc.dev,
+        doc.ino,
+        Some(kept),
+    );
 }
 
 /// Who forked `pid`: the fork was announced before the process could change anything, but its
@@ -426,6 +480,7 @@ fn change(shared: &Shared, c: Change) {
                         dev: m.dev(),
                         ino: m.ino(),
                     });
+                    journal.made_inodes.insert((m.dev(), m.ino()), path.clone());
                 }
                 journal.made.insert(path.clone(), (false, false));
                 match journal.deleted.remove(&path) {
@@ -442,6 +497,9 @@ fn change(shared: &Shared, c: Change) {
         }
     }
     let Some(keys) = keys else {
+        if c.mask & libc::FAN_CLOSE_WRITE != 0 && !is_dir {
+            orphan(shared, c.pid, &path);
+        }
         // bookkeeping for the agent's and trusted programs' own renames and deletions
         if c.mask & libc::FAN_RENAME != 0 {
             if let Some(to) = &to {
@@ -554,8 +612,12 @@ fn moved(shared: &Shared, from: &Path, to: &Path, is_dir: bool) {
 
 fn add(shared: &Shared, keys: &[ActorKey], evidence: Evidence) {
     tracing::debug!(?keys, evidence = %evidence.describe(), weight = evidence.weight(), "ransomware: evidence");
-    // evidence: every open is seen again (and the actor's held while it is judged)
-    super::calm::alert(shared);
+    // evidence: every open is seen again (and the actor's held while it is judged) — not for
+    // evidence taken back (a document made again where its actor deleted it: `gunzip` after
+    // `gzip`, which made every folder alert at each file)
+    if evidence.weight() >= 0.0 {
+        super::calm::alert(shared);
+    }
     let conviction = {
         let mut state = shared.state.lock().expect("state lock");
         state.detector.add(keys, evidence, Instant::now())
@@ -577,44 +639,58 @@ fn mark_changed(shared: &Shared, keys: &[ActorKey], path: &Path) {
 fn closed(shared: &Shared, keys: &[ActorKey], path: &Path) {
     let group = group_of(keys);
     // the file as it is now: at its path, or — renamed or deleted since, which the queue has not
-    // told yet — through its hold
-    let found = match std::fs::symlink_metadata(path) {
-        Ok(m) => Some((m.dev(), m.ino(), m.len(), path.to_path_buf())),
-        Err(_) => shared
-            .docs
-            .read()
-            .expect("docs lock")
-            .get(path)
-            .cloned()
-            .and_then(|d| {
-                let hold = shared.holds.reader(d.dev, d.ino)?;
-                let m = std::fs::metadata(&hold).ok()?;
-                Some((d.dev, d.ino, m.len(), hold))
-            }),
-    };
-    // the original kept when it broke the document's lease (its folder calm then); or, its
-    // open not seen at all — the document was left unguarded for another writer a moment before
-    // (see `calm`) — the latest original kept of it, for anyone
-    let claimed = found.as_ref().and_then(|(dev, ino, _, _)| {
-        let u = shared
-            .unclaimed
-            .lock()
-            .expect("unclaimed lock")
-            .remove(&(*dev, *ino));
-        let state = shared.state.lock().expect("state lock");
-        let u = u.or_else(|| {
-            let kept = state.last_kept.get(&(*dev, *ino))?.clone();
-            (!state.kept.contains_key(&(group, *dev, *ino))).then(|| super::calm::Unclaimed {
-                path: path.to_path_buf(),
-                kept,
-                at: Instant::now(),
-            })
-        })?;
-        Some((*dev, *ino, u))
+    // told yet — through its hold; opened once, so that what is judged is one file (judged late,
+    // under load, the path may be another file's a moment later: its head read then, an empty
+    // one, made a compressed document look encrypted)
+    let found = Opened::open(path, false).or_else(|| {
+        let d = shared.docs.read().expect("docs lock").get(path).cloned()?;
+        Opened::open(&shared.holds.reader(d.dev, d.ino)?, true)
+            .filter(|f| (f.dev, f.ino) == (d.dev, d.ino))
     });
+    // the original kept when it broke the document's lease (its folder calm then); or, its
+    // open not seen at all — the document was left loose for another writer (see `calm`) — that
+    // writer's original. Both of the document at this path: judged late, under load, the inode
+    // number may be another file's by now (paths as the kernel spells them, as written down)
+    let claimed = found
+        .as_ref()
+        .map(|f| (f.dev, f.ino))
+        .and_then(|(dev, ino)| {
+            let real = std::cell::OnceCell::new();
+            // (its folder's: the file may be renamed or gone by now)
+            let real = || {
+                real.get_or_init(|| {
+                    let dir = path.parent().and_then(|d| std::fs::canonicalize(d).ok());
+                    dir.zip(path.file_name())
+                        .map(|(d, n)| d.join(n))
+                        .unwrap_or_else(|| path.to_path_buf())
+                })
+            };
+            let mut unclaimed = shared.unclaimed.lock().expect("unclaimed lock");
+            let u = match unclaimed.get(&(dev, ino)) {
+                Some(u) if u.path == *real() => unclaimed.remove(&(dev, ino)),
+                _ => None,
+            };
+            drop(unclaimed);
+            let state = shared.state.lock().expect("state lock");
+            let u = u.or_else(|| {
+                if state.kept.contains_key(&(group, dev, ino)) {
+                    return None;
+                }
+                let kept = state.loose_original(group, dev, ino, real())?;
+                Some(super::calm::Unclaimed {
+                    path: real().clone(),
+                    kept,
+                    at: Instant::now(),
+                })
+            })?;
+            Some((dev, ino, u))
+        });
     if let Some((dev, ino, u)) = claimed {
         let mut state = shared.state.lock().expect("state lock");
-        state.keep(group, dev, ino, u.kept.clone());
+        state
+            .kept
+            .entry((group, dev, ino))
+            .or_insert_with(|| u.kept.clone());
         drop(state);
         opened(shared, 0, keys, u.path, dev, ino, Some(u.kept));
     }
@@ -622,14 +698,15 @@ fn closed(shared: &Shared, keys: &[ActorKey], path: &Path) {
         let mut state = shared.state.lock().expect("state lock");
         let kept = found
             .as_ref()
-            .and_then(|(dev, ino, _, _)| state.kept.get(&(group, *dev, *ino)).cloned());
+            .and_then(|f| state.kept.get(&(group, f.dev, f.ino)).cloned());
         let j = state.journals.entry(group).or_default();
         j.writing = j.writing.saturating_sub(1);
         (kept, j.made.contains(path))
     };
-    let Some((dev, ino, len, read_from)) = found else {
+    let Some(file) = found else {
         return;
     };
+    let (dev, ino, len) = (file.dev, file.ino, file.len);
     // judged again now: a verdict waiting on it is settled by this one
     shared
         .state
@@ -638,8 +715,8 @@ fn closed(shared: &Shared, keys: &[ActorKey], path: &Path) {
         .pending
         .retain(|p| (p.dev, p.ino) != (dev, ino));
     let canary = is_canary(shared, path);
-    let head = read_head(&read_from, HEAD).unwrap_or_default();
     if let Some(Kept::Copy { sha256, size }) = kept {
+        let Some(head) = file.head(HEAD) else { return };
         let old = shared.vault.copy_head(&sha256, HEAD).unwrap_or_default();
         let verdict = content::judge(&old, size, &head, len);
         match verdict {
@@ -674,6 +751,7 @@ fn closed(shared: &Shared, keys: &[ActorKey], path: &Path) {
         }
     } else if let Some(old) = replaced_head(shared, group, path) {
         // made again where a document was: judged against the document it replaces
+        let Some(head) = file.head(HEAD) else { return };
         let (old_head, old_len) = old;
         match content::judge(&old_head, old_len, &head, len) {
             Verdict::Encrypted => add(shared, keys, Evidence::Encrypted(path.to_path_buf())),
@@ -681,8 +759,14 @@ fn closed(shared: &Shared, keys: &[ActorKey], path: &Path) {
             Verdict::Edited | Verdict::Converted => {}
         }
     } else if made {
-        let encrypted = content::looks_encrypted(&head);
-        let converted = !encrypted && matches!(content::kind(&head), content::Kind::Format(_));
+        // a new file: encrypted bytes look so throughout, a note is short (the first blocks
+        // tell; reading the whole head of every file a program made was much of the judge's work)
+        let Some(head) = file.head(NEW_FILE_HEAD) else {
+            return;
+        };
+        let kind = content::kind(&head);
+        let encrypted = content::looks_encrypted_as(kind, &head);
+        let converted = !encrypted && matches!(kind, content::Kind::Format(_));
         {
             let mut state = shared.state.lock().expect("state lock");
             let j = state.journals.entry(group).or_default();
@@ -690,11 +774,17 @@ fn closed(shared: &Shared, keys: &[ActorKey], path: &Path) {
         }
         if encrypted {
             add(shared, keys, Evidence::EncryptedFile(path.to_path_buf()));
-        } else if content::is_text(&head) && looks_like_note(&head) {
+        } else if (kind == content::Kind::Text
+            || (kind != content::Kind::Binary && content::is_text(&head)))
+            && looks_like_note(&head)
+        {
             note(shared, keys, path);
         }
     }
 }
+
+/// How much of a new file is read to judge it.
+const NEW_FILE_HEAD: usize = 16 * 1024;
 
 /// The head and size of the document `path` replaced (deleted, then made again), through its
 /// hold.
@@ -861,8 +951,12 @@ fn renamed(shared: &Shared, keys: &[ActorKey], from: &Path, to: &Path, is_dir: b
             let len = std::fs::metadata(&r).ok()?.len();
             Some((read_head(&r, HEAD).ok()?, len))
         });
-        let new_len = std::fs::metadata(to).map(|m| m.len()).unwrap_or(0);
-        let new_head = read_head(to, HEAD).unwrap_or_default();
+        let Some(new) = Opened::open(to, false) else {
+            return;
+        };
+        let (new_len, Some(new_head)) = (new.len, new.head(HEAD)) else {
+            return;
+        };
         let evidence = match old {
             Some((old_head, old_len)) => {
                 match content::judge(&old_head, old_len, &new_head, new_len) {
@@ -1062,16 +1156,13 @@ pub(crate) fn settle(shared: &Shared, now: Instant) {
         due
     };
     for p in due {
-        let current = if std::fs::symlink_metadata(&p.path)
-            .is_ok_and(|m| (m.dev(), m.ino()) == (p.dev, p.ino))
-        {
-            Some(p.path.clone())
-        } else {
-            shared.holds.reader(p.dev, p.ino)
-        };
+        let current = Opened::open(&p.path, false)
+            .filter(|f| (f.dev, f.ino) == (p.dev, p.ino))
+            .or_else(|| Opened::open(&shared.holds.reader(p.dev, p.ino)?, true));
         let Some(current) = current else { continue };
-        let len = std::fs::metadata(&current).map(|m| m.len()).unwrap_or(0);
-        let head = read_head(&current, HEAD).unwrap_or_default();
+        let (len, Some(head)) = (current.len, current.head(HEAD)) else {
+            continue;
+        };
         let old = shared.vault.copy_head(&p.sha256, HEAD).unwrap_or_default();
         if content::judge(&old, p.size, &head, len) == Verdict::Destroyed {
             mark_changed(shared, &p.keys, &p.path);

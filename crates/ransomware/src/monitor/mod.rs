@@ -155,6 +155,10 @@ pub(crate) struct Journal {
     pub changed: HashSet<(u64, u64)>,
     /// Files it made, and whether each looks encrypted or is a conversion.
     pub made: MadeFiles,
+    /// The files it made, by (device, inode), with where it made them: it needs no original of
+    /// them (while they are where it made them: a number the filesystem gave again to another
+    /// file, elsewhere, is not its).
+    pub made_inodes: HashMap<(u64, u64), PathBuf>,
     /// Documents it deleted lately: path → (when, device, inode).
     pub deleted: HashMap<PathBuf, (Instant, u64, u64)>,
     /// Files it made again where it had just deleted a document: path → the old (device, inode).
@@ -255,9 +259,10 @@ pub(crate) struct State {
     pub cmdline_of: HashMap<Program, String>,
     /// Copies made per (group, inode): one per actor and document (see [`State::keep`]).
     pub kept: HashMap<(u32, u64, u64), Kept>,
-    /// The latest copy made of each document (by inode), for anyone: the original of a writer
-    /// whose own open was not seen (a document left unguarded for another writer, see `calm`).
-    pub last_kept: HashMap<(u64, u64), Kept>,
+    /// Documents left loose (unguarded, see `calm`) for a writer that broke their lease, by
+    /// inode: its process group and the document's path then. Another writer, whose open was
+    /// not seen, is given that writer's original.
+    pub loosened: HashMap<(u64, u64), (u32, PathBuf)>,
     /// Processes seen, by pid, and when (for notifications from processes already gone); no
     /// keys: a process of a trusted program.
     pub keys_of: HashMap<u32, (Vec<ActorKey>, Instant)>,
@@ -383,8 +388,7 @@ impl State {
             return;
         }
         self.kept.retain(|(g, _, _), _| !gone.contains(g));
-        let still: HashSet<(u64, u64)> = self.kept.keys().map(|(_, d, i)| (*d, *i)).collect();
-        self.last_kept.retain(|doc, _| still.contains(doc));
+        self.loosened.retain(|_, (g, _)| !gone.contains(g));
         self.notes.retain(|_, (_, g)| !gone.contains(g));
         self.groups_of.retain(|_, groups| {
             groups.retain(|g| !gone.contains(g));
@@ -394,12 +398,27 @@ impl State {
         self.cmdline_of.retain(|p, _| programs.contains_key(p));
     }
 
-    /// Records `kept` as group `group`'s original of document (`dev`, `ino`), unless it has one.
-    pub fn keep(&mut self, group: u32, dev: u64, ino: u64, kept: Kept) {
-        self.kept.entry((group, dev, ino)).or_insert_with(|| {
-            self.last_kept.insert((dev, ino), kept.clone());
-            kept
-        });
+    /// The original of document (`dev`, `ino`) at `path` for group `group`, whose open of it was
+    /// not seen: the document was left loose for another writer, and that writer's original is
+    /// the document as it was before (none for a document made by the writer, or another file
+    /// given the inode number since).
+    pub fn loose_original(&self, group: u32, dev: u64, ino: u64, path: &Path) -> Option<Kept> {
+        let (writer, at) = self.loosened.get(&(dev, ino))?;
+        if *writer == group || at != path {
+            return None;
+        }
+        self.kept.get(&(*writer, dev, ino)).cloned()
+    }
+
+    /// Whether group `group` has the original of document (`dev`, `ino`) at `path`: a copy was
+    /// kept for it, or it made the document there.
+    pub fn has_original(&self, group: u32, dev: u64, ino: u64, path: &Path) -> bool {
+        self.kept.contains_key(&(group, dev, ino))
+            || self
+                .journals
+                .get(&group)
+                .and_then(|j| j.made_inodes.get(&(dev, ino)))
+                .is_some_and(|made| made == path)
     }
 
     /// Who `pid` is, if it was seen within [`SEEN_LATELY`]: known without reading `/proc` again
@@ -911,13 +930,8 @@ pub(crate) fn watch_document(shared: &Shared, path: &Path, maker: Option<&[Actor
     if let Some(old) = old.filter(|o| (o.dev, o.ino) != (m.dev(), m.ino())) {
         shared.holds.guard_to_hold(old.dev, old.ino);
     }
-    // made by an actor under no suspicion, and still open for writing: its folder need not be
-    // alert for it (see `calm`)
-    if let Some(keys) = maker {
-        calm::loosen(shared, (m.dev(), m.ino()), keys);
-    }
     // guarded first (the guard's own open is then no permission event), then marked
-    calm::guard(shared, path);
+    calm::guard(shared, path, (m.dev(), m.ino()), maker);
     if let Err(e) = rampart_sys::fanotify_mark_inode(&shared.perm, libc::FAN_OPEN_PERM, path) {
         tracing::warn!(path = %path.display(), error = %e, "cannot guard a document");
     }

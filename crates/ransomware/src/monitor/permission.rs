@@ -330,13 +330,12 @@ fn decide(
             return Answer::Deny;
         }
     }
-    // the original first: once per actor and document
+    // the original first: once per actor and document (none of a document it made)
     let need_copy = !shared
         .state
         .lock()
         .expect("state lock")
-        .kept
-        .contains_key(&(p.pgid, dev, ino));
+        .has_original(p.pgid, dev, ino, &path);
     let kept = if need_copy {
         match shared.vault.keep(fd, &path, m.len()) {
             Ok(k) => {
@@ -344,7 +343,8 @@ fn decide(
                     .state
                     .lock()
                     .expect("state lock")
-                    .keep(p.pgid, dev, ino, k.clone());
+                    .kept
+                    .insert((p.pgid, dev, ino), k.clone());
                 Some(k)
             }
             Err(e) => {
