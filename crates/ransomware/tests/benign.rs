@@ -662,3 +662,62 @@ fn a_folder_left_alert_by_an_open_writer_is_calm_once_it_closes() {
     // as many folders calm as before the writer came
     common::wait_calm_folders(m, before.calm_folders);
 }
+
+/// A user's script that encrypted one file with `gpg` (evidence against it, far from a
+/// conviction) and goes on writing a document once that evidence is no longer fresh leaves the
+/// folders calm: evidence long past counts towards a conviction, but does not make every later
+/// write of its actor an alarm. (Such an actor's every lease break made every folder alert, for
+/// as long as its score lasted — an hour: the bench's `gzip -r` and ImageMagick runs after its
+/// `gpg` run met 40,000 and 2,900 permission events and broke no lease.)
+#[test]
+fn writes_long_after_evidence_leave_the_folders_calm() {
+    if !needs(&["gpg"]) {
+        return;
+    }
+    let Some(s) = scene(RansomwareMode::Block, Vec::new()) else {
+        return;
+    };
+    let m = s.monitor.as_ref().unwrap();
+    common::wait_calm(m);
+    let calm = m.status().calm_folders;
+    let (done, go) = (
+        s.docs.with_file_name("gpg-done"),
+        s.docs.with_file_name("go"),
+    );
+    let script = format!(
+        "export GNUPGHOME=$(mktemp -d)
+         gpg --batch --yes --pinentry-mode loopback --passphrase secret --symmetric -o contract.pdf.gpg contract.pdf
+         rm -rf \"$GNUPGHOME\"
+         : >'{}'
+         while [ ! -e '{}' ]; do sleep 0.05; done
+         for i in $(seq 1 20); do printf 'line %s\\n' \"$i\" >>letters/note-1.txt; done",
+        done.display(),
+        go.display()
+    );
+    let mut user = Command::new("setsid")
+        .args(["sh", "-ec", &script])
+        .current_dir(&s.docs)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done.exists() {
+        assert!(std::time::Instant::now() < deadline, "gpg did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // the evidence is old news once every folder is calm again
+    common::wait_calm_folders(m, calm);
+    let before = m.status();
+    std::fs::write(&go, b"").unwrap();
+    assert!(user.wait().unwrap().success(), "the user's script failed");
+    let after = m.status();
+    assert!(
+        after.lease_breaks > before.lease_breaks
+            && after.permission_events - before.permission_events < 5
+            && after.calm_folders >= before.calm_folders,
+        "the user's writes made the folders alert: {before:?} then {after:?}"
+    );
+    if let Ok(i) = s.incidents.recv_timeout(Duration::from_millis(500)) {
+        panic!("the user's script was convicted:\n{i:#?}");
+    }
+}

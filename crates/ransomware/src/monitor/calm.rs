@@ -126,11 +126,16 @@ pub(crate) fn alert_folder(shared: &Shared, dir: &Path) {
 }
 
 /// The document (`dev`, `ino`) is being written by the actor with `keys`, which has its
-/// original (or made it): unless the actor is under suspicion, the document may stay unguarded
-/// without making its folder alert, until the next settle guards it again. Returns whether it
-/// is loose.
+/// original (or made it): unless the actor is held back (fresh evidence against it, or a verdict
+/// on it pending), the document may stay unguarded without making its folder alert, until the
+/// next settle guards it again. Returns whether it is loose.
 pub(crate) fn loosen(shared: &Shared, doc: (u64, u64), keys: &[ActorKey]) -> bool {
-    if shared.state.lock().expect("state lock").suspect(keys, None) {
+    if shared
+        .state
+        .lock()
+        .expect("state lock")
+        .held_back(keys, None)
+    {
         return false;
     }
     shared
@@ -391,12 +396,15 @@ struct Broken {
     path: PathBuf,
 }
 
-/// Whether a lease break makes every folder alert: a writer is under suspicion, or it was not
+/// Whether a lease break makes every folder alert: a writer is held back (fresh evidence against
+/// it, or a verdict on it pending: its next opens must wait for their judgement), or it was not
 /// found, or it opens a document it has no original of while changes wait to be read (an
 /// attacker's next document while its last one is not judged yet — as the permission side
-/// holds such an open). A known writer that is not suspect, writing again a document whose
+/// holds such an open). A known writer that is not held back, writing again a document whose
 /// original it has (a database written by one process after another), leaves the folders calm:
-/// the document stays unguarded (held) until the next settle guards it again.
+/// the document stays unguarded (held) until the next settle guards it again. Evidence long past
+/// does not alert (a user's script that encrypted one file with `gpg` an hour ago): it still
+/// counts towards a conviction, and new evidence alerts every folder by itself.
 fn must_alert(shared: &Shared, writers: Option<&[Writer]>, broken: &[Broken]) -> bool {
     let Some(writers) = writers else {
         return true;
@@ -405,7 +413,7 @@ fn must_alert(shared: &Shared, writers: Option<&[Writer]>, broken: &[Broken]) ->
     let state = shared.state.lock().expect("state lock");
     broken.iter().any(|b| {
         writers_of(writers, b).iter().any(|keys| {
-            state.suspect(keys, None)
+            state.held_back(keys, None)
                 || (unread && !state.has_original(group_of(keys), b.dev, b.ino, &b.path))
         })
     })
