@@ -112,6 +112,16 @@ pub(crate) fn alert(shared: &Shared) {
     }
 }
 
+/// Whether the folder (`dev`, `ino`) is calm: every document in it guarded, or loose (and held).
+pub(crate) fn is_calm(shared: &Shared, folder: (u64, u64)) -> bool {
+    shared
+        .calm
+        .lock()
+        .expect("calm lock")
+        .ignoring
+        .contains_key(&folder)
+}
+
 /// Makes folder `dir` alert (one of its documents could not be guarded).
 pub(crate) fn alert_folder(shared: &Shared, dir: &Path) {
     let Ok(m) = std::fs::symlink_metadata(dir) else {
@@ -317,6 +327,7 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, breaks: &rampart_sys::leas
     rampart_sys::block_signals_in_this_thread();
     let mut overflows = breaks.overflows();
     let mut looked = Instant::now();
+    let mut likely = LikelyWriters::default();
     while !stop.load(Ordering::SeqCst) {
         let others = !PENDING.lock().expect("pending lock").is_empty();
         let fds = breaks.wait(if others { 5 } else { 100 });
@@ -361,7 +372,7 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, breaks: &rampart_sys::leas
         if broken.is_empty() {
             continue;
         }
-        let writers = name_writers(shared, &broken);
+        let writers = name_writers(shared, &broken, &mut likely);
         // before any lease goes: a writer that may be an attacker has its next opens seen (and
         // held while it is judged)
         if must_alert(shared, writers.as_deref(), &broken) {
@@ -429,6 +440,39 @@ fn group_of(keys: &[ActorKey]) -> u32 {
         .unwrap_or(0)
 }
 
+/// The processes most likely to break the next lease: the last writers, and their parents'
+/// children (a loop that starts a program per document).
+#[derive(Default)]
+struct LikelyWriters {
+    writers: std::collections::VecDeque<u32>,
+    parents: std::collections::VecDeque<u32>,
+}
+
+impl LikelyWriters {
+    const KEPT: usize = 4;
+
+    fn wrote(&mut self, pid: u32, parent: u32) {
+        for (list, p) in [(&mut self.writers, pid), (&mut self.parents, parent)] {
+            if p > 1 && !list.contains(&p) {
+                if list.len() == Self::KEPT {
+                    list.pop_back();
+                }
+                list.push_front(p);
+            }
+        }
+    }
+
+    fn candidates(&self) -> Vec<u32> {
+        let mut out: Vec<u32> = self.writers.iter().copied().collect();
+        for parent in &self.parents {
+            out.extend(rampart_sys::lease::children_of(*parent));
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
 /// A process waiting on a lease: its keys, and the document it waits for (none if that could
 /// not be told — then it may be any of them).
 struct Writer {
@@ -452,16 +496,46 @@ fn writers_of<'a>(writers: &'a [Writer], b: &Broken) -> Vec<&'a [ActorKey]> {
 /// call. The writer may not be waiting yet when the break is announced: a few looks, a
 /// millisecond apart. Returns the writers that are not trusted, or none if no writer of these
 /// documents was found waiting.
-fn name_writers(shared: &Shared, broken: &[Broken]) -> Option<Vec<Writer>> {
+fn name_writers(
+    shared: &Shared,
+    broken: &[Broken],
+    likely: &mut LikelyWriters,
+) -> Option<Vec<Writer>> {
+    let docs: Vec<(u64, u64)> = broken.iter().map(|b| (b.dev, b.ino)).collect();
+    let all_found = |waiting: &[(u32, Option<(u64, u64)>)]| {
+        docs.iter()
+            .all(|d| waiting.iter().any(|(_, w)| *w == Some(*d)))
+    };
+    let found = |w: Vec<(u32, (u64, u64))>| -> Vec<(u32, Option<(u64, u64)>)> {
+        w.into_iter().map(|(pid, doc)| (pid, Some(doc))).collect()
+    };
     for _ in 0..5 {
-        let mut found = false;
+        // most writers open from their main thread, and are found by its system call: first
+        // among the likely ones (the last writers, and the processes their parents started
+        // since — a shell loop's next program), a few reads; then among every process, a read
+        // each; every thread's `wchan` (a kernel symbol lookup each: 0.4 ms on an idle
+        // machine, most of the agent's time under ImageMagick converting one image per
+        // process) only if a document's writer is still not found
+        let mut waiting = found(rampart_sys::lease::opening_among(
+            likely.candidates(),
+            &docs,
+        ));
+        if !all_found(&waiting) {
+            waiting = found(rampart_sys::lease::main_threads_opening(&docs));
+        }
+        if !all_found(&waiting) {
+            waiting = rampart_sys::lease::waiting_breakers()
+                .into_iter()
+                .map(|(pid, tid)| (pid, rampart_sys::lease::breaking_file(pid, tid)))
+                .filter(|(_, doc)| doc.is_none_or(|d| docs.contains(&d)))
+                .collect();
+        }
+        if waiting.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
         let mut named = Vec::new();
-        for (pid, tid) in rampart_sys::lease::waiting_breakers() {
-            let doc = rampart_sys::lease::breaking_file(pid, tid);
-            if doc.is_some_and(|d| !broken.iter().any(|b| (b.dev, b.ino) == d)) {
-                continue;
-            }
-            found = true;
+        for (pid, doc) in waiting {
             if shared.spare.read().expect("spare lock").contains(&pid) {
                 continue;
             }
@@ -471,16 +545,14 @@ fn name_writers(shared: &Shared, broken: &[Broken]) -> Option<Vec<Writer>> {
             if super::is_trusted(shared, &p.program, pid) {
                 continue;
             }
+            likely.wrote(pid, p.ppid);
             let keys = p.keys();
             let mut state = shared.state.lock().expect("state lock");
             state.remember(pid, &keys);
             state.seen(&p);
             named.push(Writer { keys, doc });
         }
-        if found {
-            return Some(named);
-        }
-        std::thread::sleep(Duration::from_millis(1));
+        return Some(named);
     }
     None
 }

@@ -268,7 +268,8 @@ fn decide(
     }
     let block = shared.settings.mode == RansomwareMode::Block;
     let audit = shared.settings.mode == RansomwareMode::Audit;
-    if is_dir {
+    // (in a calm folder every document is held already: by its guard, or loose)
+    if is_dir && !super::calm::is_calm(shared, (meta.dev(), meta.ino())) {
         super::hold_folder(shared, fd, (meta.dev(), meta.ino()));
     }
     // a folder is not opened for anyone's next step while deletions or renames of documents
