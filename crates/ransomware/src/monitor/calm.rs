@@ -112,16 +112,6 @@ pub(crate) fn alert(shared: &Shared) {
     }
 }
 
-/// Whether the folder (`dev`, `ino`) is calm: every document in it guarded, or loose (and held).
-pub(crate) fn is_calm(shared: &Shared, folder: (u64, u64)) -> bool {
-    shared
-        .calm
-        .lock()
-        .expect("calm lock")
-        .ignoring
-        .contains_key(&folder)
-}
-
 /// Makes folder `dir` alert (one of its documents could not be guarded).
 pub(crate) fn alert_folder(shared: &Shared, dir: &Path) {
     let Ok(m) = std::fs::symlink_metadata(dir) else {

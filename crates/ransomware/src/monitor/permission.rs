@@ -268,8 +268,11 @@ fn decide(
     }
     let block = shared.settings.mode == RansomwareMode::Block;
     let audit = shared.settings.mode == RansomwareMode::Audit;
-    // (in a calm folder every document is held already: by its guard, or loose)
-    if is_dir && !super::calm::is_calm(shared, (meta.dev(), meta.ino())) {
+    // (not skipped for a calm folder: that took the calm lock here, and the thread that guards
+    // documents holds it while it opens them — an open this thread must answer: the agent hung,
+    // and every opener with it. No lock held across an open of a document or folder is taken on
+    // this thread's way)
+    if is_dir {
         super::hold_folder(shared, fd, (meta.dev(), meta.ino()));
     }
     // a folder is not opened for anyone's next step while deletions or renames of documents
