@@ -935,6 +935,32 @@ pub fn list_dir_fd(
     Ok(out)
 }
 
+/// `fstatat` of entry `name` of the folder open as `dir` (links not followed): one system call,
+/// no descriptor.
+pub fn stat_at(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::OsStr) -> io::Result<Stat> {
+    let n = CString::new(name.as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name with a NUL byte"))?;
+    // SAFETY: libc::stat is plain data; zero is a valid start for every field.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: dir is a live descriptor, n a valid NUL-terminated name, st a valid out-pointer.
+    check(unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            n.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(Stat {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        size: st.st_size as u64,
+        mode: st.st_mode,
+        ctime: (st.st_ctime, st.st_ctime_nsec),
+        mtime: (st.st_mtime, st.st_mtime_nsec),
+    })
+}
+
 /// An `O_PATH` descriptor on entry `name` of the folder open as `dir` (links not followed).
 pub fn open_path_at(
     dir: std::os::fd::BorrowedFd<'_>,

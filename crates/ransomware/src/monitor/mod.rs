@@ -1020,11 +1020,15 @@ pub(crate) fn hold_folder(shared: &Shared, dir: std::os::fd::BorrowedFd<'_>, key
     };
     for (name, is_file) in entries {
         if is_file && shared.settings.types.by_name(&name.to_string_lossy()) {
+            // a guarded document is held by its guard already: one `fstatat`, no descriptor (a
+            // calm folder's listing, on its lister's way, opened and looked up every document)
+            if rampart_sys::stat_at(dir, &name)
+                .is_ok_and(|m| shared.holds.is_guarded(m.dev(), m.ino()))
+            {
+                continue;
+            }
             if let Ok(fd) = rampart_sys::open_path_at(dir, &name) {
-                if let Ok(m) = std::fs::metadata(format!(
-                    "/proc/self/fd/{}",
-                    std::os::fd::AsRawFd::as_raw_fd(&fd)
-                )) {
+                if let Ok(m) = rampart_sys::fstat(std::os::fd::AsFd::as_fd(&fd)) {
                     shared.holds.keep(m.dev(), m.ino(), fd);
                 }
             }
