@@ -110,6 +110,7 @@ pub(crate) fn alert(shared: &Shared) {
         let _ =
             rampart_sys::lease::fanotify_ignore_children(&shared.perm, SILENCED, fd.as_fd(), false);
     }
+    shared.calm_count.store(0, Ordering::SeqCst);
 }
 
 /// Makes folder `dir` alert (one of its documents could not be guarded).
@@ -123,6 +124,9 @@ pub(crate) fn alert_folder(shared: &Shared, dir: &Path) {
         let _ =
             rampart_sys::lease::fanotify_ignore_children(&shared.perm, SILENCED, fd.as_fd(), false);
     }
+    shared
+        .calm_count
+        .store(calm.ignoring.len(), Ordering::SeqCst);
 }
 
 /// The document (`dev`, `ino`) is being written by the actor with `keys`, which has its
@@ -262,6 +266,9 @@ pub(crate) fn settle(shared: &Shared) -> usize {
         {
             Ok(()) => {
                 calm.ignoring.insert(key, fd);
+                shared
+                    .calm_count
+                    .store(calm.ignoring.len(), Ordering::SeqCst);
             }
             Err(e) => {
                 tracing::debug!(dir = %dir.display(), error = %e, "ransomware: a folder cannot be calm");
@@ -276,7 +283,10 @@ pub(crate) fn settle(shared: &Shared) -> usize {
 
 /// How many folders are calm.
 pub(crate) fn calm_folders(shared: &Shared) -> usize {
-    shared.calm.lock().expect("calm lock").ignoring.len()
+    // a count kept beside the set, not the set under its lock: settle holds that lock while it
+    // opens documents, and a status (the agent's unload answer carries one) must never wait on
+    // an open
+    shared.calm_count.load(Ordering::SeqCst)
 }
 
 /// Guards the document (`dev`, `ino`) at `path` (see [`crate::holds::Holds::guard`]). When it

@@ -505,6 +505,8 @@ pub(crate) struct Shared {
     pub held_us: AtomicU64,
     /// Calm folders (see [`calm`]).
     pub calm: Mutex<calm::Calm>,
+    /// How many folders are calm (kept with the set, read without its lock).
+    pub calm_count: AtomicUsize,
     /// Originals kept at a lease break, by (device, inode), until the writer is named.
     pub unclaimed: Mutex<HashMap<(u64, u64), calm::Unclaimed>>,
     /// Leases broken, and permission events answered, so far.
@@ -565,6 +567,7 @@ impl Monitor {
             held: AtomicU64::new(0),
             held_us: AtomicU64::new(0),
             calm: Mutex::new(calm::Calm::default()),
+            calm_count: AtomicUsize::new(0),
             unclaimed: Mutex::new(HashMap::new()),
             breaks: AtomicU64::new(0),
             permission_events: AtomicU64::new(0),
