@@ -248,36 +248,7 @@ fn work_judged_long_after_the_fact_is_not_a_wiper() {
         return;
     };
     let monitor = s.monitor.as_ref().unwrap();
-    // this monitor's judge (other tests' monitors run in this process too)
-    let judge = monitor.judge_thread().to_string();
-    assert_ne!(judge, "0", "the judge thread runs");
-    let chrt = |class: &str| {
-        let ok = Command::new("chrt")
-            .args([class, "-p", "0", &judge])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "chrt {class} on the judge");
-    };
-    struct Busy(Vec<std::process::Child>);
-    impl Drop for Busy {
-        fn drop(&mut self) {
-            for c in &mut self.0 {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-    let busy = Busy(
-        (0..2)
-            .map(|_| {
-                Command::new("sh")
-                    .args(["-c", "while :; do :; done"])
-                    .spawn()
-                    .unwrap()
-            })
-            .collect(),
-    );
-    chrt("--idle");
+    let starved = common::StarvedJudge::new(monitor);
     let started = Instant::now();
     let done = std::sync::atomic::AtomicBool::new(false);
     let (ok, out, backlog) = std::thread::scope(|scope| {
@@ -297,8 +268,7 @@ fn work_judged_long_after_the_fact_is_not_a_wiper() {
         done.store(true, std::sync::atomic::Ordering::SeqCst);
         (ok, out, most.join().unwrap())
     });
-    chrt("--other");
-    drop(busy);
+    drop(starved);
     eprintln!(
         "ran in {:?}; at most {backlog} change(s) waited to be judged",
         started.elapsed()

@@ -398,28 +398,9 @@ fn attack_a_loose_document(unnamed: bool) {
         .unwrap();
     if unnamed {
         // the judge gets no CPU while the first document is written and its writer exits
-        let judge = m.judge_thread().to_string();
-        let chrt = |class: &str| {
-            let ok = Command::new("chrt")
-                .args([class, "-p", "0", &judge])
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "chrt {class} on the judge");
-        };
-        chrt("--idle");
-        let busy: Vec<Running> = (0..2)
-            .map(|_| {
-                Running(
-                    Command::new("sh")
-                        .args(["-c", "while :; do :; done"])
-                        .spawn()
-                        .unwrap(),
-                )
-            })
-            .collect();
+        let starved = common::StarvedJudge::new(m);
         std::thread::sleep(Duration::from_millis(600));
-        drop(busy);
-        chrt("--other");
+        drop(starved);
     }
     let mut attacker = Running(attacker);
     let incident = s

@@ -245,20 +245,26 @@ impl Stat {
     }
 }
 
+impl Stat {
+    fn of(st: &libc::stat) -> Stat {
+        Stat {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mode: st.st_mode,
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+        }
+    }
+}
+
 /// `fstat` of an open descriptor.
 pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<Stat> {
     // SAFETY: libc::stat is plain data; zero is a valid start for every field.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fd is a live descriptor, st a valid out-pointer of the right type.
     check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
-    Ok(Stat {
-        dev: st.st_dev,
-        ino: st.st_ino,
-        size: st.st_size as u64,
-        mode: st.st_mode,
-        ctime: (st.st_ctime, st.st_ctime_nsec),
-        mtime: (st.st_mtime, st.st_mtime_nsec),
-    })
+    Ok(Stat::of(&st))
 }
 
 /// Closes a raw descriptor received in a fanotify event.
@@ -951,14 +957,7 @@ pub fn stat_at(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::OsStr) -> io::
             libc::AT_SYMLINK_NOFOLLOW,
         )
     })?;
-    Ok(Stat {
-        dev: st.st_dev,
-        ino: st.st_ino,
-        size: st.st_size as u64,
-        mode: st.st_mode,
-        ctime: (st.st_ctime, st.st_ctime_nsec),
-        mtime: (st.st_mtime, st.st_mtime_nsec),
-    })
+    Ok(Stat::of(&st))
 }
 
 /// An `O_PATH` descriptor on entry `name` of the folder open as `dir` (links not followed).

@@ -103,3 +103,50 @@ pub fn wait_calm_folders(monitor: &rampart_ransomware::monitor::Monitor, folders
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// A monitor's judge starved of CPU: its thread at `SCHED_IDLE` beside two busy loops, until
+/// dropped (then the loops are stopped and the judge's class is given back). How a test makes
+/// the monitor judge changes long after they happened.
+pub struct StarvedJudge {
+    judge: String,
+    busy: Vec<std::process::Child>,
+}
+
+impl StarvedJudge {
+    pub fn new(monitor: &rampart_ransomware::monitor::Monitor) -> StarvedJudge {
+        // this monitor's judge (other tests' monitors run in this process too)
+        let judge = monitor.judge_thread().to_string();
+        assert_ne!(judge, "0", "the judge thread runs");
+        chrt(&judge, "--idle");
+        let busy = (0..2)
+            .map(|_| {
+                std::process::Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        StarvedJudge { judge, busy }
+    }
+}
+
+impl Drop for StarvedJudge {
+    fn drop(&mut self) {
+        for c in &mut self.busy {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if !std::thread::panicking() {
+            chrt(&self.judge, "--other");
+        }
+    }
+}
+
+/// Puts thread `tid` in scheduling class `class` (`chrt --idle`, `--other`).
+fn chrt(tid: &str, class: &str) {
+    let ok = std::process::Command::new("chrt")
+        .args([class, "-p", "0", tid])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "chrt {class} on the judge");
+}
