@@ -63,10 +63,20 @@ impl Drop for Scene {
 }
 
 fn scene(mode: RansomwareMode, trusted: Vec<(PathBuf, String)>) -> Option<Scene> {
+    scene_after(mode, trusted, |_| {})
+}
+
+/// As [`scene`], with `before` done to the documents before the monitor starts.
+fn scene_after(
+    mode: RansomwareMode,
+    trusted: Vec<(PathBuf, String)>,
+    before: impl FnOnce(&Path),
+) -> Option<Scene> {
     common::log();
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let docs = dir.path().join("home");
     corpus(&docs);
+    before(&docs);
     let settings = Settings {
         folders: vec![docs.clone()],
         types: DocumentTypes::new(DocumentFamily::ALL, &[]),
@@ -689,5 +699,65 @@ fn writes_long_after_evidence_leave_the_folders_calm() {
     );
     if let Ok(i) = s.incidents.recv_timeout(Duration::from_millis(500)) {
         panic!("the user's script was convicted:\n{i:#?}");
+    }
+}
+
+/// A document emptied and at once written again by a writer the protection holds meanwhile is
+/// not destroyed. ImageMagick writing an image over itself (`convert a.jpg -rotate 90 a.jpg`)
+/// opens it truncating, closes it, and opens it truncating again to write. An emptied document
+/// is given a moment to be written again before it counts as destroyed — and that moment must
+/// not run out while the writer waits on the protection (the bench met it: a judge a second
+/// behind held ImageMagick's reopens past the moment, the images counted as destroyed, and the
+/// workload was convicted). Here the writer keeps two other documents open for writing, so
+/// that each of its opens for writing in a folder the permission side watches is held as long
+/// as a hold lasts.
+#[test]
+fn a_document_emptied_and_written_again_by_a_held_writer_is_not_destroyed() {
+    // a document open for writing by someone the protection does not know when it starts
+    // cannot be guarded: its folder stays alert (every open in it a permission event) while
+    // it is open
+    let mut open = None;
+    let Some(s) = scene_after(RansomwareMode::Block, Vec::new(), |docs| {
+        let child = Command::new("sh")
+            .args(["-c", "exec 3>>letters/contract.pdf; sleep 60"])
+            .current_dir(docs)
+            .spawn()
+            .unwrap();
+        open = Some(KillOnDrop(child));
+    }) else {
+        return;
+    };
+    let m = s.monitor.as_ref().unwrap();
+    let all = m.status().folders;
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        m.status().calm_folders < all,
+        "every folder is calm: {:?}",
+        m.status()
+    );
+    let held = m.status();
+    let (ok, out) = run(
+        &s.docs,
+        "exec 3>>letters/note-1.txt 4>>letters/note-2.txt
+         for i in 10 11 12 13; do : >letters/note-$i.txt; printf 'Rewritten %s\\n' $i >letters/note-$i.txt; done",
+    );
+    assert!(ok, "the writer was hindered: {out}");
+    let after = m.status();
+    assert!(
+        after.held > held.held,
+        "the writer's opens were not held (the test no longer tests anything): {held:?} then {after:?}"
+    );
+    if let Ok(i) = s.incidents.recv_timeout(Duration::from_millis(1500)) {
+        panic!("documents emptied and written again were convicted:\n{i:#?}");
+    }
+}
+
+/// Kills and reaps a child when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -296,6 +296,8 @@ pub(crate) struct Pending {
     /// Its content before (the vault copy), and its size.
     pub sha256: String,
     pub size: u64,
+    /// When it was found emptied.
+    pub since: Instant,
     pub due: Instant,
 }
 
