@@ -109,25 +109,24 @@ pub(crate) fn read(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>
     }
 }
 
-/// How long the kernel's announcements of process creations wait to be read while no program is
-/// blocked. Read as each came, they woke a thread at every fork, exec and exit on the host, and
-/// that alone cost a shell loop starting a program per file 10–20 % on our 2-core VMs (a
-/// listener in C that read them and did nothing else cost the same; reading on a tick, ~1 %).
-/// [`parent_of`] waits longer than this for a fork to be read.
+/// How long the kernel's announcements of process creations wait to be read. Read as each came,
+/// they woke a thread at every fork, exec and exit on the host, and that alone cost a shell loop
+/// starting a program per file 10–20 % on our 2-core VMs (a listener in C that read them and did
+/// nothing else cost the same; reading on a tick, ~1 %). So they are read on this tick also
+/// while programs are blocked: a `sqlite3` per row ran 1.24× slower than without the agent once
+/// a single program was blocked and each exec was read as it came, 1.06× on the tick (the bench
+/// convicts its simulators before its benign workloads). A copy of a blocked program then runs
+/// this long at most before it is stopped — anything it changes meanwhile is restored with its
+/// conviction. [`parent_of`] waits longer than this for a fork to be read.
 const FORKS_EVERY: Duration = Duration::from_millis(5);
 
 /// Records the forks the kernel announces, for [`inherited`], and looks at what each exec runs
-/// (a copy of a blocked program is stopped as it starts: then each exec is read as it comes).
+/// (a copy of a blocked program is stopped within [`FORKS_EVERY`] of its start).
 pub(crate) fn forks(shared: &Shared, stop: &AtomicBool, forks: &rampart_sys::forks::Forks) {
     rampart_sys::block_signals_in_this_thread();
     while !stop.load(Ordering::SeqCst) {
-        let urgent = !shared.blocklist.lock().expect("blocklist lock").is_empty();
-        let read = if urgent {
-            forks.read(200)
-        } else {
-            std::thread::sleep(FORKS_EVERY);
-            forks.read(0)
-        };
+        std::thread::sleep(FORKS_EVERY);
+        let read = forks.read(0);
         match read {
             Ok(read) => {
                 if read.lost {
