@@ -454,7 +454,8 @@ async fn handle(request: Request, shared: &Shared) -> Reply {
                        "held": {"opens": held, "ms": held_ms}, "backlog": backlog,
                        "calm": monitor.map(|m| json!({"folders": m.calm_folders, "guarded": m.guarded,
                            "permission_events": m.permission_events, "lease_breaks": m.lease_breaks,
-                           "refused_unasked": m.refused_unasked, "changes_lost": m.changes_lost}))}),
+                           "refused_unasked": m.refused_unasked, "changes_lost": m.changes_lost,
+                           "let_through": m.let_through}))}),
             )
         }
         Request::RansomwareIncidents => {

@@ -761,3 +761,36 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A permission side that stops answering (a bug: a lock held for ever — the bench met one)
+/// does not stop the host's openers with it: its watchdog lets their opens through, unjudged,
+/// and counts them; once the lock is let go the permission side answers again, and the watchdog
+/// lets nothing more through. (Without the watchdog the listing below waits for ever: `timeout`
+/// ends it, and the test fails.)
+#[test]
+fn openers_go_on_when_the_permission_side_is_stuck() {
+    let Some(s) = scene(RansomwareMode::Block, Vec::new()) else {
+        return;
+    };
+    let m = s.monitor.as_ref().unwrap();
+    // a folder's open is always a permission event, calm or not
+    let list = "timeout 30 ls letters projects >/dev/null";
+    let stalled = m.stall();
+    let started = Instant::now();
+    let (ok, out) = run(&s.docs, list);
+    let took = started.elapsed();
+    let stuck = m.status();
+    drop(stalled);
+    assert!(ok, "the listing did not finish: {out}");
+    assert!(stuck.let_through > 0, "{stuck:?}");
+    eprintln!("listed in {took:?} with the permission side stuck");
+    let before = m.status();
+    let (ok, out) = run(&s.docs, list);
+    assert!(ok, "{out}");
+    let after = m.status();
+    assert_eq!(after.let_through, before.let_through, "{after:?}");
+    assert!(
+        after.permission_events > before.permission_events,
+        "{before:?} then {after:?}"
+    );
+}

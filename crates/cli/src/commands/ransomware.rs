@@ -113,6 +113,12 @@ pub async fn run(root: &Path, cmd: Command) -> Result<()> {
                         data["calm"]["refused_unasked"]
                     );
                 }
+                if data["calm"]["let_through"].as_u64().unwrap_or(0) > 0 {
+                    println!(
+                        "  Unjudged   {} open(s) let through unjudged: the permission side had stopped answering (a bug — the agent's log tells when)",
+                        data["calm"]["let_through"]
+                    );
+                }
                 if data["calm"]["changes_lost"].as_u64().unwrap_or(0) > 0 {
                     println!(
                         "  Lost       the kernel's queue of changes overflowed {} time(s): changes were lost unjudged",

@@ -91,6 +91,9 @@ pub struct Status {
     /// Times the kernel's queue of changes overflowed (changes were lost unjudged): should
     /// stay 0.
     pub changes_lost: u64,
+    /// Opens the watchdog let through unjudged because the permission side had stopped
+    /// answering (a bug, see `permission::watchdog`): should stay 0.
+    pub let_through: u64,
 }
 
 /// A convicted actor, and the plan that restores its files (for `rampart ransomware restore`).
@@ -520,6 +523,8 @@ pub(crate) struct Shared {
     pub changes_lost: AtomicU64,
     /// The judge's thread id, once it runs.
     pub judge_thread: std::sync::atomic::AtomicU32,
+    /// The permission side's watchdog (see [`permission::watchdog`]).
+    pub watch: permission::Watch,
 }
 
 /// The running monitor.
@@ -530,6 +535,9 @@ pub struct Monitor {
     /// The permission side stops last, on its own signal (see `Drop`).
     stop_permission: Arc<AtomicBool>,
     permission: Option<JoinHandle<()>>,
+    /// Its watchdog stops after it.
+    stop_watchdog: Arc<AtomicBool>,
+    watchdog: Option<JoinHandle<()>>,
 }
 
 impl Monitor {
@@ -576,6 +584,7 @@ impl Monitor {
             refused_unasked: AtomicU64::new(0),
             changes_lost: AtomicU64::new(0),
             judge_thread: std::sync::atomic::AtomicU32::new(0),
+            watch: permission::Watch::default(),
         });
         // programs blocked by an earlier run: refused again where they are, copies looked for
         for b in shared.settings.blocked.clone() {
@@ -594,6 +603,13 @@ impl Monitor {
             std::thread::Builder::new()
                 .name("ransomware-permission".into())
                 .spawn(move || permission::run(&shared, &stop, &work))?
+        };
+        let stop_watchdog = Arc::new(AtomicBool::new(false));
+        let watchdog = {
+            let (shared, stop) = (shared.clone(), stop_watchdog.clone());
+            std::thread::Builder::new()
+                .name("ransomware-watchdog".into())
+                .spawn(move || permission::watchdog(&shared, &stop))?
         };
         {
             let (shared, stop) = (shared.clone(), stop.clone());
@@ -710,6 +726,8 @@ impl Monitor {
             threads,
             stop_permission,
             permission: Some(permission),
+            stop_watchdog,
+            watchdog: Some(watchdog),
         })
     }
 
@@ -734,6 +752,17 @@ impl Monitor {
             lease_breaks: self.shared.breaks.load(Ordering::Relaxed),
             refused_unasked: self.shared.refused_unasked.load(Ordering::Relaxed),
             changes_lost: self.shared.changes_lost.load(Ordering::Relaxed),
+            let_through: self.shared.watch.let_through.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Holds the monitor's state until the answer is dropped: every thread that needs it waits
+    /// meanwhile, the permission side at its next event. What a bug that held a lock for ever
+    /// would do — for the tests of the watchdog, nothing else.
+    #[doc(hidden)]
+    pub fn stall(&self) -> Stalled<'_> {
+        Stalled {
+            _state: self.shared.state.lock().expect("state lock"),
         }
     }
 
@@ -836,7 +865,17 @@ impl Drop for Monitor {
         if let Some(t) = self.permission.take() {
             let _ = t.join();
         }
+        self.stop_watchdog.store(true, Ordering::SeqCst);
+        if let Some(t) = self.watchdog.take() {
+            let _ = t.join();
+        }
     }
+}
+
+/// The monitor's state held (see [`Monitor::stall`]).
+#[doc(hidden)]
+pub struct Stalled<'a> {
+    _state: std::sync::MutexGuard<'a, State>,
 }
 
 /// Whether `path` is left alone by the policy's exclusions (or is the vault or quarantine).

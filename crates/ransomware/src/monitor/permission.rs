@@ -5,11 +5,18 @@
 //! convicted. An actor with evidence against it (or with more than two documents open for
 //! writing) is held until the worker has judged what it did before (at most
 //! [`HOLD_AT_MOST`](super::HOLD_AT_MOST)), so that it cannot get ahead of its judgement.
+//!
+//! Every opener of a protected document or folder waits for this side's answer, so a bug that
+//! stops it (a lock never let go: it happened, see `hold_folder`'s caller) would stop every
+//! such opener on the host. A [`watchdog`] answers for it then: the opens it has read and not
+//! answered, and those the kernel still queues, are let through unjudged and counted — the
+//! protection fails open rather than the host hanging.
 
+use std::collections::HashSet;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
 
 use rampart_protocol::policy::RansomwareMode;
 use rampart_sys::open::{open_kind, tgid_of, OpenKind};
@@ -34,6 +41,53 @@ enum Answer {
     Hold(Vec<ActorKey>, u32, Option<(u64, u64)>),
 }
 
+/// How long the permission side may take no step, with openers waiting on it, before the
+/// watchdog answers them (it steps at least every 100 ms when all is well).
+pub(crate) const STUCK_AFTER: Duration = Duration::from_secs(2);
+
+/// How long the opener whose open is being decided waits for its answer before the watchdog
+/// answers it too (a decision may take a while: a large document copied into the vault).
+const DECIDING_AT_MOST: Duration = Duration::from_secs(10);
+
+/// What the permission side shows its watchdog.
+pub(crate) struct Watch {
+    /// When the permission side last took a step, in ms since `epoch`.
+    beat: AtomicU64,
+    epoch: Instant,
+    /// The events read and not answered yet, by descriptor. Whoever answers one takes it out
+    /// first, under this lock, and closes it only after: an event is answered once, and never
+    /// through a descriptor number since given to another.
+    unanswered: Mutex<HashSet<i32>>,
+    /// The event being decided now (-1: none).
+    deciding: AtomicI32,
+    /// Opens let through by the watchdog.
+    pub let_through: AtomicU64,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Watch {
+            beat: AtomicU64::new(0),
+            epoch: Instant::now(),
+            unanswered: Mutex::new(HashSet::new()),
+            deciding: AtomicI32::new(-1),
+            let_through: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Watch {
+    fn beat(&self) {
+        self.beat
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn still_for(&self) -> Duration {
+        let beat = Duration::from_millis(self.beat.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(beat)
+    }
+}
+
 pub(crate) fn run(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>) {
     rampart_sys::block_signals_in_this_thread();
     if let Err(e) = rampart_sys::favour_this_thread(-10) {
@@ -45,6 +99,7 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>)
     let mut held: Vec<Held> = Vec::new();
     let mut expired_at = Instant::now();
     while !stop.load(Ordering::SeqCst) {
+        shared.watch.beat();
         if expired_at.elapsed() > std::time::Duration::from_secs(5) {
             shared.holds.expire(Instant::now());
             expired_at = Instant::now();
@@ -75,9 +130,22 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>)
             // waiting opener for a moment, which hides what the others are doing)
             let mut answers = Vec::new();
             let mut later = Vec::new();
-            for (fd, tid) in events(&buf[..n]) {
+            let read = events(&buf[..n]);
+            shared
+                .watch
+                .unanswered
+                .lock()
+                .expect("unanswered lock")
+                .extend(read.iter().map(|(fd, _)| fd.as_raw_fd()));
+            for (fd, tid) in read {
                 shared.permission_events.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .watch
+                    .deciding
+                    .store(fd.as_raw_fd(), Ordering::Relaxed);
                 let answer = decide(shared, fd.as_fd(), tid, work, &mut later);
+                shared.watch.deciding.store(-1, Ordering::Relaxed);
+                shared.watch.beat();
                 answers.push((fd, answer));
             }
             let holds = answers.iter().any(|(_, a)| matches!(a, Answer::Hold(..)));
@@ -119,7 +187,7 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>)
             Ok(n) => n,
         };
         for (fd, _) in events(&buf[..n]) {
-            answer_now(shared, &fd, true);
+            let _ = rampart_sys::fanotify_answer(&shared.perm, fd.as_raw_fd(), true);
         }
     }
 }
@@ -152,10 +220,83 @@ fn reads_may_wait(shared: &Shared) -> bool {
     state.detector.any_pressing(Instant::now()) || !state.pending.is_empty()
 }
 
+/// Answers an event read by the permission side (unless the watchdog has: then it is not
+/// asked again).
 fn answer_now(shared: &Shared, fd: &OwnedFd, allow: bool) {
-    use std::os::fd::AsRawFd;
+    let mut unanswered = shared.watch.unanswered.lock().expect("unanswered lock");
+    if !unanswered.remove(&fd.as_raw_fd()) {
+        return;
+    }
     if let Err(e) = rampart_sys::fanotify_answer(&shared.perm, fd.as_raw_fd(), allow) {
         tracing::error!(error = %e, "answering a permission event failed");
+    }
+}
+
+/// Answers for the permission side when it stops: once it has taken no step for
+/// [`STUCK_AFTER`] with openers waiting, every open it read and has not answered (but the one
+/// it is deciding, for [`DECIDING_AT_MOST`]) and every open the kernel still queues is let
+/// through, unjudged, and counted in the status. Its own steps are cheap (a look every 250 ms);
+/// it never takes a lock the permission side may hold across a wait.
+pub(crate) fn watchdog(shared: &Shared, stop: &AtomicBool) {
+    rampart_sys::block_signals_in_this_thread();
+    let mut buf = vec![0u8; 8 * 1024];
+    let mut stuck = false;
+    while !stop.load(Ordering::SeqCst) {
+        if stuck {
+            // openers are answered as they come while it lasts
+            rampart_sys::poll_readable(&shared.perm, 50);
+        } else {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let still = shared.watch.still_for();
+        if still < STUCK_AFTER {
+            if stuck {
+                tracing::warn!("ransomware: the permission side answers again");
+                stuck = false;
+            }
+            continue;
+        }
+        let deciding = shared.watch.deciding.load(Ordering::Relaxed);
+        let mut let_through = 0;
+        shared
+            .watch
+            .unanswered
+            .lock()
+            .expect("unanswered lock")
+            .retain(|&fd| {
+                if fd == deciding && still < DECIDING_AT_MOST {
+                    return true;
+                }
+                let _ = rampart_sys::fanotify_answer(&shared.perm, fd, true);
+                let_through += 1;
+                false
+            });
+        // what the kernel still queues (a batch at a time: the permission side may wake)
+        for _ in 0..64 {
+            if !rampart_sys::poll_readable(&shared.perm, 0) {
+                break;
+            }
+            let Ok(n) = rampart_sys::read_fd(&shared.perm, &mut buf) else {
+                break;
+            };
+            for (fd, _) in events(&buf[..n]) {
+                let _ = rampart_sys::fanotify_answer(&shared.perm, fd.as_raw_fd(), true);
+                let_through += 1;
+            }
+        }
+        if let_through > 0 {
+            shared
+                .watch
+                .let_through
+                .fetch_add(let_through, Ordering::Relaxed);
+            if !stuck {
+                tracing::error!(
+                    still_ms = still.as_millis() as u64,
+                    "ransomware: the permission side stopped answering (a bug): opens are let through unjudged until it answers again"
+                );
+                stuck = true;
+            }
+        }
     }
 }
 
