@@ -794,3 +794,30 @@ fn openers_go_on_when_the_permission_side_is_stuck() {
         "{before:?} then {after:?}"
     );
 }
+
+/// Stopping always ends — an unload must — even with the monitor's threads stuck on a lock held
+/// for ever (a bug): those that do not stop in time are left behind, and the opener the stuck
+/// permission side holds is answered.
+#[test]
+fn a_stuck_monitor_still_stops() {
+    let Some(mut s) = scene(RansomwareMode::Block, Vec::new()) else {
+        return;
+    };
+    let m = s.monitor.take().unwrap();
+    // the state lock, never given back
+    std::mem::forget(m.stall());
+    let docs = s.docs.clone();
+    let lister = std::thread::spawn(move || run(&docs, "timeout 60 ls letters >/dev/null"));
+    std::thread::sleep(Duration::from_millis(300));
+    let (stopped, done) = mpsc::channel();
+    let started = Instant::now();
+    std::thread::spawn(move || {
+        drop(m);
+        let _ = stopped.send(());
+    });
+    done.recv_timeout(Duration::from_secs(60))
+        .expect("the monitor did not stop");
+    eprintln!("stopped in {:?}", started.elapsed());
+    let (ok, out) = lister.join().unwrap();
+    assert!(ok, "the lister was not answered: {out}");
+}

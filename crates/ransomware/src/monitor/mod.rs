@@ -851,10 +851,15 @@ impl Drop for Monitor {
     /// between fork and exec keeps a copy of the group's descriptor, so the group can outlive
     /// every thread that reads it. So the threads that add marks stop first, then every mark
     /// goes (nothing new is queued), then the permission side answers what is left and stops.
+    ///
+    /// A thread that does not stop within [`STOP_WITHIN`] (stuck: a bug) is left behind, logged,
+    /// so that stopping — an unload — always ends; the watchdog, stopped last, answers whatever
+    /// opens the permission side still holds.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + STOP_WITHIN;
         for t in self.threads.drain(..) {
-            let _ = t.join();
+            join_within(t, deadline);
         }
         for group in [&self.shared.perm, &self.shared.notify] {
             if let Err(e) = rampart_sys::fanotify_flush_marks(group) {
@@ -863,12 +868,31 @@ impl Drop for Monitor {
         }
         self.stop_permission.store(true, Ordering::SeqCst);
         if let Some(t) = self.permission.take() {
-            let _ = t.join();
+            join_within(t, Instant::now() + STOP_WITHIN);
         }
         self.stop_watchdog.store(true, Ordering::SeqCst);
         if let Some(t) = self.watchdog.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// How long stopping waits for the monitor's threads (each group of them) before it leaves the
+/// ones still running behind: longer than the watchdog gives an open being decided.
+const STOP_WITHIN: Duration = Duration::from_secs(12);
+
+/// Joins thread `t` if it ends by `deadline`; else leaves it behind, logged.
+fn join_within(t: JoinHandle<()>, deadline: Instant) {
+    while !t.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if t.is_finished() {
+        let _ = t.join();
+    } else {
+        tracing::error!(
+            thread = t.thread().name().unwrap_or_default(),
+            "ransomware: a thread did not stop (a bug): left behind, the protection stops without it"
+        );
     }
 }
 

@@ -256,47 +256,68 @@ pub(crate) fn watchdog(shared: &Shared, stop: &AtomicBool) {
             }
             continue;
         }
-        let deciding = shared.watch.deciding.load(Ordering::Relaxed);
-        let mut let_through = 0;
-        shared
-            .watch
-            .unanswered
-            .lock()
-            .expect("unanswered lock")
-            .retain(|&fd| {
-                if fd == deciding && still < DECIDING_AT_MOST {
-                    return true;
-                }
-                let _ = rampart_sys::fanotify_answer(&shared.perm, fd, true);
-                let_through += 1;
-                false
-            });
-        // what the kernel still queues (a batch at a time: the permission side may wake)
-        for _ in 0..64 {
-            if !rampart_sys::poll_readable(&shared.perm, 0) {
-                break;
+        // the open being decided waits longer (a large document may be being copied)
+        let deciding = match shared.watch.deciding.load(Ordering::Relaxed) {
+            fd if still < DECIDING_AT_MOST => fd,
+            _ => -1,
+        };
+        let let_through = answer_all(shared, &mut buf, deciding);
+        record(shared, let_through, still, &mut stuck);
+    }
+    // the last answers: a permission side left behind stuck (see the monitor's `Drop`) answers
+    // nothing more (its marks are gone: nothing new comes)
+    let left = answer_all(shared, &mut buf, -1);
+    record(shared, left, shared.watch.still_for(), &mut stuck);
+}
+
+/// Lets through every open the permission side read and has not answered (but `deciding`) and
+/// every open the kernel still queues. Returns how many.
+fn answer_all(shared: &Shared, buf: &mut [u8], deciding: i32) -> u64 {
+    let mut let_through = 0;
+    shared
+        .watch
+        .unanswered
+        .lock()
+        .expect("unanswered lock")
+        .retain(|&fd| {
+            if fd == deciding {
+                return true;
             }
-            let Ok(n) = rampart_sys::read_fd(&shared.perm, &mut buf) else {
-                break;
-            };
-            for (fd, _) in events(&buf[..n]) {
-                let _ = rampart_sys::fanotify_answer(&shared.perm, fd.as_raw_fd(), true);
-                let_through += 1;
-            }
+            let _ = rampart_sys::fanotify_answer(&shared.perm, fd, true);
+            let_through += 1;
+            false
+        });
+    // what the kernel still queues (a batch at a time: the permission side may wake)
+    for _ in 0..64 {
+        if !rampart_sys::poll_readable(&shared.perm, 0) {
+            break;
         }
-        if let_through > 0 {
-            shared
-                .watch
-                .let_through
-                .fetch_add(let_through, Ordering::Relaxed);
-            if !stuck {
-                tracing::error!(
-                    still_ms = still.as_millis() as u64,
-                    "ransomware: the permission side stopped answering (a bug): opens are let through unjudged until it answers again"
-                );
-                stuck = true;
-            }
+        let Ok(n) = rampart_sys::read_fd(&shared.perm, buf) else {
+            break;
+        };
+        for (fd, _) in events(&buf[..n]) {
+            let _ = rampart_sys::fanotify_answer(&shared.perm, fd.as_raw_fd(), true);
+            let_through += 1;
         }
+    }
+    let_through
+}
+
+/// Counts opens the watchdog let through, and logs the first of a stretch.
+fn record(shared: &Shared, let_through: u64, still: Duration, stuck: &mut bool) {
+    if let_through == 0 {
+        return;
+    }
+    shared
+        .watch
+        .let_through
+        .fetch_add(let_through, Ordering::Relaxed);
+    if !*stuck {
+        tracing::error!(
+            still_ms = still.as_millis() as u64,
+            "ransomware: the permission side stopped answering (a bug): opens are let through unjudged until it answers again"
+        );
+        *stuck = true;
     }
 }
 
