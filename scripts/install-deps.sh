@@ -19,6 +19,8 @@ if [ "$purpose" = test ]; then
   # Ransomware protection is tested against the everyday work it must let through (archivers,
   # git, rsync, SQLite, ImageMagick, gpg, an interpreter) and benchmarked on real formats.
   packages+=(zstd zip unzip git rsync sqlite3 imagemagick gnupg python3 file openssl)
+  # bench/syscall-time.sh: where a workload's time goes, system call by system call.
+  packages+=(bpftrace)
   # The vault's reflinks are tested on an XFS filesystem in a file of the test's own.
   packages+=(xfsprogs)
 fi
