@@ -723,7 +723,7 @@ fn a_document_emptied_and_written_again_by_a_held_writer_is_not_destroyed() {
             .current_dir(docs)
             .spawn()
             .unwrap();
-        open = Some(KillOnDrop(child));
+        open = Some(common::Running(child));
     }) else {
         return;
     };
@@ -749,16 +749,6 @@ fn a_document_emptied_and_written_again_by_a_held_writer_is_not_destroyed() {
     );
     if let Ok(i) = s.incidents.recv_timeout(Duration::from_millis(1500)) {
         panic!("documents emptied and written again were convicted:\n{i:#?}");
-    }
-}
-
-/// Kills and reaps a child when dropped.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

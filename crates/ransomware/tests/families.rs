@@ -16,7 +16,7 @@ use rampart_ransomware::monitor::{Monitor, Settings};
 use rampart_ransomware::vault::Vault;
 
 mod common;
-use common::snapshot;
+use common::{snapshot, Running};
 
 /// A tree of documents in real formats: 60 in four folders.
 fn corpus(dir: &Path) {
@@ -324,16 +324,6 @@ fn a_document_another_program_is_writing_is_restored_after_an_attack() {
 #[test]
 fn a_document_another_program_is_writing_is_restored_also_when_its_writer_is_gone_unnamed() {
     attack_a_loose_document(true);
-}
-
-/// A process killed when dropped.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn attack_a_loose_document(unnamed: bool) {

@@ -243,9 +243,8 @@ impl Stat {
     pub fn mtime(&self) -> (i64, i64) {
         self.mtime
     }
-}
 
-impl Stat {
+    /// What `fstat`, `fstatat` filled in.
     fn of(st: &libc::stat) -> Stat {
         Stat {
             dev: st.st_dev,

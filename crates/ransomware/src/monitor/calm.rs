@@ -110,7 +110,7 @@ pub(crate) fn alert(shared: &Shared) {
         let _ =
             rampart_sys::lease::fanotify_ignore_children(&shared.perm, SILENCED, fd.as_fd(), false);
     }
-    shared.calm_count.store(0, Ordering::SeqCst);
+    count(shared, &calm);
 }
 
 /// Makes folder `dir` alert (one of its documents could not be guarded).
@@ -124,9 +124,7 @@ pub(crate) fn alert_folder(shared: &Shared, dir: &Path) {
         let _ =
             rampart_sys::lease::fanotify_ignore_children(&shared.perm, SILENCED, fd.as_fd(), false);
     }
-    shared
-        .calm_count
-        .store(calm.ignoring.len(), Ordering::SeqCst);
+    count(shared, &calm);
 }
 
 /// The document (`dev`, `ino`) is being written by the actor with `keys`, which has its
@@ -266,9 +264,7 @@ pub(crate) fn settle(shared: &Shared) -> usize {
         {
             Ok(()) => {
                 calm.ignoring.insert(key, fd);
-                shared
-                    .calm_count
-                    .store(calm.ignoring.len(), Ordering::SeqCst);
+                count(shared, &calm);
             }
             Err(e) => {
                 tracing::debug!(dir = %dir.display(), error = %e, "ransomware: a folder cannot be calm");
@@ -279,6 +275,13 @@ pub(crate) fn settle(shared: &Shared) -> usize {
     // next settle, not only when something else changes
     calm.looked = (!again).then_some(seen);
     calm.ignoring.len()
+}
+
+/// Publishes how many folders are calm, after a change to the set (see [`calm_folders`]).
+fn count(shared: &Shared, calm: &Calm) {
+    shared
+        .calm_count
+        .store(calm.ignoring.len(), Ordering::SeqCst);
 }
 
 /// How many folders are calm.

@@ -43,7 +43,7 @@ enum Answer {
 
 /// How long the permission side may take no step, with openers waiting on it, before the
 /// watchdog answers them (it steps at least every 100 ms when all is well).
-pub(crate) const STUCK_AFTER: Duration = Duration::from_secs(2);
+const STUCK_AFTER: Duration = Duration::from_secs(2);
 
 /// How long the opener whose open is being decided waits for its answer before the watchdog
 /// answers it too (a decision may take a while: a large document copied into the vault).

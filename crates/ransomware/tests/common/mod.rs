@@ -150,3 +150,13 @@ fn chrt(tid: &str, class: &str) {
         .is_ok_and(|s| s.success());
     assert!(ok, "chrt {class} on the judge");
 }
+
+/// A process killed (and reaped) when dropped.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
