@@ -181,26 +181,11 @@ fn attack(agent: &TestAgent, family: &str, docs: &Path) -> (bool, BTreeSet<PathB
 
 /// Runs the simulator at `program` against `docs`, in a session of its own.
 fn run_simulator(program: &Path, family: &str, docs: &Path) -> (bool, BTreeSet<PathBuf>) {
-    run_simulator_every(
-        program,
-        family,
-        docs,
-        if family == "drip" { 300 } else { 0 },
-    )
-}
-
-/// As [`run_simulator`], a document every `delay_ms`.
-fn run_simulator_every(
-    program: &Path,
-    family: &str,
-    docs: &Path,
-    delay_ms: u64,
-) -> (bool, BTreeSet<PathBuf>) {
     let out = Command::new("setsid")
         .arg(program)
         .arg(family)
         .arg(docs)
-        .args(["--delay-ms", &delay_ms.to_string()])
+        .args(["--delay-ms", if family == "drip" { "300" } else { "0" }])
         .stderr(Stdio::null())
         .output()
         .unwrap();
@@ -323,10 +308,7 @@ async fn every_family_is_stopped_and_undone_and_reported_to_the_server() {
     let first = agent.root().join(format!("sim-{}", families[0]));
     let copy = agent.root().join("a-renamed-copy");
     simulator_copy(&copy, &first.display().to_string());
-    // a document every 20 ms: the agent reads exec announcements every 5 ms, and a copy that
-    // changes documents at once may touch a decoy first and be convicted for that instead
-    // (stopped and undone all the same, but not what this looks at)
-    let (finished, _) = run_simulator_every(&copy, families[0], &docs, 20);
+    let (finished, _) = run_simulator(&copy, families[0], &docs);
     assert!(
         !finished,
         "a copy of a blocked program ran to its end after a restart"

@@ -3,6 +3,7 @@
 //! lists what it touched. Needs root and fanotify permission events; with `CI=true` a missing
 //! feature fails the test, elsewhere it is skipped with the reason.
 
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -554,12 +555,18 @@ fn folders_removed_whole_come_back_with_their_documents() {
 
 /// A block-mode scene started with a copy of the simulator (`locker`, beside the documents)
 /// blocked by an earlier run, as an agent restarts with its incident records.
-fn scene_with_a_blocked_program() -> Option<(Scene, PathBuf)> {
+fn scene_with_a_blocked_program(canaries: bool) -> Option<(Scene, PathBuf)> {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let locker = dir.path().join("locker");
     common::simulator_copy(&locker, &locker.display().to_string());
     let blocked = rampart_ransomware::blocklist::blocked_file(&locker).unwrap();
-    let s = scene_in(dir, RansomwareMode::Block, Vec::new(), false, vec![blocked])?;
+    let s = scene_in(
+        dir,
+        RansomwareMode::Block,
+        Vec::new(),
+        canaries,
+        vec![blocked],
+    )?;
     Some((s, locker))
 }
 
@@ -569,7 +576,7 @@ fn scene_with_a_blocked_program() -> Option<(Scene, PathBuf)> {
 #[test]
 fn a_folder_given_a_deleted_blocked_programs_inode_is_not_refused() {
     use std::os::unix::fs::MetadataExt;
-    let Some((s, locker)) = scene_with_a_blocked_program() else {
+    let Some((s, locker)) = scene_with_a_blocked_program(false) else {
         return;
     };
     let refused = run_encryptor(&locker, &s.docs);
@@ -596,7 +603,7 @@ fn a_folder_given_a_deleted_blocked_programs_inode_is_not_refused() {
 /// program blocked before refuses that program where it is, and stops its copies.
 #[test]
 fn a_program_blocked_before_a_restart_stays_blocked() {
-    let Some((s, locker)) = scene_with_a_blocked_program() else {
+    let Some((s, locker)) = scene_with_a_blocked_program(false) else {
         return;
     };
     let before = snapshot(&s.docs);
@@ -607,4 +614,49 @@ fn a_program_blocked_before_a_restart_stays_blocked() {
         "the blocked program changed documents"
     );
     assert_copy_stopped(&s, &before, &locker);
+}
+
+/// A copy of a blocked program whose start the monitor did not see (it was running before the
+/// monitor started, as the agent restarts; or its start is read on the next tick, after it
+/// touched a decoy) is convicted for what it does, and its incident still says what it is: a
+/// copy of the program blocked here (the e2e test met this on a CI run).
+#[test]
+fn a_copy_of_a_blocked_program_convicted_for_something_else_is_named_as_a_copy() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let locker = dir.path().join("locker");
+    common::simulator_copy(&locker, &locker.display().to_string());
+    let blocked = rampart_ransomware::blocklist::blocked_file(&locker).unwrap();
+    let copy = dir.path().join("innocent-looking-tool");
+    common::simulator_copy(&copy, &locker.display().to_string());
+    // started before the monitor, waiting for a line to go
+    let docs = dir.path().join("home");
+    let mut attacker = Running(
+        Command::new("setsid")
+            .arg(&copy)
+            .args(["inplace".as_ref(), docs.as_os_str(), "--on-a-line".as_ref()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let Some(s) = scene_in(dir, RansomwareMode::Block, Vec::new(), true, vec![blocked]) else {
+        return;
+    };
+    let before = snapshot(&s.docs);
+    writeln!(attacker.0.stdin.take().unwrap()).unwrap();
+    let incident = blocked_copy_incident(&s, "the copy started before the monitor");
+    assert!(
+        !attacker.0.wait().unwrap().success(),
+        "the copy ran to its end"
+    );
+    assert!(
+        incident.evidence.iter().any(|e| e.contains("decoy")),
+        "{incident:#?}"
+    );
+    wait_restored(
+        &s.docs,
+        &before,
+        "after the copy started before the monitor",
+    );
 }

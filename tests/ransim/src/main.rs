@@ -4,8 +4,11 @@
 //! do, so that ransomware protection can be measured against it.
 //!
 //! ```text
-//! rampart-ransim FAMILY FOLDER [--delay-ms N]
+//! rampart-ransim FAMILY FOLDER [--delay-ms N] [--on-a-line]
 //! ```
+//!
+//! `--on-a-line`: starts its work once a line comes on its standard input (a test starts it
+//! before the protection, and lets it go after).
 //!
 //! Families:
 //!
@@ -282,10 +285,17 @@ fn main() -> ExitCode {
                 .and_then(|i| args.get(i + 1))
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(default);
+            if args.iter().any(|a| a == "--on-a-line") {
+                let mut line = String::new();
+                if let Err(e) = std::io::stdin().read_line(&mut line) {
+                    eprintln!("rampart-ransim: reading the line to start on: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
             run(family, Path::new(&args[1]), Duration::from_millis(delay))
         }
         _ => {
-            eprintln!("usage: rampart-ransim FAMILY FOLDER [--delay-ms N] | corpus FOLDER [--count N] [--seed S]  (see the source for the families)");
+            eprintln!("usage: rampart-ransim FAMILY FOLDER [--delay-ms N] [--on-a-line] | corpus FOLDER [--count N] [--seed S]  (see the source for the families)");
             return ExitCode::from(2);
         }
     };

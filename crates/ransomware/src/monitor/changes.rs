@@ -1039,6 +1039,32 @@ fn convict(shared: &Shared, keys: &[ActorKey], c: Conviction) {
         (groups, acting, leader, cmdline)
     };
     let program = acting.clone().or_else(|| leader.clone());
+    // a copy of a program blocked here before says so, whatever came first: a copy may touch a
+    // decoy before its start is read (on the next process-creation tick)
+    let mut c = c;
+    if !c
+        .evidence
+        .iter()
+        .any(|e| matches!(e, Evidence::BlockedProgram { .. }))
+    {
+        if let Some((file, of)) = [&acting, &leader].into_iter().flatten().find_map(|p| {
+            let file = p.file().to_path_buf();
+            let of = shared
+                .blocklist
+                .lock()
+                .expect("blocklist lock")
+                .copy_of(&file)?;
+            Some((file, of))
+        }) {
+            c.evidence.insert(
+                0,
+                Evidence::BlockedProgram {
+                    file,
+                    blocked: of.path,
+                },
+            );
+        }
+    }
     let mut all_keys: Vec<ActorKey> = keys.to_vec();
     all_keys.extend(groups.iter().map(|g| ActorKey::Group(*g)));
     all_keys.sort();
