@@ -1,42 +1,5 @@
-//! Builds the kernel tier's BPF programs (src/bpf/*.bpf.c) with clang and generates their
-//! libbpf-rs skeleton. `vmlinux.h` comes from the build machine's kernel BTF through bpftool;
-//! CO-RE relocations make the object load on other kernels (Debian 6.1 was checked).
-
-use std::path::PathBuf;
-use std::process::Command;
+//! Builds the kernel tier's BPF programs (src/bpf/*.bpf.c) and their libbpf-rs skeletons.
 
 fn main() {
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
-    let include = out.join("include");
-    std::fs::create_dir_all(&include).expect("include folder");
-    let vmlinux = include.join("vmlinux.h");
-    if !vmlinux.exists() {
-        let btf = std::env::var("RAMPART_VMLINUX_BTF")
-            .unwrap_or_else(|_| "/sys/kernel/btf/vmlinux".into());
-        let output = Command::new("bpftool")
-            .args(["btf", "dump", "file", &btf, "format", "c"])
-            .output()
-            .unwrap_or_else(|e| panic!("running bpftool (Debian package bpftool; scripts/install-deps.sh installs it): {e}"));
-        assert!(
-            output.status.success(),
-            "bpftool could not dump {btf}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        std::fs::write(&vmlinux, output.stdout).expect("writing vmlinux.h");
-    }
-    for name in ["selfprotect", "observer"] {
-        let source = format!("src/bpf/{name}.bpf.c");
-        libbpf_cargo::SkeletonBuilder::new()
-            .source(&source)
-            .clang_args([
-                format!("-I{}", include.display()),
-                "-Isrc/bpf".to_owned(),
-                "-Wall".to_owned(),
-                "-O2".to_owned(),
-            ])
-            .build_and_generate(out.join(format!("{name}.skel.rs")))
-            .unwrap_or_else(|e| panic!("building {source} (needs clang and libelf-dev): {e:#}"));
-    }
-    println!("cargo:rerun-if-changed=src/bpf");
-    println!("cargo:rerun-if-env-changed=RAMPART_VMLINUX_BTF");
+    rampart_bpf_build::build(&["selfprotect", "observer"]);
 }

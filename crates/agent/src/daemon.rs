@@ -455,7 +455,7 @@ async fn handle(request: Request, shared: &Shared) -> Reply {
                        "calm": monitor.map(|m| json!({"folders": m.calm_folders, "guarded": m.guarded,
                            "permission_events": m.permission_events, "lease_breaks": m.lease_breaks,
                            "refused_unasked": m.refused_unasked, "changes_lost": m.changes_lost,
-                           "let_through": m.let_through}))}),
+                           "let_through": m.let_through, "processes": m.creations.to_string()}))}),
             )
         }
         Request::RansomwareIncidents => {

@@ -6,7 +6,8 @@
 //! - [`content`]: what a change did to a document (edited, converted, destroyed, encrypted);
 //! - [`vault`]: copies of originals (before the first write); [`holds`]: descriptors that keep
 //!   a document alive when it is deleted or renamed over;
-//! - [`actor`]: who acts — process group and program;
+//! - [`actor`]: who acts — process group and program; [`creations`]: every fork and exec on
+//!   the host, from the scheduler's tracepoints;
 //! - [`detector`]: evidence, scores, convictions;
 //! - [`monitor`]: the fanotify groups, the judgement of each change, the response;
 //! - [`respond`] stops an actor, [`restore`] puts back what it did.
@@ -14,6 +15,7 @@
 pub mod actor;
 pub mod blocklist;
 pub mod content;
+pub mod creations;
 pub mod detector;
 pub mod doctype;
 pub mod holds;

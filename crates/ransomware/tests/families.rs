@@ -93,6 +93,12 @@ fn scene_in(
             return None;
         }
     };
+    let creations = monitor.status().creations;
+    if creations != rampart_ransomware::creations::Source::Tracepoints {
+        let why = format!("process creations are read from: {creations}, not the tracepoints");
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+        eprintln!("note: {why}");
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     while !monitor.status().ready {
         assert!(Instant::now() < deadline, "the monitor did not get ready");

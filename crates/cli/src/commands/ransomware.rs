@@ -107,6 +107,15 @@ pub async fn run(root: &Path, cmd: Command) -> Result<()> {
                     data["calm"]["permission_events"],
                     data["calm"]["lease_breaks"]
                 );
+                match data["calm"]["processes"].as_str() {
+                    Some("tracepoints") | None => {}
+                    Some("proc connector") => println!(
+                        "  Processes  read from the proc connector (the kernel did not load the tracepoints): every fork, exec and exit costs more"
+                    ),
+                    Some(_) => println!(
+                        "  Processes  not announced: changes of processes gone before they are read are attributed to no one"
+                    ),
+                }
                 if data["calm"]["refused_unasked"].as_u64().unwrap_or(0) > 0 {
                     println!(
                         "  Refused    {} open(s) refused by the kernel: the agent had no descriptor left for their event",

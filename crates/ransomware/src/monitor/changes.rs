@@ -121,36 +121,31 @@ pub(crate) fn read(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>
 const FORKS_EVERY: Duration = Duration::from_millis(5);
 
 /// Records the forks the kernel announces, for [`inherited`], and looks at what each exec runs
-/// (a copy of a blocked program is stopped within [`FORKS_EVERY`] of its start).
-pub(crate) fn forks(shared: &Shared, stop: &AtomicBool, forks: &rampart_sys::forks::Forks) {
+/// (a copy of a blocked program is stopped within [`FORKS_EVERY`] of its start). Tells `ready`
+/// where they are read from.
+pub(crate) fn forks(
+    shared: &Shared,
+    stop: &AtomicBool,
+    ready: mpsc::Sender<crate::creations::Source>,
+) {
     rampart_sys::block_signals_in_this_thread();
-    while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(FORKS_EVERY);
-        let read = forks.read(0);
-        match read {
-            Ok(read) => {
-                if read.lost {
-                    tracing::debug!("ransomware: some process creations were not announced");
-                }
-                if !read.forks.is_empty() {
-                    shared
-                        .lineage
-                        .lock()
-                        .expect("lineage lock")
-                        .record(&read.forks, Instant::now());
-                }
-                for pid in read.execs {
-                    trusted_exec(shared, pid);
-                    exec(shared, pid);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "ransomware: reading process creations failed");
-                shared.lineage_live.store(false, Ordering::SeqCst);
-                return;
-            }
+    crate::creations::read_every(FORKS_EVERY, stop, ready, |read| {
+        if read.lost {
+            tracing::debug!("ransomware: some process creations were not announced");
         }
-    }
+        if !read.forks.is_empty() {
+            shared
+                .lineage
+                .lock()
+                .expect("lineage lock")
+                .record(&read.forks, Instant::now());
+        }
+        for pid in read.execs {
+            trusted_exec(shared, pid);
+            exec(shared, pid);
+        }
+    });
+    shared.lineage_live.store(false, Ordering::SeqCst);
 }
 
 /// The worker: judges what the permission side and the notifications report, in order.

@@ -94,6 +94,8 @@ pub struct Status {
     /// Opens the watchdog let through unjudged because the permission side had stopped
     /// answering (a bug, see `permission::watchdog`): should stay 0.
     pub let_through: u64,
+    /// Where process creations are read from.
+    pub creations: crate::creations::Source,
 }
 
 /// A convicted actor, and the plan that restores its files (for `rampart ransomware restore`).
@@ -498,9 +500,11 @@ pub(crate) struct Shared {
     pub blocklist: Mutex<crate::blocklist::Blocklist>,
     /// Trusted executables' hashes, cached by (dev, ino, mtime).
     pub trusted_cache: Mutex<HashMap<(u64, u64, i64), bool>>,
-    /// Who forked whom lately, and whether the kernel tells (the proc connector listens).
+    /// Who forked whom lately, and whether the kernel tells (process creations are read).
     pub lineage: Mutex<crate::actor::Lineage>,
     pub lineage_live: AtomicBool,
+    /// Where process creations are read from.
+    pub creations: Mutex<crate::creations::Source>,
     /// Changes read and not judged yet.
     pub backlog: AtomicUsize,
     /// Of them, deletions and renames of documents.
@@ -572,6 +576,7 @@ impl Monitor {
             trusted_cache: Mutex::new(HashMap::new()),
             lineage: Mutex::new(crate::actor::Lineage::default()),
             lineage_live: AtomicBool::new(false),
+            creations: Mutex::new(crate::creations::Source::None),
             backlog: AtomicUsize::new(0),
             removals: AtomicUsize::new(0),
             held: AtomicU64::new(0),
@@ -673,21 +678,21 @@ impl Monitor {
                     })?,
             );
         }
-        match rampart_sys::forks::Forks::listen() {
-            Ok(forks) => {
-                shared.lineage_live.store(true, Ordering::SeqCst);
-                let (shared, stop) = (shared.clone(), stop.clone());
-                threads.push(
-                    std::thread::Builder::new()
-                        .name("ransomware-forks".into())
-                        .spawn(move || changes::forks(&shared, &stop, &forks))?,
-                );
-            }
-            Err(e) => tracing::warn!(
-                error = %e,
-                "ransomware: process creation is not announced (the proc connector): changes of processes gone before they are read are attributed to no one"
-            ),
-        }
+        let creations = {
+            let (ready, source) = mpsc::channel();
+            let (shared, stop) = (shared.clone(), stop.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("ransomware-forks".into())
+                    .spawn(move || changes::forks(&shared, &stop, ready))?,
+            );
+            source.recv().unwrap_or(crate::creations::Source::None)
+        };
+        shared.lineage_live.store(
+            creations != crate::creations::Source::None,
+            Ordering::SeqCst,
+        );
+        *shared.creations.lock().expect("creations lock") = creations;
         {
             // the first walk: folders watched, documents held and guarded, decoys placed
             let shared = shared.clone();
@@ -753,6 +758,7 @@ impl Monitor {
             refused_unasked: self.shared.refused_unasked.load(Ordering::Relaxed),
             changes_lost: self.shared.changes_lost.load(Ordering::Relaxed),
             let_through: self.shared.watch.let_through.load(Ordering::Relaxed),
+            creations: *self.shared.creations.lock().expect("creations lock"),
         }
     }
 
