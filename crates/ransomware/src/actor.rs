@@ -13,6 +13,7 @@
 //! against its group — the script or pipeline that used it.
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -282,6 +283,63 @@ pub fn members(keys: &[ActorKey], spare: &[u32]) -> Option<Vec<u32>> {
     (chosen.len() <= MAX_MEMBERS).then(|| chosen.into_iter().collect())
 }
 
+/// What a process ran, as the kernel announced its exec (the tracepoints of
+/// [`creations`](crate::creations)): names a process gone before anyone read `/proc` — a
+/// script's `rm` deletes a document and exits in a millisecond.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ran {
+    /// Its parent then.
+    pub ppid: u32,
+    /// Its process group then.
+    pub pgid: u32,
+    /// The executable (what `/proc/PID/exe` names): device, as `stat` gives it, and inode.
+    pub exe: (u64, u64),
+    /// The file given to `execve` (the script, for a `#!` script).
+    pub file: PathBuf,
+    /// The interpreter a `#!` line named.
+    pub interp: Option<PathBuf>,
+}
+
+impl Ran {
+    /// The program, as far as the announcement tells: the file given, where it is the
+    /// executable (an absolute path to the same inode); for a `#!` script, the script run by
+    /// its interpreter; else unnamed (an empty executable: no key of its own).
+    pub fn program(&self) -> Program {
+        let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        match &self.interp {
+            Some(interp) => Program {
+                exe: real(interp),
+                script: self.file.is_absolute().then(|| self.file.clone()),
+            },
+            None if self.file.is_absolute()
+                && std::fs::metadata(&self.file).is_ok_and(|m| (m.dev(), m.ino()) == self.exe) =>
+            {
+                Program {
+                    exe: real(&self.file),
+                    script: None,
+                }
+            }
+            None => Program {
+                exe: PathBuf::new(),
+                script: None,
+            },
+        }
+    }
+
+    /// Process `pid` as it was when it ran this.
+    pub fn process(&self, pid: u32) -> Process {
+        Process {
+            pid,
+            ppid: self.ppid,
+            pgid: if self.pgid == 0 { pid } else { self.pgid },
+            sid: 0,
+            comm: String::new(),
+            program: self.program(),
+            cmdline: Vec::new(),
+        }
+    }
+}
+
 /// How many forks [`Lineage`] remembers before it forgets the old ones.
 const LINEAGE: usize = 1 << 16;
 /// How long a fork is worth remembering: a process gone before its changes were read is gone
@@ -293,26 +351,57 @@ const LINEAGE_FOR: Duration = Duration::from_secs(30);
 #[derive(Debug, Default)]
 pub struct Lineage {
     parent: HashMap<u32, (u32, Instant)>,
+    ran: HashMap<u32, (Ran, Instant)>,
+    /// When the last read of the announcements began.
+    read_since: Option<Instant>,
 }
 
 impl Lineage {
     /// Records forks.
     pub fn record(&mut self, forks: &[rampart_sys::forks::Fork], now: Instant) {
-        if self.parent.len() + forks.len() > LINEAGE {
-            self.parent
-                .retain(|_, (_, at)| now.duration_since(*at) < LINEAGE_FOR);
-            if self.parent.len() + forks.len() > LINEAGE {
-                self.parent.clear();
-            }
-        }
+        bound(&mut self.parent, forks.len(), now);
         for f in forks {
             self.parent.insert(f.child, (f.parent, now));
         }
     }
 
+    /// Records what processes ran (the last exec of each).
+    pub fn record_ran(&mut self, ran: Vec<(u32, Ran)>, now: Instant) {
+        bound(&mut self.ran, ran.len(), now);
+        for (pid, r) in ran {
+            self.parent.insert(pid, (r.ppid, now));
+            self.ran.insert(pid, (r, now));
+        }
+    }
+
+    /// Notes that every creation announced before `since` has been recorded.
+    pub fn read_up_to(&mut self, since: Instant) {
+        self.read_since = Some(since);
+    }
+
+    /// Whether every creation announced before `t` has been recorded.
+    pub fn has_read_up_to(&self, t: Instant) -> bool {
+        self.read_since.is_some_and(|s| s >= t)
+    }
+
     /// The process that forked `pid`, if that was announced lately.
     pub fn parent(&self, pid: u32) -> Option<u32> {
         self.parent.get(&pid).map(|(p, _)| *p)
+    }
+
+    /// What `pid` ran last, if its exec was announced lately.
+    pub fn ran(&self, pid: u32) -> Option<&Ran> {
+        self.ran.get(&pid).map(|(r, _)| r)
+    }
+}
+
+/// Makes room in `map` for `adding` more: the old entries go, all of them if that is not enough.
+fn bound<T>(map: &mut HashMap<u32, (T, Instant)>, adding: usize, now: Instant) {
+    if map.len() + adding > LINEAGE {
+        map.retain(|_, (_, at)| now.duration_since(*at) < LINEAGE_FOR);
+        if map.len() + adding > LINEAGE {
+            map.clear();
+        }
     }
 }
 

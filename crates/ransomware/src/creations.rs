@@ -5,7 +5,9 @@
 //! Read from the scheduler's own tracepoints (`tp_btf/sched_process_fork` and
 //! `sched_process_exec`, `src/bpf/lineage.bpf.c`): each creation is written to a ring buffer
 //! in the kernel, and the monitor reads it on a tick — nothing wakes it, and nothing is sent
-//! anywhere on the process's own way. Where the kernel will not load them (no BTF, an older
+//! anywhere on the process's own way. An exec comes with what it ran and the process group
+//! ([`Ran`]): a process gone before its changes are read is named from that, so a calm folder's
+//! own open needs no permission event to name its lister while it is alive (see `calm`). Where the kernel will not load them (no BTF, an older
 //! kernel), the proc connector ([`rampart_sys::forks`]) is read instead: it sends a netlink
 //! message to every listener at every fork, exec and exit of the host, which the forking
 //! process pays for. Measured with the monitor alone on a `sqlite3`-per-row loop in a protected
@@ -15,13 +17,16 @@
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags};
-use rampart_sys::forks::{Fork, Read};
+use rampart_sys::forks::Fork;
+
+use crate::actor::Ran;
 
 #[allow(missing_docs, clippy::all, unsafe_code)]
 mod skel {
@@ -49,10 +54,29 @@ impl std::fmt::Display for Source {
     }
 }
 
+/// What one read gave.
+#[derive(Debug, Default)]
+pub struct Read {
+    /// The forks, in order.
+    pub forks: Vec<Fork>,
+    /// The processes that started a new program (exec), in order.
+    pub execs: Vec<u32>,
+    /// What they ran, as the kernel saw it (from the tracepoints only).
+    pub ran: Vec<(u32, Ran)>,
+    /// Whether announcements were lost before these (the reader fell behind).
+    pub lost: bool,
+    /// When the read began: every creation before it is in this read or an earlier one.
+    pub since: Option<std::time::Instant>,
+}
+
 const FORK: u32 = 1;
 const EXEC: u32 = 2;
+/// `struct rl_exec`: what, parent, child, pgid, dev, ino, then the two names.
+const NAME: usize = 128;
+const EXEC_HEAD: usize = 32;
 
-/// Reads process creations every `every` until `stop`, giving each read to `each`: from the
+/// Reads process creations every `every` until `stop`, giving each read (empty ones too: when
+/// it began tells what has been announced) to `each`: from the
 /// tracepoints if the kernel loads them, else from the proc connector. Tells `ready` which, once
 /// reading (`Source::None`: nothing to read, returns at once). Returns when stopped or when the
 /// source fails (logged).
@@ -92,8 +116,15 @@ pub fn read_every(
     let _ = ready.send(Source::ProcConnector);
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(every);
+        let since = std::time::Instant::now();
         match forks.read(0) {
-            Ok(read) => each(read),
+            Ok(read) => each(Read {
+                forks: read.forks,
+                execs: read.execs,
+                ran: Vec::new(),
+                lost: read.lost,
+                since: Some(since),
+            }),
             Err(e) => {
                 tracing::warn!(error = %e, "ransomware: reading process creations failed");
                 return;
@@ -127,6 +158,7 @@ fn tracepoints(
     let mut lost_before = 0;
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(every);
+        let since = std::time::Instant::now();
         if let Err(e) = ring.consume() {
             tracing::warn!(error = %e, "ransomware: reading process creations failed");
             return;
@@ -141,25 +173,57 @@ fn tracepoints(
             .unwrap_or(0);
         let mut r = read.take();
         r.lost = lost > lost_before;
+        r.since = Some(since);
         lost_before = lost;
-        if !r.forks.is_empty() || !r.execs.is_empty() || r.lost {
-            each(r);
-        }
+        each(r);
     }
 }
 
-/// One announcement of the ring buffer (`struct rl_creation`) into `read`.
+/// One announcement of the ring buffer (`struct rl_fork` or `struct rl_exec`) into `read`.
 fn decode(data: &[u8], read: &mut Read) {
-    let at = |i: usize| {
+    let u32_at = |i: usize| {
         data.get(i..i + 4)
             .and_then(|b| b.try_into().ok())
             .map(u32::from_ne_bytes)
     };
-    match (at(0), at(4), at(8)) {
+    let u64_at = |i: usize| {
+        data.get(i..i + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_ne_bytes)
+    };
+    let name_at = |i: usize| {
+        let b = data.get(i..i + NAME)?;
+        let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+        (end > 0).then(|| {
+            std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&b[..end]).to_os_string())
+        })
+    };
+    match (u32_at(0), u32_at(4), u32_at(8)) {
         (Some(FORK), Some(parent), Some(child)) => read.forks.push(Fork { parent, child }),
-        (Some(EXEC), _, Some(child)) => read.execs.push(child),
+        (Some(EXEC), Some(ppid), Some(child)) => {
+            read.execs.push(child);
+            if let (Some(pgid), Some(dev), Some(ino), Some(file)) =
+                (u32_at(12), u64_at(16), u64_at(24), name_at(EXEC_HEAD))
+            {
+                read.ran.push((
+                    child,
+                    Ran {
+                        ppid,
+                        pgid,
+                        exe: (user_dev(dev), ino),
+                        file,
+                        interp: name_at(EXEC_HEAD + NAME),
+                    },
+                ));
+            }
+        }
         _ => {}
     }
+}
+
+/// A device number as the kernel keeps it (12 bits major, 20 bits minor) as `stat` gives it.
+fn user_dev(dev: u64) -> u64 {
+    libc::makedev((dev >> 20) as u32, (dev & 0xf_ffff) as u32)
 }
 
 #[cfg(test)]
@@ -176,7 +240,18 @@ mod tests {
                 .collect::<Vec<u8>>()
         };
         decode(&rec(FORK, 10, 11), &mut read);
-        decode(&rec(EXEC, 0, 11), &mut read);
+        let mut exec = rec(EXEC, 10, 11);
+        exec.extend(11u32.to_ne_bytes()); // pgid
+        exec.extend(((8u64 << 20) | 1).to_ne_bytes()); // sda1, as the kernel numbers it
+        exec.extend(42u64.to_ne_bytes());
+        let name = |s: &str| {
+            let mut n = s.as_bytes().to_vec();
+            n.resize(NAME, 0);
+            n
+        };
+        exec.extend(name("/tmp/x.sh"));
+        exec.extend(name("/bin/sh"));
+        decode(&exec, &mut read);
         decode(&rec(7, 1, 2), &mut read);
         decode(&[1, 0], &mut read);
         assert_eq!(
@@ -187,6 +262,29 @@ mod tests {
             }]
         );
         assert_eq!(read.execs, vec![11]);
+        assert_eq!(
+            read.ran,
+            vec![(
+                11,
+                Ran {
+                    ppid: 10,
+                    pgid: 11,
+                    exe: (libc::makedev(8, 1), 42),
+                    file: "/tmp/x.sh".into(),
+                    interp: Some("/bin/sh".into()),
+                }
+            )]
+        );
+    }
+
+    /// Where `true` is, as Command finds it.
+    fn which_true() -> std::path::PathBuf {
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .map(|d| d.join("true"))
+            .find(|p| p.is_file())
+            .expect("true on the PATH")
     }
 
     /// The real thing: a fork of this test and the child's exec are announced (root only;
@@ -215,7 +313,7 @@ mod tests {
             let pid = child.id();
             let mut child = child;
             child.wait().unwrap();
-            let (mut forked, mut execd) = (false, false);
+            let (mut forked, mut execd, mut ran_true) = (false, false, None);
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
             while !(forked && execd) && std::time::Instant::now() < deadline {
                 if let Ok(r) = reads.recv_timeout(Duration::from_millis(100)) {
@@ -224,11 +322,23 @@ mod tests {
                         .iter()
                         .any(|f| f.child == pid && f.parent == std::process::id());
                     execd |= r.execs.contains(&pid);
+                    if let Some((_, ran)) = r.ran.iter().find(|(p, _)| *p == pid) {
+                        ran_true = Some(ran.clone());
+                    }
                 }
             }
             stop.store(true, Ordering::SeqCst);
             assert!(forked, "the fork of {pid} was not announced");
             assert!(execd, "the exec of {pid} was not announced");
+            // named as /proc named it alive: what it ran, its group (this test's)
+            let ran = ran_true.expect("what the exec ran was not announced");
+            let true_path = std::fs::canonicalize(which_true()).unwrap();
+            assert_eq!(ran.program().exe, true_path, "{ran:?}");
+            assert_eq!(ran.ppid, std::process::id());
+            assert_eq!(
+                ran.pgid,
+                crate::actor::process(std::process::id()).unwrap().pgid
+            );
         });
     }
 }

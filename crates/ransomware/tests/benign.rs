@@ -426,6 +426,73 @@ fn a_trusted_cleanup_read_as_it_exits_is_still_trusted() {
     }
 }
 
+/// The same cleanup from a script, gone — reaped — before any of its deletions is read (the
+/// judge starved of CPU meanwhile), its folders calm (their opens raise no permission event
+/// that would name it alive): named from what its exec ran, a program the policy trusts (its
+/// path, inode and hash), and not held against the script's group — the decoys it deleted with
+/// the folders included.
+#[test]
+fn a_trusted_cleanup_gone_before_it_is_read_is_still_trusted() {
+    if !needs(&["rm", "chrt"]) {
+        return;
+    }
+    let tools = tempfile::tempdir_in("/var/tmp").unwrap();
+    let cleanup = tools.path().join("cleanup-rm");
+    let rm = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v rm"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    std::fs::copy(rm.trim(), &cleanup).unwrap();
+    let hash = sha256_of(&cleanup).unwrap();
+    let Some(s) = scene(RansomwareMode::Block, vec![(cleanup.clone(), hash)]) else {
+        return;
+    };
+    let monitor = s.monitor.as_ref().unwrap();
+    let starved = common::StarvedJudge::with_forks(monitor);
+    let (ok, out) = run(
+        &s.docs,
+        &format!(
+            "{} -rf projects letters archive; sleep 0.3",
+            cleanup.display()
+        ),
+    );
+    drop(starved);
+    assert!(ok, "the cleanup was hindered: {out}");
+    assert!(!s.docs.join("projects").exists(), "the cleanup did not run");
+    if let Ok(i) = s.incidents.recv_timeout(Duration::from_millis(3000)) {
+        panic!(
+            "a trusted cleanup gone before it was read was convicted as its script's wipe:\n{i:#?}"
+        );
+    }
+}
+
+/// Where process creations come from the tracepoints, a calm folder's own open is no permission
+/// event: its lister is named, if it changes anything, from what its exec ran (a `sqlite3` per
+/// row opens its folder to sync it: that round trip cost it 3–7 %).
+#[test]
+fn a_calm_folders_listing_raises_no_permission_event() {
+    let Some(s) = scene(RansomwareMode::Block, Vec::new()) else {
+        return;
+    };
+    let m = s.monitor.as_ref().unwrap();
+    if m.status().creations != rampart_ransomware::creations::Source::Tracepoints {
+        skip_or_fail("process creations are not read from the tracepoints");
+        return;
+    }
+    let before = m.status();
+    let (ok, out) = run(&s.docs, "ls letters projects >/dev/null; ls . >/dev/null");
+    assert!(ok, "{out}");
+    let after = m.status();
+    assert_eq!(
+        after.permission_events, before.permission_events,
+        "{before:?} then {after:?}"
+    );
+}
+
 #[test]
 fn strict_mode_refuses_an_untrusted_writer_and_lets_a_trusted_one_through() {
     if !needs(&["python3"]) {
@@ -759,11 +826,11 @@ fn a_document_emptied_and_written_again_by_a_held_writer_is_not_destroyed() {
 /// ends it, and the test fails.)
 #[test]
 fn openers_go_on_when_the_permission_side_is_stuck() {
-    let Some(s) = scene(RansomwareMode::Block, Vec::new()) else {
+    // strict mode: folders are never calm, and a folder's open is a permission event
+    let Some(s) = scene(RansomwareMode::Strict, Vec::new()) else {
         return;
     };
     let m = s.monitor.as_ref().unwrap();
-    // a folder's open is always a permission event, calm or not
     let list = "timeout 30 ls letters projects >/dev/null";
     let stalled = m.stall();
     let started = Instant::now();
@@ -790,14 +857,19 @@ fn openers_go_on_when_the_permission_side_is_stuck() {
 /// permission side holds is answered.
 #[test]
 fn a_stuck_monitor_still_stops() {
-    let Some(mut s) = scene(RansomwareMode::Block, Vec::new()) else {
+    // strict mode: folders are never calm, and a folder's open is a permission event
+    let Some(mut s) = scene(RansomwareMode::Strict, Vec::new()) else {
         return;
     };
     let m = s.monitor.take().unwrap();
     // the state lock, never given back
     std::mem::forget(m.stall());
     let docs = s.docs.clone();
-    let lister = std::thread::spawn(move || run(&docs, "timeout 60 ls letters >/dev/null"));
+    let lister = std::thread::spawn(move || {
+        let began = Instant::now();
+        let (ok, out) = run(&docs, "timeout 60 ls letters >/dev/null");
+        (ok, out, began.elapsed())
+    });
     std::thread::sleep(Duration::from_millis(300));
     let (stopped, done) = mpsc::channel();
     let started = Instant::now();
@@ -808,6 +880,11 @@ fn a_stuck_monitor_still_stops() {
     done.recv_timeout(Duration::from_secs(60))
         .expect("the monitor did not stop");
     eprintln!("stopped in {:?}", started.elapsed());
-    let (ok, out) = lister.join().unwrap();
+    let (ok, out, took) = lister.join().unwrap();
     assert!(ok, "the lister was not answered: {out}");
+    // it was held (a listing the permission side never saw would pass without any of this)
+    assert!(
+        took >= Duration::from_millis(300),
+        "the listing was not held ({took:?}): no permission event?"
+    );
 }

@@ -129,17 +129,22 @@ pub(crate) fn forks(
     ready: mpsc::Sender<crate::creations::Source>,
 ) {
     rampart_sys::block_signals_in_this_thread();
+    shared
+        .forks_thread
+        .store(rampart_sys::this_thread_id(), Ordering::SeqCst);
     crate::creations::read_every(FORKS_EVERY, stop, ready, |read| {
         if read.lost {
             tracing::debug!("ransomware: some process creations were not announced");
         }
-        if !read.forks.is_empty() {
-            shared
-                .lineage
-                .lock()
-                .expect("lineage lock")
-                .record(&read.forks, Instant::now());
+        let mut lineage = shared.lineage.lock().expect("lineage lock");
+        if !read.forks.is_empty() || !read.ran.is_empty() {
+            lineage.record(&read.forks, Instant::now());
+            lineage.record_ran(read.ran, Instant::now());
         }
+        if let Some(since) = read.since {
+            lineage.read_up_to(since);
+        }
+        drop(lineage);
         for pid in read.execs {
             trusted_exec(shared, pid);
             exec(shared, pid);
@@ -187,7 +192,7 @@ pub(crate) fn judge(shared: &Shared, stop: &AtomicBool, queue: mpsc::Receiver<Wo
             } => opened(shared, pid, &keys, path, dev, ino, kept),
             Work::Changes(changes, empty_at, removals) => {
                 for c in changes {
-                    change(shared, c);
+                    change(shared, c, empty_at);
                     shared.backlog.fetch_sub(1, Ordering::SeqCst);
                 }
                 shared.removals.fetch_sub(removals, Ordering::SeqCst);
@@ -253,8 +258,9 @@ fn resolve(shared: &Shared, place: &Place) -> Option<PathBuf> {
     })
 }
 
-/// The keys of the process that made a change (from `/proc`, or as seen before if it is gone).
-fn keys_of(shared: &Shared, pid: u32) -> Option<Vec<ActorKey>> {
+/// The keys of the process that made a change read before `read_by` (from `/proc`, or as seen
+/// before if it is gone).
+fn keys_of(shared: &Shared, pid: u32, read_by: Instant) -> Option<Vec<ActorKey>> {
     if shared.spare.read().expect("spare lock").contains(&pid) {
         return None;
     }
@@ -289,16 +295,57 @@ fn keys_of(shared: &Shared, pid: u32) -> Option<Vec<ActorKey>> {
                 // a trusted program's (seen alive, or its exec announced)
                 Some(keys) if keys.is_empty() => None,
                 Some(keys) => Some(keys),
-                None => match exiting {
-                    // a program the policy names, whose content can no longer be read: not
-                    // held against anyone
-                    Some(p) if super::names_trusted(shared, &p.program.exe) => None,
-                    Some(p) => Some(p.keys()),
-                    None => inherited(shared, pid),
+                // named by what its exec ran, as the kernel announced it
+                None => match ran_keys(shared, pid, read_by) {
+                    Some(keys) => keys,
+                    None => match exiting {
+                        // a program the policy names, whose content can no longer be read:
+                        // not held against anyone
+                        Some(p) if super::names_trusted(shared, &p.program.exe) => None,
+                        Some(p) => Some(p.keys()),
+                        None => inherited(shared, pid),
+                    },
                 },
             }
         }
     }
+}
+
+/// The keys of process `pid`, gone or exiting, whose change was read before `read_by`, from
+/// what its exec ran as the kernel announced it (see [`crate::creations`]): `Some(None)` for a trusted program (its file, at the path the
+/// policy names, is still the one that ran and has the policy's hash), `None` when no exec of
+/// it was announced lately. Remembered, for its next changes.
+fn ran_keys(shared: &Shared, pid: u32, read_by: Instant) -> Option<Option<Vec<ActorKey>>> {
+    // its exec came before its change, which was read before `read_by`: once the announcements
+    // are read up to then, it is known (a tick, FORKS_EVERY, at most — judged late, not at all;
+    // a reader stopped is not waited for)
+    let deadline = Instant::now() + 4 * FORKS_EVERY;
+    while shared.lineage_live.load(Ordering::SeqCst)
+        && !shared
+            .lineage
+            .lock()
+            .expect("lineage lock")
+            .has_read_up_to(read_by)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let ran = shared
+        .lineage
+        .lock()
+        .expect("lineage lock")
+        .ran(pid)
+        .cloned()?;
+    let p = ran.process(pid);
+    let trusted = super::names_trusted(shared, &p.program.exe)
+        && super::trust_file(shared, &p.program.exe, ran.exe) == Some(true);
+    let keys = if trusted { Vec::new() } else { p.keys() };
+    let mut state = shared.state.lock().expect("state lock");
+    state.remember(pid, &keys);
+    if !trusted {
+        state.seen(&p);
+    }
+    Some((!trusted).then_some(keys))
 }
 
 /// The keys of a process gone before it could be read: the group of its nearest ancestor
@@ -411,7 +458,8 @@ fn is_canary(shared: &Shared, path: &Path) -> bool {
         .contains(path)
 }
 
-fn change(shared: &Shared, c: Change) {
+/// Judges change `c`, read from the kernel's queue before `read_by`.
+fn change(shared: &Shared, c: Change, read_by: Instant) {
     if c.mask & notify::FAN_Q_OVERFLOW != 0 {
         let n = shared.changes_lost.fetch_add(1, Ordering::Relaxed);
         if (n + 1).is_power_of_two() {
@@ -429,7 +477,7 @@ fn change(shared: &Shared, c: Change) {
     };
     let is_dir = c.mask & libc::FAN_ONDIR != 0;
     // the agent's own changes (restores, quarantine) and trusted programs: only bookkeeping
-    let keys = keys_of(shared, c.pid);
+    let keys = keys_of(shared, c.pid, read_by);
     tracing::debug!(pid = c.pid, mask = c.mask, path = %path.display(), actor = ?keys, "change");
     let now_there = std::fs::symlink_metadata(&path).ok();
     let order = Order::of(c.mask, is_dir, now_there.is_some());

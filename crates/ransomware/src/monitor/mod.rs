@@ -527,6 +527,8 @@ pub(crate) struct Shared {
     pub changes_lost: AtomicU64,
     /// The judge's thread id, once it runs.
     pub judge_thread: std::sync::atomic::AtomicU32,
+    /// The thread reading process creations, once it runs.
+    pub forks_thread: std::sync::atomic::AtomicU32,
     /// The permission side's watchdog (see [`permission::watchdog`]).
     pub watch: permission::Watch,
 }
@@ -589,6 +591,7 @@ impl Monitor {
             refused_unasked: AtomicU64::new(0),
             changes_lost: AtomicU64::new(0),
             judge_thread: std::sync::atomic::AtomicU32::new(0),
+            forks_thread: std::sync::atomic::AtomicU32::new(0),
             watch: permission::Watch::default(),
         });
         // programs blocked by an earlier run: refused again where they are, copies looked for
@@ -816,6 +819,13 @@ impl Monitor {
     /// depends on its share of the CPU (a test starves it to see what late judgement does).
     pub fn judge_thread(&self) -> u32 {
         self.shared.judge_thread.load(Ordering::SeqCst)
+    }
+
+    /// The id of the thread that reads process creations (0 before it runs): a process gone
+    /// before this thread read its exec is named only from what the kernel announced (a test
+    /// starves it).
+    pub fn forks_thread(&self) -> u32 {
+        self.shared.forks_thread.load(Ordering::SeqCst)
     }
 
     /// The vault.
@@ -1140,13 +1150,29 @@ pub(crate) fn trust(shared: &Shared, program: &Program, pid: u32) -> Option<bool
     else {
         return Some(false);
     };
-    let m = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+    verdict(shared, Path::new(&format!("/proc/{pid}/exe")), want)
+}
+
+/// Whether the file at `path` — the policy names it — is still the executable (`dev`, `ino`)
+/// a process gone now ran, with the policy's hash (see `changes::ran_keys`).
+pub(crate) fn trust_file(shared: &Shared, path: &Path, exe: (u64, u64)) -> Option<bool> {
+    let (_, want) = shared.settings.trusted.iter().find(|(p, _)| p == path)?;
+    let m = std::fs::metadata(path).ok()?;
+    if (m.dev(), m.ino()) != exe {
+        return Some(false);
+    }
+    verdict(shared, path, want)
+}
+
+/// Whether the executable at `file` has the SHA-256 `want` (kept by device, inode and change
+/// time); `None` when it cannot be read (the process exiting: not remembered).
+fn verdict(shared: &Shared, file: &Path, want: &str) -> Option<bool> {
+    let m = std::fs::metadata(file).ok()?;
     let key = (m.dev(), m.ino(), m.mtime());
     if let Some(v) = shared.trusted_cache.lock().expect("cache lock").get(&key) {
         return Some(*v);
     }
-    // a read that fails (the process exiting) tells nothing, and is not remembered
-    let ok = sha256_of(Path::new(&format!("/proc/{pid}/exe")))? == *want;
+    let ok = sha256_of(file)? == *want;
     shared
         .trusted_cache
         .lock()

@@ -105,19 +105,33 @@ pub fn wait_calm_folders(monitor: &rampart_ransomware::monitor::Monitor, folders
 }
 
 /// A monitor's judge starved of CPU: its thread at `SCHED_IDLE` beside two busy loops, until
-/// dropped (then the loops are stopped and the judge's class is given back). How a test makes
+/// dropped (then the loops are stopped and the judge's class is given back); the reader of
+/// process creations too, with [`StarvedJudge::with_forks`]. How a test makes
 /// the monitor judge changes long after they happened.
 pub struct StarvedJudge {
-    judge: String,
+    threads: Vec<String>,
     busy: Vec<std::process::Child>,
 }
 
 impl StarvedJudge {
     pub fn new(monitor: &rampart_ransomware::monitor::Monitor) -> StarvedJudge {
-        // this monitor's judge (other tests' monitors run in this process too)
-        let judge = monitor.judge_thread().to_string();
-        assert_ne!(judge, "0", "the judge thread runs");
-        chrt(&judge, "--idle");
+        StarvedJudge::of(&[monitor.judge_thread()])
+    }
+
+    /// The judge and the reader of process creations starved: a process gone before its changes
+    /// are judged is also gone before its exec is read.
+    #[allow(dead_code)] // (not every test crate uses it)
+    pub fn with_forks(monitor: &rampart_ransomware::monitor::Monitor) -> StarvedJudge {
+        StarvedJudge::of(&[monitor.judge_thread(), monitor.forks_thread()])
+    }
+
+    /// These threads of this monitor (other tests' monitors run in this process too).
+    fn of(tids: &[u32]) -> StarvedJudge {
+        let threads: Vec<String> = tids.iter().map(|t| t.to_string()).collect();
+        for t in &threads {
+            assert_ne!(t, "0", "the monitor's thread runs");
+            chrt(t, "--idle");
+        }
         let busy = (0..2)
             .map(|_| {
                 std::process::Command::new("sh")
@@ -126,7 +140,7 @@ impl StarvedJudge {
                     .unwrap()
             })
             .collect();
-        StarvedJudge { judge, busy }
+        StarvedJudge { threads, busy }
     }
 }
 
@@ -137,7 +151,9 @@ impl Drop for StarvedJudge {
             let _ = c.wait();
         }
         if !std::thread::panicking() {
-            chrt(&self.judge, "--other");
+            for t in &self.threads {
+                chrt(t, "--other");
+            }
         }
     }
 }
@@ -148,7 +164,7 @@ fn chrt(tid: &str, class: &str) {
         .args([class, "-p", "0", tid])
         .status()
         .is_ok_and(|s| s.success());
-    assert!(ok, "chrt {class} on the judge");
+    assert!(ok, "chrt {class} on thread {tid}");
 }
 
 /// A process killed (and reaped) when dropped.
