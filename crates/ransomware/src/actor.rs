@@ -362,6 +362,8 @@ impl Lineage {
         bound(&mut self.parent, forks.len(), now);
         for f in forks {
             self.parent.insert(f.child, (f.parent, now));
+            // a new process: what an earlier one with its pid ran is not what it runs
+            self.ran.remove(&f.child);
         }
     }
 
@@ -494,6 +496,57 @@ mod tests {
         l.record(&many, start + LINEAGE_FOR + Duration::from_secs(1));
         assert_eq!(l.parent(3), None, "the old forks are forgotten");
         assert_eq!(l.parent(10), Some(4));
+    }
+
+    #[test]
+    fn what_a_process_ran_names_it_until_its_pid_is_given_to_another() {
+        use rampart_sys::forks::Fork;
+        let now = Instant::now();
+        let sh = std::fs::canonicalize("/bin/sh").unwrap();
+        let m = std::fs::metadata(&sh).unwrap();
+        let mut l = Lineage::default();
+        let ran = |file: &str, interp: Option<&str>| Ran {
+            ppid: 1,
+            pgid: 7,
+            exe: (m.dev(), m.ino()),
+            file: file.into(),
+            interp: interp.map(PathBuf::from),
+        };
+        l.record_ran(
+            vec![
+                (7, ran(sh.to_str().unwrap(), None)),
+                (8, ran("/home/u/lock.sh", Some("/bin/sh"))),
+                (9, ran("./relative", None)),
+            ],
+            now,
+        );
+        assert_eq!(l.parent(7), Some(1));
+        // a binary given by its path: the executable
+        let p = l.ran(7).unwrap().process(7);
+        assert_eq!(p.pgid, 7);
+        assert_eq!(p.program.exe, sh);
+        // a #! script: the script, run by its interpreter
+        let script = l.ran(8).unwrap().program();
+        assert_eq!(script.exe, sh);
+        assert_eq!(script.script, Some(PathBuf::from("/home/u/lock.sh")));
+        assert_eq!(
+            l.ran(8).unwrap().process(8).keys(),
+            vec![ActorKey::Group(7), ActorKey::Program(script)]
+        );
+        // a path that cannot be told to be the executable: no program key
+        assert_eq!(
+            l.ran(9).unwrap().process(9).keys(),
+            vec![ActorKey::Group(7)]
+        );
+        // pid 8 given to a new process
+        l.record(
+            &[Fork {
+                parent: 1,
+                child: 8,
+            }],
+            now,
+        );
+        assert!(l.ran(8).is_none());
     }
 
     #[test]
