@@ -132,10 +132,21 @@ pub(crate) fn forks(
     shared
         .forks_thread
         .store(rampart_sys::this_thread_id(), Ordering::SeqCst);
+    let mut previous: Option<Instant> = None;
     crate::creations::read_every(FORKS_EVERY, stop, ready, |read| {
         if read.lost {
             tracing::debug!("ransomware: some process creations were not announced");
         }
+        // forks of this read came after the previous read began: what was learnt of their
+        // pids before that was another process's
+        if let (false, Some(before)) = (read.forks.is_empty(), previous) {
+            shared
+                .state
+                .lock()
+                .expect("state lock")
+                .forget_pids(read.forks.iter().map(|f| f.child), before);
+        }
+        previous = read.since;
         let mut lineage = shared.lineage.lock().expect("lineage lock");
         if !read.forks.is_empty() || !read.ran.is_empty() {
             lineage.record(&read.forks, Instant::now());
@@ -290,6 +301,9 @@ fn keys_of(shared: &Shared, pid: u32, read_by: Instant) -> Option<Vec<ActorKey>>
             Some(keys)
         }
         (exiting, _) => {
+            // what was remembered of its pid is its own once the forks up to its change are
+            // read (a new process given the pid since is forgotten then)
+            announced_up_to(shared, read_by);
             let remembered = shared.state.lock().expect("state lock").remembered(pid);
             match remembered {
                 // a trusted program's (seen alive, or its exec announced)
@@ -316,20 +330,8 @@ fn keys_of(shared: &Shared, pid: u32, read_by: Instant) -> Option<Vec<ActorKey>>
 /// policy names, is still the one that ran and has the policy's hash), `None` when no exec of
 /// it was announced lately. Remembered, for its next changes.
 fn ran_keys(shared: &Shared, pid: u32, read_by: Instant) -> Option<Option<Vec<ActorKey>>> {
-    // its exec came before its change, which was read before `read_by`: once the announcements
-    // are read up to then, it is known (a tick, FORKS_EVERY, at most — judged late, not at all;
-    // a reader stopped is not waited for)
-    let deadline = Instant::now() + 4 * FORKS_EVERY;
-    while shared.lineage_live.load(Ordering::SeqCst)
-        && !shared
-            .lineage
-            .lock()
-            .expect("lineage lock")
-            .has_read_up_to(read_by)
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    // its exec came before its change, which was read before `read_by`
+    announced_up_to(shared, read_by);
     let ran = shared
         .lineage
         .lock()
@@ -346,6 +348,22 @@ fn ran_keys(shared: &Shared, pid: u32, read_by: Instant) -> Option<Option<Vec<Ac
         state.seen(&p);
     }
     Some((!trusted).then_some(keys))
+}
+
+/// Waits until the process creations announced before `t` are read (a tick, [`FORKS_EVERY`], at
+/// most — a change judged late waits not at all; a reader stopped is not waited for).
+fn announced_up_to(shared: &Shared, t: Instant) {
+    let deadline = Instant::now() + 4 * FORKS_EVERY;
+    while shared.lineage_live.load(Ordering::SeqCst)
+        && !shared
+            .lineage
+            .lock()
+            .expect("lineage lock")
+            .has_read_up_to(t)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// The keys of a process gone before it could be read: the group of its nearest ancestor

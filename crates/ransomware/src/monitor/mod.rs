@@ -438,6 +438,18 @@ impl State {
             .map(|(k, _)| k.clone())
     }
 
+    /// Forgets who processes `pids` were: new processes were given their pids (pids are given
+    /// again: 32,768 of them on many hosts, cycled in minutes by a busy build — a gone process
+    /// was named by the keys of another one that had its pid before).
+    /// Only what was learnt before `before` goes (the new process may have been named since).
+    pub fn forget_pids(&mut self, pids: impl Iterator<Item = u32>, before: Instant) {
+        for pid in pids {
+            if self.keys_of.get(&pid).is_some_and(|(_, at)| *at < before) {
+                self.keys_of.remove(&pid);
+            }
+        }
+    }
+
     /// Who `pid` was, if it was seen.
     pub fn remembered(&self, pid: u32) -> Option<Vec<ActorKey>> {
         self.keys_of.get(&pid).map(|(k, _)| k.clone())
@@ -1260,5 +1272,18 @@ mod forget_tests {
         // once its score is gone too, 1 goes; a convicted group stays
         s.forget(later + Duration::from_secs(24 * 3600));
         assert!(!s.journals.contains_key(&1) && s.journals.contains_key(&4));
+    }
+
+    #[test]
+    fn a_pid_given_to_a_new_process_is_not_named_as_the_old_one() {
+        let mut s = State::default();
+        s.remember(100, &[ActorKey::Group(100)]);
+        let forked_after = Instant::now() + Duration::from_millis(1);
+        std::thread::sleep(Duration::from_millis(2));
+        // named after the fork: the new process's own
+        s.remember(200, &[ActorKey::Group(7)]);
+        s.forget_pids([100, 200, 300].into_iter(), forked_after);
+        assert_eq!(s.remembered(100), None);
+        assert_eq!(s.remembered(200), Some(vec![ActorKey::Group(7)]));
     }
 }
