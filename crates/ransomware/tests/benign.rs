@@ -384,17 +384,9 @@ fn audit_mode_reports_the_same_and_stops_nothing_and_a_restore_undoes_it_later()
     let _ = &s.dir;
 }
 
-/// An administrator's cleanup with a program the policy trusts deletes hundreds of documents;
-/// its parent, an ordinary untrusted script, reaps it only seconds later. Most of the deletions
-/// are read while the trusted program is exiting or a zombie, when its program can no longer be
-/// read: they are still the trusted program's, not a wipe by the script's group.
-#[test]
-fn a_trusted_cleanup_read_as_it_exits_is_still_trusted() {
-    if !needs(&["python3", "rm"]) {
-        return;
-    }
-    let tools = tempfile::tempdir_in("/var/tmp").unwrap();
-    let cleanup = tools.path().join("cleanup-rm");
+/// A copy of `rm` in `dir` (`cleanup-rm`), with its SHA-256: a program for a policy to trust.
+fn trusted_remover(dir: &Path) -> (PathBuf, String) {
+    let cleanup = dir.join("cleanup-rm");
     let rm = String::from_utf8(
         Command::new("sh")
             .args(["-c", "command -v rm"])
@@ -405,6 +397,20 @@ fn a_trusted_cleanup_read_as_it_exits_is_still_trusted() {
     .unwrap();
     std::fs::copy(rm.trim(), &cleanup).unwrap();
     let hash = sha256_of(&cleanup).unwrap();
+    (cleanup, hash)
+}
+
+/// An administrator's cleanup with a program the policy trusts deletes hundreds of documents;
+/// its parent, an ordinary untrusted script, reaps it only seconds later. Most of the deletions
+/// are read while the trusted program is exiting or a zombie, when its program can no longer be
+/// read: they are still the trusted program's, not a wipe by the script's group.
+#[test]
+fn a_trusted_cleanup_read_as_it_exits_is_still_trusted() {
+    if !needs(&["python3", "rm"]) {
+        return;
+    }
+    let tools = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (cleanup, hash) = trusted_remover(tools.path());
     let Some(s) = scene(RansomwareMode::Block, vec![(cleanup.clone(), hash)]) else {
         return;
     };
@@ -437,17 +443,7 @@ fn a_trusted_cleanup_gone_before_it_is_read_is_still_trusted() {
         return;
     }
     let tools = tempfile::tempdir_in("/var/tmp").unwrap();
-    let cleanup = tools.path().join("cleanup-rm");
-    let rm = String::from_utf8(
-        Command::new("sh")
-            .args(["-c", "command -v rm"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    std::fs::copy(rm.trim(), &cleanup).unwrap();
-    let hash = sha256_of(&cleanup).unwrap();
+    let (cleanup, hash) = trusted_remover(tools.path());
     let Some(s) = scene(RansomwareMode::Block, vec![(cleanup.clone(), hash)]) else {
         return;
     };

@@ -108,6 +108,16 @@ fn silenced(shared: &Shared) -> u64 {
     }
 }
 
+/// Takes a calm folder's ignore mark away: its opens are permission events again.
+fn heed(shared: &Shared, dir: &OwnedFd) {
+    let _ = rampart_sys::lease::fanotify_ignore_children(
+        &shared.perm,
+        silenced(shared),
+        dir.as_fd(),
+        false,
+    );
+}
+
 /// Makes every folder alert (permission events for every document again), before anything that
 /// may need them: evidence came, or a document is being opened for writing.
 pub(crate) fn alert(shared: &Shared) {
@@ -119,12 +129,7 @@ pub(crate) fn alert(shared: &Shared) {
         tracing::debug!(folders = calm.ignoring.len(), "ransomware: folders alert");
     }
     for (_, fd) in calm.ignoring.drain() {
-        let _ = rampart_sys::lease::fanotify_ignore_children(
-            &shared.perm,
-            silenced(shared),
-            fd.as_fd(),
-            false,
-        );
+        heed(shared, &fd);
     }
     count(shared, &calm);
 }
@@ -137,12 +142,7 @@ pub(crate) fn alert_folder(shared: &Shared, dir: &Path) {
     let mut calm = shared.calm.lock().expect("calm lock");
     calm.alerted_folders += 1;
     if let Some(fd) = calm.ignoring.remove(&(m.dev(), m.ino())) {
-        let _ = rampart_sys::lease::fanotify_ignore_children(
-            &shared.perm,
-            silenced(shared),
-            fd.as_fd(),
-            false,
-        );
+        heed(shared, &fd);
     }
     count(shared, &calm);
 }

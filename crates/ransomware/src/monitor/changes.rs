@@ -157,8 +157,10 @@ pub(crate) fn forks(
         }
         drop(lineage);
         for pid in read.execs {
-            trusted_exec(shared, pid);
-            exec(shared, pid);
+            // what it runs, read once for both (most execs need it for neither)
+            let exe = std::cell::OnceCell::new();
+            trusted_exec(shared, pid, &exe);
+            exec(shared, pid, &exe);
         }
     });
     shared.lineage_live.store(false, Ordering::SeqCst);
@@ -310,7 +312,7 @@ fn keys_of(shared: &Shared, pid: u32, read_by: Instant) -> Option<Vec<ActorKey>>
                 Some(keys) if keys.is_empty() => None,
                 Some(keys) => Some(keys),
                 // named by what its exec ran, as the kernel announced it
-                None => match ran_keys(shared, pid, read_by) {
+                None => match ran_keys(shared, pid) {
                     Some(keys) => keys,
                     None => match exiting {
                         // a program the policy names, whose content can no longer be read:
@@ -325,13 +327,12 @@ fn keys_of(shared: &Shared, pid: u32, read_by: Instant) -> Option<Vec<ActorKey>>
     }
 }
 
-/// The keys of process `pid`, gone or exiting, whose change was read before `read_by`, from
-/// what its exec ran as the kernel announced it (see [`crate::creations`]): `Some(None)` for a trusted program (its file, at the path the
+/// The keys of process `pid`, gone or exiting, from what its exec ran as the kernel announced
+/// it (see [`crate::creations`]; the caller waits until the announcements are read up to its
+/// change): `Some(None)` for a trusted program (its file, at the path the
 /// policy names, is still the one that ran and has the policy's hash), `None` when no exec of
 /// it was announced lately. Remembered, for its next changes.
-fn ran_keys(shared: &Shared, pid: u32, read_by: Instant) -> Option<Option<Vec<ActorKey>>> {
-    // its exec came before its change, which was read before `read_by`
-    announced_up_to(shared, read_by);
+fn ran_keys(shared: &Shared, pid: u32) -> Option<Option<Vec<ActorKey>>> {
     let ran = shared
         .lineage
         .lock()
@@ -339,8 +340,7 @@ fn ran_keys(shared: &Shared, pid: u32, read_by: Instant) -> Option<Option<Vec<Ac
         .ran(pid)
         .cloned()?;
     let p = ran.process(pid);
-    let trusted = super::names_trusted(shared, &p.program.exe)
-        && super::trust_file(shared, &p.program.exe, ran.exe) == Some(true);
+    let trusted = super::trust_file(shared, &p.program.exe, ran.exe) == Some(true);
     let keys = if trusted { Vec::new() } else { p.keys() };
     let mut state = shared.state.lock().expect("state lock");
     state.remember(pid, &keys);
@@ -453,19 +453,10 @@ fn orphan(shared: &Shared, pid: u32, path: &Path) {
     );
 }
 
-/// Who forked `pid`: the fork was announced before the process could change anything, but its
-/// message may still be on its way to the reader (a moment's wait, for processes gone only).
+/// Who forked `pid`, if that was announced lately (a process gone before it was read: its
+/// change's judge waited until the announcements were read up to it, see `keys_of`).
 fn parent_of(shared: &Shared, pid: u32) -> Option<u32> {
-    let deadline = Instant::now() + Duration::from_millis(20);
-    loop {
-        if let Some(p) = shared.lineage.lock().expect("lineage lock").parent(pid) {
-            return Some(p);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    shared.lineage.lock().expect("lineage lock").parent(pid)
 }
 
 fn is_canary(shared: &Shared, path: &Path) -> bool {
@@ -1393,14 +1384,11 @@ pub(crate) fn refuse(shared: &Shared, file: &Path) -> bool {
 /// Remembers a process that runs a trusted program as trusted from its start: a short one (an
 /// administrator's `rm -rf`) is often gone before its changes are read, and they must not count
 /// for the group that started it.
-fn trusted_exec(shared: &Shared, pid: u32) {
+fn trusted_exec(shared: &Shared, pid: u32, exe: &std::cell::OnceCell<PathBuf>) {
     if shared.settings.trusted.is_empty() {
         return;
     }
-    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
-        return;
-    };
-    if !super::names_trusted(shared, &exe) {
+    if !super::names_trusted(shared, exe_of(pid, exe)) {
         return;
     }
     if let Some(p) = actor::process(pid) {
@@ -1410,9 +1398,14 @@ fn trusted_exec(shared: &Shared, pid: u32) {
     }
 }
 
+/// What process `pid` runs, read once into `exe` (empty once it is gone).
+fn exe_of(pid: u32, exe: &std::cell::OnceCell<PathBuf>) -> &Path {
+    exe.get_or_init(|| std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default())
+}
+
 /// A process started a new program: a copy of a blocked one is convicted on the spot (stopped,
 /// its file blocked, whatever it changed already restored).
-fn exec(shared: &Shared, pid: u32) {
+fn exec(shared: &Shared, pid: u32, exe: &std::cell::OnceCell<PathBuf>) {
     if shared.blocklist.lock().expect("blocklist lock").is_empty()
         || shared.spare.read().expect("spare lock").contains(&pid)
     {
@@ -1420,8 +1413,7 @@ fn exec(shared: &Shared, pid: u32) {
     }
     // most execs end here, after two system calls: a program of no blocked program's size
     let running = PathBuf::from(format!("/proc/{pid}/exe"));
-    let exe = std::fs::read_link(&running).unwrap_or_default();
-    if !actor::is_interpreter(&exe)
+    if !actor::is_interpreter(exe_of(pid, exe))
         && shared
             .blocklist
             .lock()
