@@ -216,9 +216,8 @@ settle() {
   fi
   sleep 2
 }
-# opens the protection held for judgement so far, and their waits in all (ms)
 # what the protection did so far: opens held, their waits in all (ms), permission events, lease
-# breaks, and the agent's CPU time (ms, every thread)
+# breaks and their writers' waits in all (ms), and the agent's CPU time (ms, every thread)
 held_now() {
   r ransomware status --json | AGENT="$root/var/lib/rampart/agent/status.json" python3 -c '
 import json, os, sys
@@ -226,7 +225,7 @@ s = json.load(sys.stdin)
 pid = json.load(open(os.environ["AGENT"]))["pid"]
 f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
 cpu = (int(f[11]) + int(f[12])) * 1000 // os.sysconf("SC_CLK_TCK")
-print(s["held"]["opens"], s["held"]["ms"], s["calm"]["permission_events"], s["calm"]["lease_breaks"], cpu)'
+print(s["held"]["opens"], s["held"]["ms"], s["calm"]["permission_events"], s["calm"]["lease_breaks"], s["calm"].get("lease_break_ms", 0), cpu)'
 }
 run_workloads() { # MODE BASE
   local mode=$1 base=$2 w d s e h0 h1
@@ -257,7 +256,7 @@ run_workloads() { # MODE BASE
     took[$w,$mode]+="$(python3 -c "print($e - $s)") "
     if [ "$mode" = on ]; then
       h1=$(held_now)
-      held[$w]+="$(python3 -c "a, b = '$h0'.split(), '$h1'.split(); d = [int(y) - int(x) for x, y in zip(a, b)]; print(f'{d[0]}/{d[1]}, {d[2]}/{d[3]}, {d[4]}')"); "
+      held[$w]+="$(python3 -c "a, b = '$h0'.split(), '$h1'.split(); d = [int(y) - int(x) for x, y in zip(a, b)]; print(f'{d[0]}/{d[1]}, {d[2]}/{d[3]}/{d[4]}, {d[5]}')"); "
     fi
     "$work/bench-rm" -rf "$d"
   done
@@ -321,7 +320,7 @@ EOF
   echo
   echo "Each timing runs its workload $REPEAT time(s) in a row; ratio = median protected / median without; spread = the lowest and highest ratio of one round's pair"
   echo
-  echo "| workload | no agent | protected | ratio | spread | rounds, no agent / protected (s) | per protected round: opens held / ms waited, permission events / lease breaks, agent CPU ms |"
+  echo "| workload | no agent | protected | ratio | spread | rounds, no agent / protected (s) | per protected round: opens held / ms waited, permission events / lease breaks / ms their writers waited, agent CPU ms |"
   echo "|---|---:|---:|---:|---:|---:|---:|"
   for w in $WORKLOADS; do
     off=$(echo "${took[$w,off]}" | median)

@@ -454,6 +454,7 @@ async fn handle(request: Request, shared: &Shared) -> Reply {
                        "held": {"opens": held, "ms": held_ms}, "backlog": backlog,
                        "calm": monitor.map(|m| json!({"folders": m.calm_folders, "guarded": m.guarded,
                            "permission_events": m.permission_events, "lease_breaks": m.lease_breaks,
+                           "lease_break_ms": m.lease_break_ms,
                            "refused_unasked": m.refused_unasked, "changes_lost": m.changes_lost,
                            "let_through": m.let_through, "processes": m.creations.to_string()}))}),
             )

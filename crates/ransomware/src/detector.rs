@@ -316,11 +316,13 @@ impl Detector {
     }
 
     /// Whether any actor had evidence against it lately (within [`PRESSING_FOR`]; a conviction
-    /// is the last evidence).
+    /// is the last evidence) that still counts: evidence taken back since (a document deleted,
+    /// then made again by the same actor: a database replaced, a file saved anew) holds nothing
+    /// back.
     pub fn any_pressing(&self, now: Instant) -> bool {
         self.scores
             .values()
-            .any(|s| now.duration_since(s.accused) < PRESSING_FOR)
+            .any(|s| s.faded(now) > 0.0 && now.duration_since(s.accused) < PRESSING_FOR)
     }
 
     /// Forgets keys whose score faded below a hundredth and that were not convicted.
@@ -432,6 +434,15 @@ mod tests {
         // evidence taken back does not make it press again; new evidence does
         d.add(&group(7), Evidence::Recreated("b".into()), later);
         assert!(!d.pressing(&group(7), later));
+        // a deletion taken back at once (the document made again) leaves nothing pressing
+        let mut remade = Detector::new();
+        remade.add(&group(9), Evidence::Deleted("app.db".into()), t);
+        assert!(remade.any_pressing(t));
+        remade.add(&group(9), Evidence::Recreated("app.db".into()), t);
+        assert!(
+            !remade.any_pressing(t + Duration::from_millis(1)),
+            "a deletion taken back holds the folders alert"
+        );
         d.add(&group(7), Evidence::Encrypted("c".into()), later);
         assert!(d.pressing(&group(7), later));
     }

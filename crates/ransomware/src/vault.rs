@@ -230,13 +230,10 @@ impl Opened {
     /// Opens the regular file at `path` for reading (`follow`: through a last link, as
     /// `/proc/self/fd/N` needs).
     pub fn open(path: &Path, follow: bool) -> Option<Opened> {
-        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        use std::os::unix::fs::MetadataExt;
         let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(nofollow | libc::O_NONBLOCK)
-            .open(path)
-            .ok()?;
+        // its access time left as it was (see `rampart_sys::open_to_read`)
+        let file = rampart_sys::open_to_read(path, nofollow | libc::O_NONBLOCK).ok()?;
         let m = file.metadata().ok().filter(|m| m.is_file())?;
         Some(Opened {
             dev: m.dev(),
@@ -266,7 +263,7 @@ impl Opened {
 /// The first `n` bytes of the file at `path`.
 pub fn read_head(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
     // as much as is there, up to `n`: no buffer of `n` zeroes for a file of a few KiB
-    let f = std::fs::File::open(path)?;
+    let f = rampart_sys::open_to_read(path, 0)?;
     let len = f.metadata()?.len().min(n as u64) as usize;
     let mut buf = Vec::with_capacity(len + 1);
     f.take(n as u64).read_to_end(&mut buf)?;

@@ -214,6 +214,64 @@ fn sqlite_writes() {
     );
 }
 
+/// The protection reads what it judges and keeps — through its guards, the permission events'
+/// descriptors, and its own opens — without touching the documents' access times: a read after
+/// a write would otherwise update them (`relatime`), a journalled change on the way of the
+/// writer's next `fsync` (a database's), and a false trail for an investigator asking when a
+/// document was last read.
+#[test]
+fn documents_keep_their_access_times() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(s) = scene(RansomwareMode::Block, Vec::new()) else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let changed: Vec<PathBuf> = (10..20)
+        .map(|k| s.docs.join(format!("projects/note-{k}.txt")))
+        .collect();
+    for doc in &changed {
+        // read long before it was last written: the next read would update the access time
+        rampart_sys::set_times(doc, (now - 1000, 0), (now - 500, 0)).unwrap();
+    }
+    // written by an untrusted program (kept before, judged after), and a document made anew
+    let (ok, out) = run(
+        &s.docs,
+        "for f in projects/note-1?.txt; do echo 'one more line' >> $f; done\n\
+         printf 'a new report\\n' > projects/new.txt; sleep 0.05; echo more >> projects/new.txt",
+    );
+    assert!(ok, "the writer was hindered: {out}");
+    let monitor = s.monitor.as_ref().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while monitor.status().backlog > 0 {
+        assert!(Instant::now() < deadline, "changes still wait to be judged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        monitor.status().lease_breaks > 0,
+        "no original was kept: {:?}",
+        monitor.status()
+    );
+    for doc in &changed {
+        let m = std::fs::symlink_metadata(doc).unwrap();
+        assert!(m.mtime() > now - 500, "{} was not written", doc.display());
+        assert_eq!(
+            m.atime(),
+            now - 1000,
+            "the protection changed the access time of {}",
+            doc.display()
+        );
+    }
+    let new = std::fs::symlink_metadata(s.docs.join("projects/new.txt")).unwrap();
+    assert!(
+        (new.atime(), new.atime_nsec()) <= (new.mtime(), new.mtime_nsec()),
+        "the protection read the new document and changed its access time"
+    );
+}
+
 #[test]
 fn sed_in_place_over_hundreds_of_files() {
     benign(

@@ -54,9 +54,11 @@ pub const FAN_REPORT_TID: libc::c_uint = 0x0000_0100;
 /// A fanotify group for permission decisions (`FAN_CLASS_CONTENT`), non-blocking reads.
 pub fn fanotify_permission_group() -> io::Result<OwnedFd> {
     let flags = libc::FAN_CLASS_CONTENT | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK | FAN_REPORT_TID;
+    // each event's descriptor reads the file without changing its access time (see
+    // [`open_to_read`]); the process is root, so the kernel allows it for every file
+    let event_flags = libc::O_RDONLY | libc::O_LARGEFILE | libc::O_NOATIME;
     // SAFETY: fanotify_init takes two integer flag sets and returns a new descriptor or -1.
-    let fd =
-        unsafe { libc::fanotify_init(flags, (libc::O_RDONLY | libc::O_LARGEFILE) as libc::c_uint) };
+    let fd = unsafe { libc::fanotify_init(flags, event_flags as libc::c_uint) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -863,6 +865,29 @@ pub fn fanotify_mount_group() -> io::Result<OwnedFd> {
         )
     })?;
     Ok(group)
+}
+
+/// Opens `path` for reading without changing its access time (`O_NOATIME`), with `flags`
+/// besides (`O_NOFOLLOW`, `O_NONBLOCK`). A protection that reads the documents it looks at
+/// must not leave its mark on them: with `relatime`, a read after a write updates the access
+/// time — an inode change journalled like any other, on the way of the writer's next `fsync`,
+/// and a false trail for whoever later asks when a file was last read. Where the kernel refuses
+/// `O_NOATIME` (`EPERM`: a file the process does not own, without `CAP_FOWNER`), it is opened the
+/// ordinary way.
+pub fn open_to_read(path: &Path, flags: libc::c_int) -> io::Result<std::fs::File> {
+    let p = cpath(path)?;
+    let flags = libc::O_RDONLY | libc::O_CLOEXEC | flags;
+    // SAFETY: p is a valid NUL-terminated path; the result is a new descriptor or -1.
+    let mut fd = unsafe { libc::open(p.as_ptr(), flags | libc::O_NOATIME) };
+    if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+        // SAFETY: as above.
+        fd = unsafe { libc::open(p.as_ptr(), flags) };
+    }
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor this function owns.
+    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 /// A new `O_PATH` descriptor on what `fd` is open as (not sharing its open file: a lease on

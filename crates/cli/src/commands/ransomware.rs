@@ -101,11 +101,12 @@ pub async fn run(root: &Path, cmd: Command) -> Result<()> {
             );
             if data["calm"].is_object() {
                 println!(
-                    "  Calm       {} folder(s) read without a round trip, {} document(s) guarded by a lease; {} permission event(s), {} lease break(s) so far",
+                    "  Calm       {} folder(s) read without a round trip, {} document(s) guarded by a lease; {} permission event(s), {} lease break(s) so far ({} ms waited in all)",
                     data["calm"]["folders"],
                     data["calm"]["guarded"],
                     data["calm"]["permission_events"],
-                    data["calm"]["lease_breaks"]
+                    data["calm"]["lease_breaks"],
+                    data["calm"]["lease_break_ms"].as_u64().unwrap_or(0)
                 );
                 match data["calm"]["processes"].as_str() {
                     Some("tracepoints") | None => {}

@@ -359,12 +359,23 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, breaks: &rampart_sys::leas
         let others = !PENDING.lock().expect("pending lock").is_empty();
         let fds = breaks.wait(if others { 5 } else { 100 });
         let now = Instant::now();
-        let mine = {
+        // the documents whose leases are being broken, and since when (their signal was read)
+        let mine: Vec<((u64, u64), Instant)> = {
             let mut pending = PENDING.lock().expect("pending lock");
             pending.extend(fds.into_iter().map(|fd| (fd, now)));
             let fds: Vec<i32> = pending.iter().map(|(fd, _)| *fd).collect();
             let mine = shared.holds.breaking(Some(&fds));
             let taken: HashSet<i32> = shared.holds.fds_of(&mine);
+            let since = |doc: &(u64, u64)| {
+                let fd = shared.holds.fds_of(std::slice::from_ref(doc));
+                pending
+                    .iter()
+                    .filter(|(f, _)| fd.contains(f))
+                    .map(|(_, at)| *at)
+                    .min()
+                    .unwrap_or(now)
+            };
+            let mine = mine.into_iter().map(|d| (d, since(&d))).collect();
             // another monitor's, or a guard let go since: a second is long enough
             pending.retain(|(fd, at)| {
                 !taken.contains(fd) && now.duration_since(*at) < Duration::from_secs(1)
@@ -384,16 +395,22 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, breaks: &rampart_sys::leas
             };
         if o != overflows || missed {
             overflows = o;
-            broken.extend(shared.holds.breaking(None));
+            broken.extend(shared.holds.breaking(None).into_iter().map(|d| (d, now)));
         }
         // each through its guard (a copy of its descriptor: the lease lasts until it is closed)
         let broken: Vec<Broken> = broken
             .into_iter()
-            .filter_map(|(dev, ino)| {
+            .filter_map(|((dev, ino), since)| {
                 let fd = shared.holds.guard_fd(dev, ino)?;
                 let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
                     .unwrap_or_default();
-                Some(Broken { dev, ino, fd, path })
+                Some(Broken {
+                    dev,
+                    ino,
+                    fd,
+                    path,
+                    since,
+                })
             })
             .collect();
         if broken.is_empty() {
@@ -420,7 +437,11 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, breaks: &rampart_sys::leas
         }
         for b in broken {
             let of = writers_of(writers.as_deref().unwrap_or_default(), &b);
+            let since = b.since;
             broke(shared, b, &of);
+            shared
+                .breaks_us
+                .fetch_add(since.elapsed().as_micros() as u64, Ordering::Relaxed);
         }
     }
 }
@@ -432,6 +453,8 @@ struct Broken {
     /// A copy of its guard's descriptor.
     fd: OwnedFd,
     path: PathBuf,
+    /// When its break was read.
+    since: Instant,
 }
 
 /// Whether a lease break makes every folder alert: a writer is held back (fresh evidence against
@@ -587,7 +610,9 @@ fn name_writers(
 /// The lease on document `b` is being broken by `writers`: its content is kept, unless every
 /// writer has its original already, and the lease let go.
 fn broke(shared: &Shared, b: Broken, writers: &[&[ActorKey]]) {
-    let Broken { dev, ino, fd, path } = b;
+    let Broken {
+        dev, ino, fd, path, ..
+    } = b;
     tracing::debug!(dev, ino, "ransomware: lease broken");
     shared.breaks.fetch_add(1, Ordering::Relaxed);
     let kept_before = !writers.is_empty() && {

@@ -85,6 +85,9 @@ pub struct Status {
     pub permission_events: u64,
     /// Leases broken so far (a guarded document opened for writing or truncated).
     pub lease_breaks: u64,
+    /// How long their writers waited in all, in milliseconds (from the break read to the
+    /// lease let go): what a lease break costs the programs it stops.
+    pub lease_break_ms: u64,
     /// Opens the kernel refused because it could not give the agent a descriptor for their
     /// event (the agent out of descriptors): should stay 0.
     pub refused_unasked: u64,
@@ -532,6 +535,9 @@ pub(crate) struct Shared {
     pub unclaimed: Mutex<HashMap<(u64, u64), calm::Unclaimed>>,
     /// Leases broken, and permission events answered, so far.
     pub breaks: AtomicU64,
+    /// How long the writers of the leases broken so far waited for the agent, in microseconds
+    /// (from the break's signal read to the lease let go).
+    pub breaks_us: AtomicU64,
     pub permission_events: AtomicU64,
     /// Reads of the permission queue that failed (the kernel refuses the opener then).
     pub refused_unasked: AtomicU64,
@@ -599,6 +605,7 @@ impl Monitor {
             calm_count: AtomicUsize::new(0),
             unclaimed: Mutex::new(HashMap::new()),
             breaks: AtomicU64::new(0),
+            breaks_us: AtomicU64::new(0),
             permission_events: AtomicU64::new(0),
             refused_unasked: AtomicU64::new(0),
             changes_lost: AtomicU64::new(0),
@@ -770,6 +777,7 @@ impl Monitor {
             calm_folders: calm::calm_folders(&self.shared),
             permission_events: self.shared.permission_events.load(Ordering::Relaxed),
             lease_breaks: self.shared.breaks.load(Ordering::Relaxed),
+            lease_break_ms: self.shared.breaks_us.load(Ordering::Relaxed) / 1000,
             refused_unasked: self.shared.refused_unasked.load(Ordering::Relaxed),
             changes_lost: self.shared.changes_lost.load(Ordering::Relaxed),
             let_through: self.shared.watch.let_through.load(Ordering::Relaxed),
@@ -1197,7 +1205,7 @@ fn verdict(shared: &Shared, file: &Path, want: &str) -> Option<bool> {
 pub fn sha256_of(path: &Path) -> Option<String> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
-    let mut f = std::fs::File::open(path).ok()?;
+    let mut f = rampart_sys::open_to_read(path, 0).ok()?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
