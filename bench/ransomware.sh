@@ -9,7 +9,7 @@
 #  2. Benign work: each workload of the benign set in a protected folder (false convictions
 #     counted), and the same without the agent, ROUNDS times each: medians and the ratio.
 #
-# Usage: bench/ransomware.sh      (DOCS=2000 ROUNDS=3 REPEAT=1 FAMILIES="inplace rename …" WORKLOADS="tar …"
+# Usage: bench/ransomware.sh      (DOCS=2000 ROUNDS=3 REPEAT=1 BENCH_TMP=/var/tmp FAMILIES="inplace rename …" WORKLOADS="tar …"
 #        — WORKLOADS=read, not in the default set, reads every document five times: the cost of
 #        one permission event per open, the worst case;
 #        PERF=1 records the agent with perf during each protected workload, PERF=system the
@@ -35,8 +35,10 @@ bin=$PWD/target/release/rampart
 sim=$PWD/target/release/rampart-ransim
 out=$PWD/target/bench-ransomware/$(date -u +%Y%m%dT%H%MZ)
 mkdir -p "$out"
-root=$(mktemp -d /var/tmp/rampart-rw-root.XXXXXX)
-work=$(mktemp -d /var/tmp/rampart-rw-work.XXXXXX)
+# BENCH_TMP: where the agent's root and the unprotected side's folder go (one filesystem for
+# both; the filesystem matters — see the README's sqlite figures)
+root=$(mktemp -d "${BENCH_TMP:-/var/tmp}/rampart-rw-root.XXXXXX")
+work=$(mktemp -d "${BENCH_TMP:-/var/tmp}/rampart-rw-work.XXXXXX")
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 password="ransomware-bench-unload"
 r() { "$bin" --root "$root" "$@"; }
