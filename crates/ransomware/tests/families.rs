@@ -559,6 +559,58 @@ fn folders_removed_whole_come_back_with_their_documents() {
     wait_restored(&s.docs, &before, "after rm -rf of a folder tree");
 }
 
+/// A wiper that only deletes, slowly: 39 documents (not quite a conviction: deletions alone
+/// need forty), then a pause longer than a deleted document is held for, then the rest one by
+/// one. It is convicted minutes after its first deletion, and every document it deleted comes
+/// back — the first ones too, held because their deletion counted against it.
+#[test]
+fn a_slow_wiper_loses_nothing_it_deleted_before_its_conviction() {
+    let Some(s) = scene(RansomwareMode::Block, Vec::new(), true) else {
+        return;
+    };
+    let before = snapshot(&s.docs);
+    let pause = rampart_ransomware::holds::HOLD_FOR + Duration::from_secs(8);
+    let wiper = s.docs.with_file_name("slow-wipe.sh");
+    std::fs::write(
+        &wiper,
+        format!(
+            "cd '{}'\n\
+             find . -type f ! -name '.*' | sort | head -n 39 | xargs rm\n\
+             sleep {}\n\
+             find . -type f ! -name '.*' | sort | while read -r f; do rm \"$f\"; sleep 0.2; done\n",
+            s.docs.display(),
+            pause.as_secs()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let _wiper = Running(
+        Command::new("setsid")
+            .arg("sh")
+            .arg(&wiper)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let incident = s
+        .incidents
+        .recv_timeout(pause + Duration::from_secs(30))
+        .expect("the slow wiper was not convicted");
+    assert!(
+        started.elapsed() > rampart_ransomware::holds::HOLD_FOR,
+        "convicted before its pause ({:?}): this test shows nothing",
+        started.elapsed()
+    );
+    let lost: Vec<&str> = incident
+        .files
+        .iter()
+        .filter(|f| f.outcome == FileOutcome::NotPreserved)
+        .map(|f| f.path.as_str())
+        .collect();
+    assert!(lost.is_empty(), "deleted and not preserved: {lost:?}");
+    wait_restored(&s.docs, &before, "after a slow wiper");
+}
+
 /// A block-mode scene started with a copy of the simulator (`locker`, beside the documents)
 /// blocked by an earlier run, as an agent restarts with its incident records.
 fn scene_with_a_blocked_program(canaries: bool) -> Option<(Scene, PathBuf)> {

@@ -174,11 +174,14 @@ pub(crate) fn judge(shared: &Shared, stop: &AtomicBool, queue: mpsc::Receiver<Wo
     let mut forgot = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         if forgot.elapsed() >= super::FORGET_EVERY {
-            shared
+            let unpin = shared
                 .state
                 .lock()
                 .expect("state lock")
                 .forget(Instant::now());
+            for (dev, ino) in unpin {
+                shared.holds.unpin(dev, ino);
+            }
             forgot = Instant::now();
         }
         let waiting = {
@@ -953,6 +956,17 @@ fn deleted(shared: &Shared, keys: &[ActorKey], path: &Path) {
     } else {
         Evidence::Deleted(path.to_path_buf())
     };
+    // the deletion counts against the actor: what it deleted stays held while that may still
+    // convict it (a slow wiper's fortieth deletion comes minutes after its first)
+    if shared.holds.pin(doc.dev, doc.ino) {
+        let mut state = shared.state.lock().expect("state lock");
+        state
+            .journals
+            .entry(group)
+            .or_default()
+            .evidence_holds
+            .push((doc.dev, doc.ino));
+    }
     add(shared, keys, evidence);
 }
 

@@ -171,6 +171,11 @@ pub(crate) struct Journal {
     pub deleted: HashMap<PathBuf, (Instant, u64, u64)>,
     /// Files it made again where it had just deleted a document: path → the old (device, inode).
     pub replaced: HashMap<PathBuf, (u64, u64)>,
+    /// Documents whose deletion counted against it, held (pinned) until the journal is
+    /// forgotten: a hold ends [`HOLD_FOR`](crate::holds::HOLD_FOR) after the deletion, and a
+    /// wiper that deletes one document every few seconds is convicted only at its fortieth —
+    /// the first ones must still be there to restore.
+    pub evidence_holds: Vec<(u64, u64)>,
     /// The first change.
     pub first: Option<std::time::SystemTime>,
     /// The last change.
@@ -355,7 +360,9 @@ impl State {
     /// ran in them, not convicted or being restored, nothing changed for [`JOURNAL_IDLE`] —
     /// their journals, the copies kept for them, and the scores that faded away. Without it a
     /// long-running agent kept every group that ever touched a document.
-    pub fn forget(&mut self, now: Instant) {
+    /// Returns the documents held for the forgotten journals' evidence (see
+    /// [`Journal::evidence_holds`]): their holds may end.
+    pub fn forget(&mut self, now: Instant) -> Vec<(u64, u64)> {
         self.detector.forget_faded(now);
         let mut needed: HashSet<u32> = self
             .finishing
@@ -384,6 +391,7 @@ impl State {
             }));
         }
         let mut gone = HashSet::new();
+        let mut unpin = Vec::new();
         let detector = &self.detector;
         self.journals.retain(|g, j| {
             let keep = needed.contains(g)
@@ -391,11 +399,12 @@ impl State {
                 || j.last.is_some_and(|t| now.duration_since(t) < JOURNAL_IDLE);
             if !keep {
                 gone.insert(*g);
+                unpin.append(&mut j.evidence_holds);
             }
             keep
         });
         if gone.is_empty() {
-            return;
+            return unpin;
         }
         self.kept.retain(|(g, _, _), _| !gone.contains(g));
         self.loosened.retain(|_, (g, _)| !gone.contains(g));
@@ -406,6 +415,7 @@ impl State {
         });
         let programs = &self.groups_of;
         self.cmdline_of.retain(|p, _| programs.contains_key(p));
+        unpin
     }
 
     /// The original of document (`dev`, `ino`) at `path` for group `group`, whose open of it was
@@ -1271,15 +1281,28 @@ mod forget_tests {
         let later = now + JOURNAL_IDLE + Duration::from_secs(1);
         // 3: still at work
         s.journals.get_mut(&3).unwrap().last = Some(later);
-        s.forget(later);
+        // documents held for each group's deletions
+        for g in [1, 2, 3, 4] {
+            s.journals
+                .get_mut(&g)
+                .unwrap()
+                .evidence_holds
+                .push((7, 100 + g as u64));
+        }
+        assert_eq!(
+            s.forget(later),
+            vec![(7, 102)],
+            "only the forgotten group's holds end"
+        );
         let mut left: Vec<u32> = s.journals.keys().copied().collect();
         left.sort_unstable();
         assert_eq!(left, vec![1, 3, 4]);
         assert!(!s.kept.keys().any(|(g, _, _)| *g == 2));
         assert_eq!(s.kept.len(), 3);
         // once its score is gone too, 1 goes; a convicted group stays
-        s.forget(later + Duration::from_secs(24 * 3600));
+        let unpin = s.forget(later + Duration::from_secs(24 * 3600));
         assert!(!s.journals.contains_key(&1) && s.journals.contains_key(&4));
+        assert!(unpin.contains(&(7, 101)) && !unpin.contains(&(7, 104)));
     }
 
     #[test]
