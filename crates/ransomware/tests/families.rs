@@ -611,6 +611,61 @@ fn a_slow_wiper_loses_nothing_it_deleted_before_its_conviction() {
     wait_restored(&s.docs, &before, "after a slow wiper");
 }
 
+/// An encryptor that writes each document's ciphertext beside it and renames it over the
+/// document, slowly: its second document comes after a pause longer than a replaced document is
+/// held for. The first original, alive only in its hold, still comes back.
+#[test]
+fn a_slow_encryptor_renaming_over_documents_loses_nothing() {
+    let Some(s) = scene(RansomwareMode::Block, Vec::new(), true) else {
+        return;
+    };
+    let before = snapshot(&s.docs);
+    let pause = rampart_ransomware::holds::HOLD_FOR + Duration::from_secs(8);
+    let script = s.docs.with_file_name("slow-rename.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "cd '{}'\n\
+             for f in report-0-0.txt report-0-1.txt report-0-2.txt; do\n\
+               head -c 6000 /dev/urandom > .next && mv .next $f && sleep {}\n\
+             done\n",
+            s.docs.display(),
+            pause.as_secs()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let _encryptor = Running(
+        Command::new("setsid")
+            .arg("sh")
+            .arg(&script)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let incident = s
+        .incidents
+        .recv_timeout(pause + Duration::from_secs(30))
+        .expect("the slow encryptor was not convicted");
+    assert!(
+        started.elapsed() > rampart_ransomware::holds::HOLD_FOR,
+        "convicted before its pause ({:?}): this test shows nothing",
+        started.elapsed()
+    );
+    let lost: Vec<&str> = incident
+        .files
+        .iter()
+        .filter(|f| f.outcome == FileOutcome::NotPreserved)
+        .map(|f| f.path.as_str())
+        .collect();
+    assert!(lost.is_empty(), "replaced and not preserved: {lost:?}");
+    wait_restored(
+        &s.docs,
+        &before,
+        "after a slow encryptor renaming over documents",
+    );
+}
+
 /// A block-mode scene started with a copy of the simulator (`locker`, beside the documents)
 /// blocked by an earlier run, as an agent restarts with its incident records.
 fn scene_with_a_blocked_program(canaries: bool) -> Option<(Scene, PathBuf)> {

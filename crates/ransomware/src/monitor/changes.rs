@@ -958,16 +958,22 @@ fn deleted(shared: &Shared, keys: &[ActorKey], path: &Path) {
     };
     // the deletion counts against the actor: what it deleted stays held while that may still
     // convict it (a slow wiper's fortieth deletion comes minutes after its first)
-    if shared.holds.pin(doc.dev, doc.ino) {
+    hold_for_evidence(shared, group, (doc.dev, doc.ino));
+    add(shared, keys, evidence);
+}
+
+/// Keeps the hold on document `doc`, gone from its place by a change that counts against
+/// `group`, until the group's journal is forgotten (see `Journal::evidence_holds`).
+fn hold_for_evidence(shared: &Shared, group: u32, doc: (u64, u64)) {
+    if shared.holds.pin(doc.0, doc.1) {
         let mut state = shared.state.lock().expect("state lock");
         state
             .journals
             .entry(group)
             .or_default()
             .evidence_holds
-            .push((doc.dev, doc.ino));
+            .push(doc);
     }
-    add(shared, keys, evidence);
 }
 
 fn renamed(shared: &Shared, keys: &[ActorKey], from: &Path, to: &Path, is_dir: bool) {
@@ -1039,6 +1045,8 @@ fn renamed(shared: &Shared, keys: &[ActorKey], from: &Path, to: &Path, is_dir: b
             } else {
                 e
             };
+            // the original replaced lives only in its hold: kept while this may convict
+            hold_for_evidence(shared, group, (o.dev, o.ino));
             add(shared, keys, e);
         }
     }
