@@ -204,6 +204,11 @@ impl Score {
         }
     }
 
+    /// Whether its evidence came within [`PRESSING_FOR`] and still counts (not all taken back).
+    fn presses(&self, now: Instant) -> bool {
+        self.faded(now) > 0.0 && now.duration_since(self.accused) < PRESSING_FOR
+    }
+
     fn faded(&self, now: Instant) -> f64 {
         let aged = now.duration_since(self.at).saturating_sub(FULL_FOR);
         self.value * 0.5f64.powf(aged.as_secs_f64() / HALF_LIFE.as_secs_f64())
@@ -306,7 +311,7 @@ impl Detector {
     pub fn pressing(&self, keys: &[ActorKey], now: Instant) -> bool {
         keys.iter()
             .filter_map(|k| self.scores.get(k))
-            .any(|s| s.faded(now) > 0.0 && now.duration_since(s.accused) < PRESSING_FOR)
+            .any(|s| s.presses(now))
     }
 
     /// Whether any of `keys` was convicted.
@@ -322,7 +327,7 @@ impl Detector {
     pub fn any_pressing(&self, now: Instant) -> bool {
         self.scores
             .values()
-            .any(|s| s.faded(now) > 0.0 && now.duration_since(s.accused) < PRESSING_FOR)
+            .any(|s| s.presses(now))
     }
 
     /// Forgets keys whose score faded below a hundredth and that were not convicted.

@@ -565,50 +565,13 @@ fn folders_removed_whole_come_back_with_their_documents() {
 /// back — the first ones too, held because their deletion counted against it.
 #[test]
 fn a_slow_wiper_loses_nothing_it_deleted_before_its_conviction() {
-    let Some(s) = scene(RansomwareMode::Block, Vec::new(), true) else {
-        return;
-    };
-    let before = snapshot(&s.docs);
-    let pause = rampart_ransomware::holds::HOLD_FOR + Duration::from_secs(8);
-    let wiper = s.docs.with_file_name("slow-wipe.sh");
-    std::fs::write(
-        &wiper,
+    slow_actor_loses_nothing("a slow wiper", |pause| {
         format!(
-            "cd '{}'\n\
-             find . -type f ! -name '.*' | sort | head -n 39 | xargs rm\n\
-             sleep {}\n\
-             find . -type f ! -name '.*' | sort | while read -r f; do rm \"$f\"; sleep 0.2; done\n",
-            s.docs.display(),
-            pause.as_secs()
-        ),
-    )
-    .unwrap();
-    let started = Instant::now();
-    let _wiper = Running(
-        Command::new("setsid")
-            .arg("sh")
-            .arg(&wiper)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let incident = s
-        .incidents
-        .recv_timeout(pause + Duration::from_secs(30))
-        .expect("the slow wiper was not convicted");
-    assert!(
-        started.elapsed() > rampart_ransomware::holds::HOLD_FOR,
-        "convicted before its pause ({:?}): this test shows nothing",
-        started.elapsed()
-    );
-    let lost: Vec<&str> = incident
-        .files
-        .iter()
-        .filter(|f| f.outcome == FileOutcome::NotPreserved)
-        .map(|f| f.path.as_str())
-        .collect();
-    assert!(lost.is_empty(), "deleted and not preserved: {lost:?}");
-    wait_restored(&s.docs, &before, "after a slow wiper");
+            "find . -type f ! -name '.*' | sort | head -n 39 | xargs rm\n\
+             sleep {pause}\n\
+             find . -type f ! -name '.*' | sort | while read -r f; do rm \"$f\"; sleep 0.2; done\n"
+        )
+    });
 }
 
 /// An encryptor that writes each document's ciphertext beside it and renames it over the
@@ -616,29 +579,35 @@ fn a_slow_wiper_loses_nothing_it_deleted_before_its_conviction() {
 /// held for. The first original, alive only in its hold, still comes back.
 #[test]
 fn a_slow_encryptor_renaming_over_documents_loses_nothing() {
+    slow_actor_loses_nothing("a slow encryptor renaming over documents", |pause| {
+        format!(
+            "for f in report-0-0.txt report-0-1.txt report-0-2.txt; do\n\
+               head -c 6000 /dev/urandom > .next && mv .next $f && sleep {pause}\n\
+             done\n"
+        )
+    });
+}
+
+/// Runs the shell script `script(PAUSE)` (seconds, longer than a hold lasts) in the documents'
+/// folder, as an attacker would, until it is convicted — after its pause — and checks that
+/// nothing it deleted or replaced was lost.
+fn slow_actor_loses_nothing(what: &str, script: impl Fn(u64) -> String) {
     let Some(s) = scene(RansomwareMode::Block, Vec::new(), true) else {
         return;
     };
     let before = snapshot(&s.docs);
     let pause = rampart_ransomware::holds::HOLD_FOR + Duration::from_secs(8);
-    let script = s.docs.with_file_name("slow-rename.sh");
+    let file = s.docs.with_file_name("slow-actor.sh");
     std::fs::write(
-        &script,
-        format!(
-            "cd '{}'\n\
-             for f in report-0-0.txt report-0-1.txt report-0-2.txt; do\n\
-               head -c 6000 /dev/urandom > .next && mv .next $f && sleep {}\n\
-             done\n",
-            s.docs.display(),
-            pause.as_secs()
-        ),
+        &file,
+        format!("cd '{}'\n{}", s.docs.display(), script(pause.as_secs())),
     )
     .unwrap();
     let started = Instant::now();
-    let _encryptor = Running(
+    let _actor = Running(
         Command::new("setsid")
             .arg("sh")
-            .arg(&script)
+            .arg(&file)
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
@@ -646,7 +615,7 @@ fn a_slow_encryptor_renaming_over_documents_loses_nothing() {
     let incident = s
         .incidents
         .recv_timeout(pause + Duration::from_secs(30))
-        .expect("the slow encryptor was not convicted");
+        .unwrap_or_else(|_| panic!("{what} was not convicted"));
     assert!(
         started.elapsed() > rampart_ransomware::holds::HOLD_FOR,
         "convicted before its pause ({:?}): this test shows nothing",
@@ -658,12 +627,11 @@ fn a_slow_encryptor_renaming_over_documents_loses_nothing() {
         .filter(|f| f.outcome == FileOutcome::NotPreserved)
         .map(|f| f.path.as_str())
         .collect();
-    assert!(lost.is_empty(), "replaced and not preserved: {lost:?}");
-    wait_restored(
-        &s.docs,
-        &before,
-        "after a slow encryptor renaming over documents",
+    assert!(
+        lost.is_empty(),
+        "{what}: deleted or replaced and not preserved: {lost:?}"
     );
+    wait_restored(&s.docs, &before, &format!("after {what}"));
 }
 
 /// A block-mode scene started with a copy of the simulator (`locker`, beside the documents)
