@@ -325,9 +325,7 @@ impl Detector {
     /// then made again by the same actor: a database replaced, a file saved anew) holds nothing
     /// back.
     pub fn any_pressing(&self, now: Instant) -> bool {
-        self.scores
-            .values()
-            .any(|s| s.presses(now))
+        self.scores.values().any(|s| s.presses(now))
     }
 
     /// Forgets keys whose score faded below a hundredth and that were not convicted.
