@@ -356,6 +356,58 @@ fn work_judged_long_after_the_fact_is_not_a_wiper() {
     }
 }
 
+/// The bench's false conviction (a `gzip -r` / `gunzip -r` loop over 2,000 documents, judged far
+/// behind): the close of `NAME.gz` was judged by its name once that was another file's — the
+/// next round's `NAME.gz`, made and not yet written — which read empty: nothing was known of
+/// the copy, so the deletion of `NAME` counted, and forty of them convicted the loop. Here the
+/// judge is held at its first open after the `gzip -r` until the script has run `gunzip -r`
+/// and made an empty file at each `NAME.gz` (what the next `gzip -r` would have made at that
+/// moment). Convicted before the monitor asked the kernel to name the file itself in each
+/// change (checked).
+#[test]
+fn a_compressed_copy_judged_when_its_name_is_another_files_is_not_a_wiper() {
+    if !needs(&["gzip"]) {
+        return;
+    }
+    let Some(s) = scene(RansomwareMode::Block, Vec::new()) else {
+        return;
+    };
+    let monitor = s.monitor.as_ref().unwrap();
+    let folders: Vec<PathBuf> = ["projects", "projects/2026", "letters"]
+        .iter()
+        .map(|f| s.docs.join(f))
+        .collect();
+    let held = common::JudgeHeld::new(monitor, &folders);
+    let (ok, out) = run(&s.docs, "gzip -r projects letters");
+    assert!(ok, "gzip was hindered: {out}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !held.holding() {
+        assert!(
+            Instant::now() < deadline,
+            "the judge opened nothing: {:?}",
+            monitor.status()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (ok, out) = run(
+        &s.docs,
+        "gunzip -r projects letters
+         find projects letters -name '*.txt' | while read -r f; do : > \"$f.gz\"; done",
+    );
+    assert!(ok, "the workload was hindered: {out}");
+    let waiting = monitor.status().backlog;
+    drop(held);
+    eprintln!("{waiting} change(s) waited to be judged when the judge was let go");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while monitor.status().backlog > 0 {
+        assert!(Instant::now() < deadline, "{:?}", monitor.status());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Ok(i) = s.incidents.recv_timeout(Duration::from_millis(1500)) {
+        panic!("work judged late was convicted:\n{i:#?}");
+    }
+}
+
 #[test]
 fn cargo_build() {
     benign(

@@ -677,6 +677,29 @@ pub fn fanotify_notification_group() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// As [`fanotify_notification_group`], and each event also names the file itself by its handle
+/// (`FAN_REPORT_FID | FAN_REPORT_TARGET_FID`: the file made, deleted, renamed or closed, see
+/// [`notify::Change::object`](crate::notify::Change::object)) — a name may be another file's by
+/// the time an event is read. Where the kernel refuses that (before 5.17), the plain group:
+/// the second value tells which.
+pub fn fanotify_notification_group_naming_files() -> io::Result<(OwnedFd, bool)> {
+    let flags = libc::FAN_CLASS_NOTIF
+        | libc::FAN_CLOEXEC
+        | libc::FAN_NONBLOCK
+        | libc::FAN_REPORT_DFID_NAME_TARGET;
+    // SAFETY: fanotify_init takes two integer flag sets and returns a new descriptor or -1.
+    let fd =
+        unsafe { libc::fanotify_init(flags, (libc::O_RDONLY | libc::O_LARGEFILE) as libc::c_uint) };
+    if fd >= 0 {
+        // SAFETY: fd is a fresh descriptor this function owns.
+        return Ok((unsafe { OwnedFd::from_raw_fd(fd) }, true));
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::EINVAL) => fanotify_notification_group().map(|g| (g, false)),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
 /// A file handle as `name_to_handle_at` and fanotify report it: its type and bytes.
 pub type Handle = (i32, Vec<u8>);
 
@@ -685,21 +708,30 @@ const MAX_HANDLE: usize = 128;
 /// The file handle of `path` (links not followed).
 pub fn name_to_handle(path: &Path) -> io::Result<Handle> {
     let p = cpath(path)?;
+    handle_at(libc::AT_FDCWD, &p, 0)
+}
+
+/// The file handle of the file open as `fd`.
+pub fn handle_of(fd: BorrowedFd<'_>) -> io::Result<Handle> {
+    handle_at(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
+}
+
+fn handle_at(dirfd: libc::c_int, p: &std::ffi::CStr, flags: libc::c_int) -> io::Result<Handle> {
     // struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[]; }, u64-aligned
     let mut buf = [0u64; 1 + MAX_HANDLE / 8];
     let head = buf.as_mut_ptr().cast::<u32>();
     // SAFETY: buf has room for the header and MAX_HANDLE bytes; we set handle_bytes first.
     unsafe { *head = MAX_HANDLE as u32 };
     let mut mount_id: libc::c_int = 0;
-    // SAFETY: p is a valid path; buf is a file_handle with room for MAX_HANDLE bytes; mount_id is
+    // SAFETY: p is a valid C string (a path, or empty with AT_EMPTY_PATH and an open dirfd); buf is a file_handle with room for MAX_HANDLE bytes; mount_id is
     // a local int.
     check(unsafe {
         libc::name_to_handle_at(
-            libc::AT_FDCWD,
+            dirfd,
             p.as_ptr(),
             buf.as_mut_ptr().cast::<libc::file_handle>(),
             &mut mount_id,
-            0,
+            flags,
         )
     })?;
     // SAFETY: the kernel filled handle_bytes (<= MAX_HANDLE), handle_type and the bytes.

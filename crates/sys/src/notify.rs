@@ -1,6 +1,8 @@
 //! Decoding fanotify notifications with names (`FAN_REPORT_DFID_NAME`): each event names the
 //! acting process, what happened, and the folder (by file handle) and entry it happened to; a
-//! rename names both the old and the new place.
+//! rename names both the old and the new place. A group that asks for it
+//! ([`fanotify_notification_group_naming_files`](crate::fanotify_notification_group_naming_files))
+//! also names the file itself by its handle.
 
 use crate::Handle;
 
@@ -24,6 +26,9 @@ pub struct Change {
     pub place: Option<Place>,
     /// Where to (rename).
     pub to: Option<Place>,
+    /// The file itself, by its handle (where the group reports it): the one made, deleted,
+    /// renamed, or closed — read late, its name may be another file's.
+    pub object: Option<Handle>,
 }
 
 /// The queue overflowed: events were lost (the healer then checks everything).
@@ -58,6 +63,16 @@ fn place(rec: &[u8]) -> Option<Place> {
     })
 }
 
+/// One `fanotify_event_info_fid` record without a name: fsid (8 bytes), file handle.
+fn handle(rec: &[u8]) -> Option<Handle> {
+    if rec.len() < 20 {
+        return None;
+    }
+    let len = u32_at(rec, 12) as usize;
+    let ty = u32_at(rec, 16) as i32;
+    Some((ty, rec.get(20..20 + len)?.to_vec()))
+}
+
 /// Decodes the events in `buf`.
 pub fn decode(buf: &[u8]) -> Vec<Change> {
     let mut out = Vec::new();
@@ -75,6 +90,7 @@ pub fn decode(buf: &[u8]) -> Vec<Change> {
             pid,
             place: None,
             to: None,
+            object: None,
         };
         let mut rec_at = at + meta_len.max(24);
         while rec_at + 4 <= at + event_len {
@@ -89,6 +105,7 @@ pub fn decode(buf: &[u8]) -> Vec<Change> {
                     change.place = place(rec)
                 }
                 libc::FAN_EVENT_INFO_TYPE_NEW_DFID_NAME => change.to = place(rec),
+                libc::FAN_EVENT_INFO_TYPE_FID => change.object = handle(rec),
                 _ => {}
             }
             rec_at += rec_len;
@@ -114,6 +131,18 @@ mod tests {
         while r.len() % 4 != 0 {
             r.push(0);
         }
+        let len = r.len() as u16;
+        r[2..4].copy_from_slice(&len.to_ne_bytes());
+        r
+    }
+
+    /// A record naming a file by its handle alone (`FAN_EVENT_INFO_TYPE_FID`).
+    fn file_record(handle: &[u8]) -> Vec<u8> {
+        let mut r = vec![libc::FAN_EVENT_INFO_TYPE_FID, 0, 0, 0];
+        r.extend_from_slice(&[7u8; 8]); // fsid
+        r.extend_from_slice(&(handle.len() as u32).to_ne_bytes());
+        r.extend_from_slice(&1i32.to_ne_bytes());
+        r.extend_from_slice(handle);
         let len = r.len() as u16;
         r[2..4].copy_from_slice(&len.to_ne_bytes());
         r
@@ -164,7 +193,27 @@ mod tests {
         assert_eq!(changes[1].place.as_ref().unwrap().name, "agent");
         assert_eq!(changes[1].to.as_ref().unwrap().name, "gone");
         assert!(changes[1].mask & libc::FAN_ONDIR != 0);
+        assert_eq!(changes[0].object, None, "the group named no file");
         // a truncated buffer yields what is whole
         assert_eq!(decode(&buf[..buf.len() - 3]).len(), 1);
+    }
+
+    #[test]
+    fn decodes_the_file_itself_beside_its_place() {
+        let buf = event(
+            libc::FAN_CREATE,
+            42,
+            &[
+                record(libc::FAN_EVENT_INFO_TYPE_DFID_NAME, &[1, 2, 3, 4], "a.gz"),
+                file_record(&[5, 6, 7, 8, 9, 10, 11, 12]),
+            ],
+        );
+        let changes = decode(&buf);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].place.as_ref().unwrap().name, "a.gz");
+        assert_eq!(
+            changes[0].object,
+            Some((1, vec![5, 6, 7, 8, 9, 10, 11, 12]))
+        );
     }
 }

@@ -13,6 +13,7 @@
 //! actor is stopped, its program blocked and its files restored (block mode), and the incident
 //! sent.
 
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rampart_protocol::policy::RansomwareMode;
 use rampart_protocol::ransomware::{BlockedFile, Incident, IncidentActor, Response};
 use rampart_sys::notify::{self, Change, Place};
+use rampart_sys::Handle;
 
 use super::{in_scope, watch_document, watch_folder, watch_tree, Convicted, Shared, Work};
 use crate::actor::{self, ActorKey};
@@ -536,7 +538,13 @@ fn change(shared: &Shared, c: Change, read_by: Instant) {
                     });
                     journal.made_inodes.insert((m.dev(), m.ino()), path.clone());
                 }
-                journal.made.insert(path.clone(), (false, false));
+                journal.made.insert(
+                    path.clone(),
+                    super::MadeFile {
+                        handle: c.object.clone(),
+                        judged: None,
+                    },
+                );
                 match journal.deleted.remove(&path) {
                     Some((_, dev, ino)) => {
                         journal.replaced.insert(path.clone(), (dev, ino));
@@ -567,7 +575,7 @@ fn change(shared: &Shared, c: Change, read_by: Instant) {
         return;
     };
     if c.mask & libc::FAN_CLOSE_WRITE != 0 {
-        closed(shared, &keys, &path);
+        closed(shared, &keys, &path, c.object.as_ref());
     }
     if c.mask & libc::FAN_RENAME != 0 {
         if let Some(to) = &to {
@@ -689,18 +697,23 @@ fn mark_changed(shared: &Shared, keys: &[ActorKey], path: &Path) {
     }
 }
 
-/// A file closed after writing: an original judged against its copy, a new file looked at.
-fn closed(shared: &Shared, keys: &[ActorKey], path: &Path) {
+/// A file closed after writing (`object`: the file itself, where the kernel names it): an
+/// original judged against its copy, a new file looked at.
+fn closed(shared: &Shared, keys: &[ActorKey], path: &Path, object: Option<&Handle>) {
     let group = group_of(keys);
-    // the file as it is now: at its path, or — renamed or deleted since, which the queue has not
-    // told yet — through its hold; opened once, so that what is judged is one file (judged late,
-    // under load, the path may be another file's a moment later: its head read then, an empty
-    // one, made a compressed document look encrypted)
-    let found = Opened::open(path, false).or_else(|| {
-        let d = shared.docs.read().expect("docs lock").get(path).cloned()?;
-        Opened::open(&shared.holds.reader(d.dev, d.ino)?, true)
-            .filter(|f| (f.dev, f.ino) == (d.dev, d.ino))
-    });
+    // the file closed, opened once, so that what is judged is one file (judged late, under load,
+    // the path may be another file's: its head read then, an empty one, made a compressed
+    // document look encrypted, and an empty `NAME.gz` of the next `gzip -r` made the deletion
+    // of `NAME` count): by its handle where the kernel names it; else at its path, or —
+    // renamed or deleted since, which the queue has not told yet — through its hold
+    let found = match object.and_then(|h| open_by_handle(path, h)) {
+        Some(exactly) => exactly,
+        None => Opened::open(path, false).or_else(|| {
+            let d = shared.docs.read().expect("docs lock").get(path).cloned()?;
+            Opened::open(&shared.holds.reader(d.dev, d.ino)?, true)
+                .filter(|f| (f.dev, f.ino) == (d.dev, d.ino))
+        }),
+    };
     // the original kept when it broke the document's lease (its folder calm then); or, its
     // open not seen at all — the document was left loose for another writer (see `calm`) — that
     // writer's original. Both of the document at this path: judged late, under load, the inode
@@ -755,7 +768,12 @@ fn closed(shared: &Shared, keys: &[ActorKey], path: &Path) {
             .and_then(|f| state.kept.get(&(group, f.dev, f.ino)).cloned());
         let j = state.journals.entry(group).or_default();
         j.writing = j.writing.saturating_sub(1);
-        (kept, j.made.contains(path))
+        // made by it: the file it made at this name, where both are known by handle
+        let made = j
+            .made
+            .get(path)
+            .is_some_and(|m| m.handle.is_none() || object.is_none() || m.handle.as_ref() == object);
+        (kept, made)
     };
     let Some(file) = found else {
         return;
@@ -825,7 +843,16 @@ fn closed(shared: &Shared, keys: &[ActorKey], path: &Path) {
         {
             let mut state = shared.state.lock().expect("state lock");
             let j = state.journals.entry(group).or_default();
-            j.made.insert(path.to_path_buf(), (encrypted, converted));
+            let handle = object
+                .cloned()
+                .or_else(|| j.made.get(path).and_then(|m| m.handle.clone()));
+            j.made.insert(
+                path.to_path_buf(),
+                super::MadeFile {
+                    handle,
+                    judged: Some((encrypted, converted)),
+                },
+            );
         }
         if encrypted {
             add(shared, keys, Evidence::EncryptedFile(path.to_path_buf()));
@@ -835,6 +862,21 @@ fn closed(shared: &Shared, keys: &[ActorKey], path: &Path) {
         {
             note(shared, keys, path);
         }
+    }
+}
+
+/// The file `handle` names, opened to be judged, on the filesystem of `path`'s folder:
+/// `Some(None)` if it is no more (deleted, and nothing holds it); `None` if that cannot be told
+/// here (the folder gone, a filesystem that does not open files by handle).
+fn open_by_handle(path: &Path, handle: &Handle) -> Option<Option<Opened>> {
+    let folder = std::fs::File::open(path.parent()?).ok()?;
+    match rampart_sys::open_by_handle(&folder.into(), handle) {
+        Ok(fd) => Some(Opened::open(
+            Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())),
+            true,
+        )),
+        Err(e) if e.raw_os_error() == Some(libc::ESTALE) => Some(None),
+        Err(_) => None,
     }
 }
 
@@ -932,16 +974,13 @@ fn deleted(shared: &Shared, keys: &[ActorKey], path: &Path) {
         let unpacked = decompressed
             .as_deref()
             .and_then(|d| j.made.get(d))
-            .map(|(encrypted, _)| (encrypted, !encrypted));
-        // a file made beside it and gone before it could be judged (the queue read late: a
-        // `gunzip -r` right after the `gzip -r`): nothing is known against the actor
+            .map(|m| m.judged.is_some_and(|(encrypted, _)| encrypted))
+            .map(|encrypted| (encrypted, !encrypted));
+        // (a file made beside it and gone before it could be judged: see `MadeFile::known_as`)
         j.made
             .beside(path)
             .into_iter()
-            .map(|(made, what)| match what {
-                (false, false) if std::fs::symlink_metadata(&made).is_err() => (false, true),
-                what => what,
-            })
+            .map(|(at, made)| made.known_as(&at))
             .chain(unpacked)
             .fold((false, false), |(e, c), (e2, c2)| (e || e2, c || c2))
     };

@@ -205,12 +205,45 @@ pub(crate) const JOURNAL_IDLE: Duration = Duration::from_secs(600);
 /// How often the judge forgets what is no longer needed.
 pub(crate) const FORGET_EVERY: Duration = Duration::from_secs(60);
 
-/// Files an actor made — (looks encrypted, converted) by folder, then name — for pairing a
-/// deletion with what was made beside it without looking at everything else it made
-/// (`gzip -r` makes thousands).
+/// A file an actor made, as far as it is known.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct MadeFile {
+    /// The file, by its handle (where the kernel names files in its events): judged late, its
+    /// name may be another file's — the next `gzip -r`'s `NAME.gz`, made but not written yet.
+    pub handle: Option<rampart_sys::Handle>,
+    /// What it was found to be when closed — (looks encrypted, converted) — if it was read: not
+    /// before it is closed, nor if it was gone by the time its close was judged.
+    pub judged: Option<(bool, bool)>,
+}
+
+impl MadeFile {
+    /// What it is known to be, for pairing a deletion with it: what it was found to be; found
+    /// to be nothing known, or not judged, and no longer there (gone, or another file at its
+    /// name), nothing is known against its maker — a conversion (a `gunzip -r` right after the
+    /// `gzip -r`, read late; a temporary renamed over its document); not judged and there,
+    /// nothing at all.
+    pub fn known_as(&self, path: &Path) -> (bool, bool) {
+        match self.judged {
+            Some((false, false)) | None if !self.is_at(path) => (false, true),
+            Some(what) => what,
+            None => (false, false),
+        }
+    }
+
+    /// Whether it is the file at `path` now (by name alone where its handle is not known).
+    fn is_at(&self, path: &Path) -> bool {
+        match &self.handle {
+            Some(h) => rampart_sys::name_to_handle(path).is_ok_and(|now| now == *h),
+            None => std::fs::symlink_metadata(path).is_ok(),
+        }
+    }
+}
+
+/// Files an actor made, by folder, then name — for pairing a deletion with what was made beside
+/// it without looking at everything else it made (`gzip -r` makes thousands).
 #[derive(Debug, Default)]
 pub(crate) struct MadeFiles {
-    by_dir: HashMap<PathBuf, std::collections::BTreeMap<std::ffi::OsString, (bool, bool)>>,
+    by_dir: HashMap<PathBuf, std::collections::BTreeMap<std::ffi::OsString, MadeFile>>,
 }
 
 impl MadeFiles {
@@ -223,24 +256,19 @@ impl MadeFiles {
         )
     }
 
-    pub fn insert(&mut self, path: PathBuf, what: (bool, bool)) {
+    pub fn insert(&mut self, path: PathBuf, made: MadeFile) {
         let (dir, name) = Self::split(&path);
-        self.by_dir.entry(dir).or_default().insert(name, what);
+        self.by_dir.entry(dir).or_default().insert(name, made);
     }
 
-    pub fn remove(&mut self, path: &Path) -> Option<(bool, bool)> {
+    pub fn remove(&mut self, path: &Path) -> Option<MadeFile> {
         let (dir, name) = Self::split(path);
         self.by_dir.get_mut(&dir)?.remove(&name)
     }
 
-    pub fn contains(&self, path: &Path) -> bool {
-        let (dir, name) = Self::split(path);
-        self.by_dir.get(&dir).is_some_and(|m| m.contains_key(&name))
-    }
-
     /// What was made in `path`'s folder under `path`'s name or one that starts with it
     /// (`NAME.gz` beside `NAME`).
-    pub fn beside(&self, path: &Path) -> Vec<(PathBuf, (bool, bool))> {
+    pub fn beside(&self, path: &Path) -> Vec<(PathBuf, MadeFile)> {
         use std::os::unix::ffi::OsStrExt;
         let (dir, name) = Self::split(path);
         let Some(names) = self.by_dir.get(&dir) else {
@@ -249,14 +277,14 @@ impl MadeFiles {
         names
             .range(name.clone()..)
             .take_while(|(n, _)| n.as_bytes().starts_with(name.as_bytes()))
-            .map(|(n, what)| (dir.join(n), *what))
+            .map(|(n, made)| (dir.join(n), made.clone()))
             .collect()
     }
 
-    /// Whether `path` was made, and what it is.
-    pub fn get(&self, path: &Path) -> Option<(bool, bool)> {
+    /// What was made at `path`, if anything.
+    pub fn get(&self, path: &Path) -> Option<&MadeFile> {
         let (dir, name) = Self::split(path);
-        self.by_dir.get(&dir)?.get(&name).copied()
+        self.by_dir.get(&dir)?.get(&name)
     }
 }
 
@@ -583,7 +611,12 @@ impl Monitor {
         incidents: mpsc::Sender<Incident>,
     ) -> std::io::Result<Monitor> {
         let perm = rampart_sys::fanotify_permission_group()?;
-        let notify = rampart_sys::fanotify_notification_group()?;
+        let (notify, naming_files) = rampart_sys::fanotify_notification_group_naming_files()?;
+        if !naming_files {
+            tracing::warn!(
+                "ransomware: this kernel does not name files in change notifications (before 5.17): a change judged late is judged by name, and the name may be another file's by then"
+            );
+        }
         let shared = Arc::new(Shared {
             settings,
             vault,
@@ -1230,17 +1263,24 @@ pub fn sha256_of(path: &Path) -> Option<String> {
 
 #[cfg(test)]
 mod made_files_tests {
-    use super::MadeFiles;
+    use super::{MadeFile, MadeFiles};
     use std::path::{Path, PathBuf};
+
+    fn judged(encrypted: bool, converted: bool) -> MadeFile {
+        MadeFile {
+            handle: None,
+            judged: Some((encrypted, converted)),
+        }
+    }
 
     #[test]
     fn what_was_made_beside_a_document_is_found_by_its_name() {
         let mut m = MadeFiles::default();
-        m.insert("/d/report.txt.gz".into(), (false, true));
-        m.insert("/d/report.txt".into(), (false, false));
-        m.insert("/d/report.txu".into(), (true, false));
-        m.insert("/e/report.txt.enc".into(), (true, false));
-        m.insert("/d/zzz".into(), (true, false));
+        m.insert("/d/report.txt.gz".into(), judged(false, true));
+        m.insert("/d/report.txt".into(), judged(false, false));
+        m.insert("/d/report.txu".into(), judged(true, false));
+        m.insert("/e/report.txt.enc".into(), judged(true, false));
+        m.insert("/d/zzz".into(), judged(true, false));
         let beside: Vec<PathBuf> = m
             .beside(Path::new("/d/report.txt"))
             .into_iter()
@@ -1253,10 +1293,46 @@ mod made_files_tests {
                 PathBuf::from("/d/report.txt.gz")
             ]
         );
-        assert!(m.contains(Path::new("/e/report.txt.enc")));
-        assert_eq!(m.remove(Path::new("/d/report.txt.gz")), Some((false, true)));
+        assert!(m.get(Path::new("/e/report.txt.enc")).is_some());
+        assert_eq!(
+            m.remove(Path::new("/d/report.txt.gz")),
+            Some(judged(false, true))
+        );
         assert_eq!(m.get(Path::new("/d/report.txt.gz")), None);
         assert!(m.beside(Path::new("/nowhere/x")).is_empty());
+    }
+
+    /// A file made and not judged is known by its handle: another file at its name later (the
+    /// next `gzip -r`'s, made but not written yet) is not it.
+    #[test]
+    fn a_file_not_judged_is_the_one_its_handle_names() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let gz = dir.path().join("report.txt.gz");
+        std::fs::write(&gz, b"").unwrap();
+        let made = MadeFile {
+            handle: Some(rampart_sys::name_to_handle(&gz).unwrap()),
+            judged: None,
+        };
+        assert_eq!(made.known_as(&gz), (false, false), "there: nothing known");
+        let first = dir.path().join("first");
+        std::fs::rename(&gz, &first).unwrap();
+        std::fs::write(&gz, b"").unwrap();
+        assert_eq!(
+            made.known_as(&gz),
+            (false, true),
+            "another file at its name"
+        );
+        std::fs::remove_file(&gz).unwrap();
+        assert_eq!(made.known_as(&gz), (false, true), "gone");
+        let by_name = MadeFile {
+            handle: None,
+            judged: None,
+        };
+        assert_eq!(by_name.known_as(&gz), (false, true), "gone, by name");
+        assert_eq!(by_name.known_as(&first), (false, false), "there, by name");
+        assert_eq!(judged(true, false).known_as(&gz), (true, false));
+        assert_eq!(judged(false, false).known_as(&gz), (false, true), "gone");
+        assert_eq!(judged(false, false).known_as(&first), (false, false));
     }
 }
 

@@ -176,3 +176,88 @@ impl Drop for Running {
         let _ = self.0.wait();
     }
 }
+
+/// A monitor's judge held at its next open of a file in `folders` until dropped: a fanotify
+/// permission group of the test's own answers every other open there at once and keeps the
+/// judge's waiting — how a test makes the monitor judge changes after the files at their names
+/// changed again, whatever the scheduler gives the judge (starved, it still caught up at times).
+#[allow(dead_code)] // (not every test crate uses it)
+pub struct JudgeHeld {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    holding: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[allow(dead_code)]
+impl JudgeHeld {
+    pub fn new(monitor: &rampart_ransomware::monitor::Monitor, folders: &[PathBuf]) -> JudgeHeld {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let judge = monitor.judge_thread();
+        assert_ne!(judge, 0, "the monitor's judge runs");
+        let group = rampart_sys::fanotify_permission_group().expect("a fanotify permission group");
+        for f in folders {
+            rampart_sys::fanotify_mark_inode(
+                &group,
+                libc::FAN_OPEN_PERM | libc::FAN_EVENT_ON_CHILD,
+                f,
+            )
+            .expect("a mark on the folder");
+        }
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let holding = std::sync::Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (stop, holding) = (stop.clone(), holding.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut held = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    if !rampart_sys::poll_readable(&group, 20) {
+                        continue;
+                    }
+                    let Ok(n) = rampart_sys::read_fd(&group, &mut buf) else {
+                        continue;
+                    };
+                    // struct fanotify_event_metadata: event_len u32, vers u8, reserved u8,
+                    // metadata_len u16, mask u64, fd i32, pid i32
+                    let mut at = 0;
+                    while at + 24 <= n {
+                        let len = u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
+                        let fd = i32::from_ne_bytes(buf[at + 16..at + 20].try_into().unwrap());
+                        let tid = u32::from_ne_bytes(buf[at + 20..at + 24].try_into().unwrap());
+                        if tid == judge {
+                            holding.store(true, Ordering::SeqCst);
+                            held.push(fd);
+                        } else {
+                            let _ = rampart_sys::fanotify_answer(&group, fd, true);
+                            rampart_sys::close_raw(fd);
+                        }
+                        at += len.max(24);
+                    }
+                }
+                for fd in held {
+                    let _ = rampart_sys::fanotify_answer(&group, fd, true);
+                    rampart_sys::close_raw(fd);
+                }
+            })
+        };
+        JudgeHeld {
+            stop,
+            holding,
+            thread: Some(thread),
+        }
+    }
+
+    /// Whether the judge waits at an open now (it stays waiting until this is dropped).
+    pub fn holding(&self) -> bool {
+        self.holding.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for JudgeHeld {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
