@@ -72,8 +72,18 @@ fn scene_after(
     trusted: Vec<(PathBuf, String)>,
     before: impl FnOnce(&Path),
 ) -> Option<Scene> {
+    scene_under(Path::new("/var/tmp"), mode, trusted, before)
+}
+
+/// As [`scene_after`], its documents, vault and quarantine in a new folder below `base`.
+fn scene_under(
+    base: &Path,
+    mode: RansomwareMode,
+    trusted: Vec<(PathBuf, String)>,
+    before: impl FnOnce(&Path),
+) -> Option<Scene> {
     common::log();
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let dir = tempfile::tempdir_in(base).unwrap();
     let docs = dir.path().join("home");
     corpus(&docs);
     before(&docs);
@@ -406,6 +416,146 @@ fn a_compressed_copy_judged_when_its_name_is_another_files_is_not_a_wiper() {
     if let Ok(i) = s.incidents.recv_timeout(Duration::from_millis(1500)) {
         panic!("work judged late was convicted:\n{i:#?}");
     }
+}
+
+/// A journaled ext4 of its own (`mkfs.ext4` defaults), loop-mounted, unmounted when dropped:
+/// such a filesystem gives a freed inode number to the next file at once (this VM's root, with
+/// no journal, holds numbers back for a minute).
+struct Ext4 {
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Ext4 {
+    fn new() -> Option<Ext4> {
+        let run = |cmd: &str, args: &[&str]| {
+            Command::new(cmd)
+                .args(args)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let (img, mnt) = (dir.path().join("ext4.img"), dir.path().join("mnt"));
+        std::fs::create_dir(&mnt).unwrap();
+        let made = std::fs::File::create(&img)
+            .and_then(|f| f.set_len(256 << 20))
+            .is_ok()
+            && run("mkfs.ext4", &["-q", "-F", img.to_str().unwrap()])
+            && run(
+                "mount",
+                &["-o", "loop", img.to_str().unwrap(), mnt.to_str().unwrap()],
+            );
+        if !made {
+            skip_or_fail("a journaled ext4 needs root, loop devices and mkfs.ext4 (e2fsprogs)");
+            return None;
+        }
+        Some(Ext4 { dir: Some(dir) })
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.as_ref().unwrap().path().join("mnt")
+    }
+}
+
+impl Drop for Ext4 {
+    fn drop(&mut self) {
+        let mnt = self.path();
+        let _ = Command::new("umount").arg(&mnt).status();
+        if Command::new("mountpoint")
+            .arg("-q")
+            .arg(&mnt)
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            // still mounted (busy): leave the folder rather than delete into the mount
+            let _ = Command::new("umount").arg("-l").arg(&mnt).status();
+            std::mem::forget(self.dir.take());
+        }
+    }
+}
+
+/// The bench's false conviction, again (run 0650Z, after the previous fix): state the monitor
+/// keeps by inode number outlived the inode. The bench's one process group appended to
+/// documents (a copy kept for it, by inode number), a program it trusts deleted them, and
+/// minutes later — their holds let go — its `gzip -r` made `NAME.gz` files that were given those
+/// numbers: each was judged against the copy of the document that had its number before, not as
+/// a file the group made, so nothing was known of the copy and the deletion of `NAME` counted.
+/// Here one process group appends to fifty documents, has a trusted program delete them, waits
+/// out their holds and compresses fifty others in the same folder, whose `.gz` files take the
+/// freed numbers (on a journaled ext4, which gives them at once). Convicted before a file an
+/// actor made was judged as made, whatever was kept under its number (checked).
+#[test]
+fn a_new_file_on_a_reused_inode_number_is_judged_as_new() {
+    if !needs(&["gzip", "rm", "mkfs.ext4", "mount"]) {
+        return;
+    }
+    let Some(ext4) = Ext4::new() else {
+        return;
+    };
+    let tools = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (cleanup, hash) = trusted_remover(tools.path());
+    let text = "Minutes of the meeting. Nothing was decided; everyone agreed.\n".repeat(20);
+    let scene = scene_under(
+        &ext4.path(),
+        RansomwareMode::Block,
+        vec![(cleanup.clone(), hash)],
+        |docs| {
+            let work = docs.join("work");
+            std::fs::create_dir(&work).unwrap();
+            for k in 0..50 {
+                std::fs::write(work.join(format!("a-{k}.txt")), format!("{k} {text}")).unwrap();
+                std::fs::write(work.join(format!("b-{k}.txt")), format!("{k} {text}")).unwrap();
+            }
+        },
+    );
+    let Some(s) = scene else {
+        return;
+    };
+    let wait = rampart_ransomware::holds::HOLD_FOR.as_secs() + 10;
+    let (ok, out) = run(
+        &s.docs.join("work"),
+        &format!(
+            "for k in $(seq 0 49); do echo more >> a-$k.txt; done
+             numbers=\" $(stat -c %i a-*.txt | tr '\\n' ' ') \"
+             {} a-*.txt
+             sleep {wait}
+             gzip b-*.txt
+             reused=0
+             for n in $(stat -c %i b-*.txt.gz); do
+               case \"$numbers\" in *\" $n \"*) reused=$((reused + 1));; esac
+             done
+             echo reused $reused",
+            cleanup.display()
+        ),
+    );
+    if let Ok(i) = s
+        .incidents
+        .recv_timeout(Duration::from_millis(if ok { 0 } else { 5_000 }))
+    {
+        panic!("a gzip on reused inode numbers was convicted:\n{i:#?}");
+    }
+    assert!(ok, "the workload was hindered: {out}");
+    let reused: usize = out
+        .split_whitespace()
+        .skip_while(|w| *w != "reused")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    eprintln!("{reused} of 50 .gz files took the number of a document deleted before");
+    assert!(
+        reused >= 45,
+        "the numbers were not reused ({reused} of 50): this test shows nothing\n{out}"
+    );
+    let monitor = s.monitor.as_ref().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while monitor.status().backlog > 0 {
+        assert!(Instant::now() < deadline, "{:?}", monitor.status());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Ok(i) = s.incidents.recv_timeout(Duration::from_millis(1500)) {
+        panic!("a gzip on reused inode numbers was convicted:\n{i:#?}");
+    }
+    drop(s);
+    drop(ext4);
 }
 
 #[test]

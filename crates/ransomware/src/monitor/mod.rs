@@ -538,6 +538,9 @@ pub(crate) struct Shared {
     pub canaries: RwLock<HashSet<PathBuf>>,
     pub perm: OwnedFd,
     pub notify: OwnedFd,
+    /// A folder open on each filesystem of the folders, by device: what files are opened by
+    /// handle on (opened once: an open of a folder is a permission event while it is alert).
+    pub handle_roots: Mutex<HashMap<u64, OwnedFd>>,
     pub incidents: Mutex<mpsc::Sender<Incident>>,
     pub ready: AtomicBool,
     /// Whether the permission side holds openers (waiting for the queue to be judged).
@@ -629,6 +632,7 @@ impl Monitor {
             canaries: RwLock::new(HashSet::new()),
             perm,
             notify,
+            handle_roots: Mutex::new(HashMap::new()),
             incidents: Mutex::new(incidents),
             ready: AtomicBool::new(false),
             holding: AtomicBool::new(false),
