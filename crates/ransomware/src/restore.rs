@@ -63,6 +63,28 @@ pub enum Touch {
     },
 }
 
+impl Touch {
+    /// The document's (device, inode).
+    pub fn inode(&self) -> (u64, u64) {
+        match self {
+            Touch::Modified { dev, ino, .. }
+            | Touch::Renamed { dev, ino, .. }
+            | Touch::Deleted { dev, ino, .. }
+            | Touch::Created { dev, ino, .. } => (*dev, *ino),
+        }
+    }
+
+    /// Names the document by `(dev, ino)` from now on (see `State::renew`).
+    pub fn set_inode(&mut self, to: (u64, u64)) {
+        match self {
+            Touch::Modified { dev, ino, .. }
+            | Touch::Renamed { dev, ino, .. }
+            | Touch::Deleted { dev, ino, .. }
+            | Touch::Created { dev, ino, .. } => (*dev, *ino) = to,
+        }
+    }
+}
+
 /// Where an original's content is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

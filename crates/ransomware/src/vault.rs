@@ -223,6 +223,8 @@ pub struct Opened {
     pub ino: u64,
     /// Its size when opened.
     pub len: u64,
+    /// When it was made (seconds, nanoseconds), where the filesystem records it.
+    pub born: Option<(i64, u32)>,
     file: std::fs::File,
 }
 
@@ -239,6 +241,7 @@ impl Opened {
             dev: m.dev(),
             ino: m.ino(),
             len: m.len(),
+            born: born_of(&m),
             file,
         })
     }
@@ -258,6 +261,16 @@ impl Opened {
         let still = self.file.metadata().is_ok_and(|m| m.len() == self.len);
         (got == buf.len() && still).then_some(buf)
     }
+}
+
+/// When the file `m` describes was made (seconds, nanoseconds), where the filesystem records it.
+pub fn born_of(m: &std::fs::Metadata) -> Option<(i64, u32)> {
+    let d = m
+        .created()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some((d.as_secs() as i64, d.subsec_nanos()))
 }
 
 /// The first `n` bytes of the file at `path`.

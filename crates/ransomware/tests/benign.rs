@@ -418,61 +418,6 @@ fn a_compressed_copy_judged_when_its_name_is_another_files_is_not_a_wiper() {
     }
 }
 
-/// A journaled ext4 of its own (`mkfs.ext4` defaults), loop-mounted, unmounted when dropped:
-/// such a filesystem gives a freed inode number to the next file at once (this VM's root, with
-/// no journal, holds numbers back for a minute).
-struct Ext4 {
-    dir: Option<tempfile::TempDir>,
-}
-
-impl Ext4 {
-    fn new() -> Option<Ext4> {
-        let run = |cmd: &str, args: &[&str]| {
-            Command::new(cmd)
-                .args(args)
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let (img, mnt) = (dir.path().join("ext4.img"), dir.path().join("mnt"));
-        std::fs::create_dir(&mnt).unwrap();
-        let made = std::fs::File::create(&img)
-            .and_then(|f| f.set_len(256 << 20))
-            .is_ok()
-            && run("mkfs.ext4", &["-q", "-F", img.to_str().unwrap()])
-            && run(
-                "mount",
-                &["-o", "loop", img.to_str().unwrap(), mnt.to_str().unwrap()],
-            );
-        if !made {
-            skip_or_fail("a journaled ext4 needs root, loop devices and mkfs.ext4 (e2fsprogs)");
-            return None;
-        }
-        Some(Ext4 { dir: Some(dir) })
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.as_ref().unwrap().path().join("mnt")
-    }
-}
-
-impl Drop for Ext4 {
-    fn drop(&mut self) {
-        let mnt = self.path();
-        let _ = Command::new("umount").arg(&mnt).status();
-        if Command::new("mountpoint")
-            .arg("-q")
-            .arg(&mnt)
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            // still mounted (busy): leave the folder rather than delete into the mount
-            let _ = Command::new("umount").arg("-l").arg(&mnt).status();
-            std::mem::forget(self.dir.take());
-        }
-    }
-}
-
 /// The bench's false conviction, again (run 0650Z, after the previous fix): state the monitor
 /// keeps by inode number outlived the inode. The bench's one process group appended to
 /// documents (a copy kept for it, by inode number), a program it trusts deleted them, and
@@ -488,11 +433,11 @@ fn a_new_file_on_a_reused_inode_number_is_judged_as_new() {
     if !needs(&["gzip", "rm", "mkfs.ext4", "mount"]) {
         return;
     }
-    let Some(ext4) = Ext4::new() else {
+    let Some(ext4) = common::Ext4::new() else {
         return;
     };
     let tools = tempfile::tempdir_in("/var/tmp").unwrap();
-    let (cleanup, hash) = trusted_remover(tools.path());
+    let (cleanup, hash) = common::trusted_remover(tools.path());
     let text = "Minutes of the meeting. Nothing was decided; everyone agreed.\n".repeat(20);
     let scene = scene_under(
         &ext4.path(),
@@ -644,22 +589,6 @@ fn audit_mode_reports_the_same_and_stops_nothing_and_a_restore_undoes_it_later()
     let _ = &s.dir;
 }
 
-/// A copy of `rm` in `dir` (`cleanup-rm`), with its SHA-256: a program for a policy to trust.
-fn trusted_remover(dir: &Path) -> (PathBuf, String) {
-    let cleanup = dir.join("cleanup-rm");
-    let rm = String::from_utf8(
-        Command::new("sh")
-            .args(["-c", "command -v rm"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    std::fs::copy(rm.trim(), &cleanup).unwrap();
-    let hash = sha256_of(&cleanup).unwrap();
-    (cleanup, hash)
-}
-
 /// An administrator's cleanup with a program the policy trusts deletes hundreds of documents;
 /// its parent, an ordinary untrusted script, reaps it only seconds later. Most of the deletions
 /// are read while the trusted program is exiting or a zombie, when its program can no longer be
@@ -670,7 +599,7 @@ fn a_trusted_cleanup_read_as_it_exits_is_still_trusted() {
         return;
     }
     let tools = tempfile::tempdir_in("/var/tmp").unwrap();
-    let (cleanup, hash) = trusted_remover(tools.path());
+    let (cleanup, hash) = common::trusted_remover(tools.path());
     let Some(s) = scene(RansomwareMode::Block, vec![(cleanup.clone(), hash)]) else {
         return;
     };
@@ -703,7 +632,7 @@ fn a_trusted_cleanup_gone_before_it_is_read_is_still_trusted() {
         return;
     }
     let tools = tempfile::tempdir_in("/var/tmp").unwrap();
-    let (cleanup, hash) = trusted_remover(tools.path());
+    let (cleanup, hash) = common::trusted_remover(tools.path());
     let Some(s) = scene(RansomwareMode::Block, vec![(cleanup.clone(), hash)]) else {
         return;
     };

@@ -634,6 +634,127 @@ fn slow_actor_loses_nothing(what: &str, script: impl Fn(u64) -> String) {
     wait_restored(&s.docs, &before, &format!("after {what}"));
 }
 
+/// An encryptor in a long-lived process group, on documents whose inode numbers were its own
+/// documents' before: it appended to fifty documents (a copy kept for it under each number), a
+/// program the policy trusts deleted them, and once their holds were let go another program
+/// made fifty new documents in the folder, which a journaled ext4 gives the freed numbers. The
+/// group then overwrites the new documents with random bytes. Before the monitor wrote down
+/// each number's file by its birth time, the group was taken to have their originals already
+/// (no copy was kept) and the restore plan merged each with the document that had its number
+/// before: the new documents stayed encrypted (checked). Now each is restored byte for byte.
+#[test]
+fn an_encryptor_on_reused_inode_numbers_loses_nothing() {
+    if !common::needs(&["dd", "rm", "mkfs.ext4", "mount"]) {
+        return;
+    }
+    let Some(ext4) = common::Ext4::new() else {
+        return;
+    };
+    let tools = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (cleanup, hash) = common::trusted_remover(tools.path());
+    let dir = tempfile::tempdir_in(ext4.path()).unwrap();
+    let text = "Minutes of the meeting. Nothing was decided; everyone agreed.";
+    let work = dir.path().join("home/work");
+    std::fs::create_dir_all(&work).unwrap();
+    for k in 0..50 {
+        std::fs::write(work.join(format!("a-{k}.txt")), format!("{k} {text}\n")).unwrap();
+    }
+    let Some(s) = scene_in(
+        dir,
+        RansomwareMode::Block,
+        vec![(cleanup.clone(), hash)],
+        false,
+        Vec::new(),
+    ) else {
+        return;
+    };
+    let wait = rampart_ransomware::holds::HOLD_FOR.as_secs() + 10;
+    let script = work.with_file_name("reusing.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "cd '{work}'
+             for k in $(seq 0 49); do echo more >> a-$k.txt; done
+             numbers=\" $(stat -c %i a-*.txt | tr '\\n' ' ') \"
+             '{cleanup}' a-*.txt
+             sleep {wait}
+             setsid sh -c 'for k in $(seq 0 49); do yes \"$k {text}\" | head -n 40 > c-$k.txt; done'
+             reused=0
+             for n in $(stat -c %i c-*.txt); do
+               case \"$numbers\" in *\" $n \"*) reused=$((reused + 1));; esac
+             done
+             echo reused $reused > '{count}'
+             sleep 3
+             for k in $(seq 0 49); do
+               dd if=/dev/urandom of=c-$k.txt bs=4096 count=1 conv=notrunc status=none
+             done",
+            work = work.display(),
+            cleanup = cleanup.display(),
+            count = tools.path().join("reused").display(),
+        ),
+    )
+    .unwrap();
+    let _actor = Running(
+        Command::new("setsid")
+            .arg("sh")
+            .arg(&script)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let incident = s
+        .incidents
+        .recv_timeout(Duration::from_secs(wait + 60))
+        .expect("the encryptor was not convicted");
+    let reused: usize = std::fs::read_to_string(tools.path().join("reused"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    eprintln!("{reused} of 50 new documents took a freed number");
+    assert!(
+        reused >= 45,
+        "the numbers were not reused ({reused} of 50): this test shows nothing"
+    );
+    let changed = incident
+        .files
+        .iter()
+        .filter(|f| f.path.contains("/work/c-"))
+        .count();
+    assert!(
+        changed > 0,
+        "none of the new documents is in the incident: {incident:#?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let wrong: Vec<String> = (0..50)
+            .filter(|k| {
+                std::fs::read_to_string(work.join(format!("c-{k}.txt")))
+                    .ok()
+                    .as_deref()
+                    != Some(format!("{k} {text}\n").repeat(40).as_str())
+            })
+            .map(|k| format!("c-{k}.txt"))
+            .collect();
+        if wrong.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not restored: {wrong:?}\n{:#?}",
+            incident
+                .files
+                .iter()
+                .filter(|f| f.path.contains("/work/"))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(s);
+    drop(ext4);
+}
+
 /// A block-mode scene started with a copy of the simulator (`locker`, beside the documents)
 /// blocked by an earlier run, as an agent restarts with its incident records.
 fn scene_with_a_blocked_program(canaries: bool) -> Option<(Scene, PathBuf)> {

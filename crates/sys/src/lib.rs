@@ -700,6 +700,29 @@ pub fn fanotify_notification_group_naming_files() -> io::Result<(OwnedFd, bool)>
     }
 }
 
+/// When the file open as `fd` was made (`statx` `STATX_BTIME`: seconds, nanoseconds), where the
+/// filesystem records it: it tells one file from another given the same inode number later.
+pub fn birth_time(fd: BorrowedFd<'_>) -> Option<(i64, u32)> {
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: fd is a live descriptor; the empty path with AT_EMPTY_PATH names it; stx is a
+    // writable statx the kernel fills.
+    let r = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_BTIME,
+            stx.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: statx returned 0: the kernel filled stx (zeroed before, so fully initialised).
+    let stx = unsafe { stx.assume_init() };
+    (stx.stx_mask & libc::STATX_BTIME != 0).then_some((stx.stx_btime.tv_sec, stx.stx_btime.tv_nsec))
+}
+
 /// A file handle as `name_to_handle_at` and fanotify report it: its type and bytes.
 pub type Handle = (i32, Vec<u8>);
 

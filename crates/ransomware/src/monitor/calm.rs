@@ -615,11 +615,14 @@ fn broke(shared: &Shared, b: Broken, writers: &[&[ActorKey]]) {
     } = b;
     tracing::debug!(dev, ino, "ransomware: lease broken");
     shared.breaks.fetch_add(1, Ordering::Relaxed);
-    let kept_before = !writers.is_empty() && {
-        let state = shared.state.lock().expect("state lock");
-        writers
-            .iter()
-            .all(|keys| state.has_original(group_of(keys), dev, ino, &path))
+    let born = rampart_sys::birth_time(fd.as_fd());
+    let kept_before = {
+        let mut state = shared.state.lock().expect("state lock");
+        state.renew(dev, ino, born);
+        !writers.is_empty()
+            && writers
+                .iter()
+                .all(|keys| state.has_original(group_of(keys), dev, ino, &path))
     };
     if kept_before {
         drop(fd);

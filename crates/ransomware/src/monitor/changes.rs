@@ -528,9 +528,13 @@ fn change(shared: &Shared, c: Change, read_by: Instant) {
             // read (under load, seconds after the fact, and the new file may be gone again)
             let recreated = {
                 let mut state = shared.state.lock().expect("state lock");
+                let now_at = std::fs::symlink_metadata(&path).ok();
+                if let Some(m) = &now_at {
+                    state.renew(m.dev(), m.ino(), crate::vault::born_of(m));
+                }
                 let journal = state.journals.entry(group_of(keys)).or_default();
                 journal.touched();
-                if let Ok(m) = std::fs::symlink_metadata(&path) {
+                if let Some(m) = now_at {
                     journal.touches.push(Touch::Created {
                         path: path.clone(),
                         dev: m.dev(),
@@ -714,6 +718,10 @@ fn closed(shared: &Shared, keys: &[ActorKey], path: &Path, object: Option<&Handl
                 .filter(|f| (f.dev, f.ino) == (d.dev, d.ino))
         }),
     };
+    if let Some(f) = &found {
+        let mut state = shared.state.lock().expect("state lock");
+        state.renew(f.dev, f.ino, f.born);
+    }
     // the original kept when it broke the document's lease (its folder calm then); or, its
     // open not seen at all — the document was left loose for another writer (see `calm`) — that
     // writer's original. Both of the document at this path: judged late, under load, the inode

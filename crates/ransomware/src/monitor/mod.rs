@@ -325,6 +325,12 @@ pub(crate) struct State {
     pub finishing: Vec<(Incident, Vec<u32>, Instant)>,
     /// Emptied documents to be judged again once settled.
     pub pending: Vec<Pending>,
+    /// When the file was made that what is written down under an inode number is about (see
+    /// [`State::renew`]).
+    pub born: HashMap<(u64, u64), (i64, u32)>,
+    /// Inode numbers given so far to files whose number another file has now (see
+    /// [`State::renew`]).
+    pub retired: u64,
 }
 
 /// An emptied document, judged again a moment later.
@@ -342,7 +348,47 @@ pub(crate) struct Pending {
     pub due: Instant,
 }
 
+/// The device number under which files whose inode number another file has now are written
+/// down (none has it: a device number is 32 bits).
+pub(crate) const RETIRED_DEV: u64 = u64::MAX;
+
 impl State {
+    /// The file as (`dev`, `ino`), made at `born` (where known), is about to be written down or
+    /// looked up: what is written down under that number for a file made at another time — one
+    /// deleted and let go of, whose number the filesystem gave to this one — is no longer about
+    /// it: its copies and marks are forgotten (else this file would be taken to have an
+    /// original already, and judged against another's), and its journals' touches keep it
+    /// apart under a retired number (a restore plan goes by inode number).
+    pub fn renew(&mut self, dev: u64, ino: u64, born: Option<(i64, u32)>) {
+        let Some(born) = born else {
+            return;
+        };
+        match self.born.insert((dev, ino), born) {
+            Some(before) if before != born => {}
+            _ => return,
+        }
+        tracing::debug!(
+            dev,
+            ino,
+            "ransomware: an inode number given to another file"
+        );
+        let key = (dev, ino);
+        self.retired += 1;
+        let retired = (RETIRED_DEV, self.retired);
+        self.kept.retain(|(_, d, i), _| (*d, *i) != key);
+        self.loosened.remove(&key);
+        for j in self.journals.values_mut() {
+            j.modified.remove(&key);
+            j.changed.remove(&key);
+            j.made_inodes.remove(&key);
+            for t in &mut j.touches {
+                if t.inode() == key {
+                    t.set_inode(retired);
+                }
+            }
+        }
+    }
+
     /// Remembers who `pid` is, for its changes announced after it is gone. Bounded: past
     /// [`REMEMBERED`] entries (or twice what the last look kept), those of processes gone for a
     /// minute are forgotten.
@@ -436,6 +482,14 @@ impl State {
         }
         self.kept.retain(|(g, _, _), _| !gone.contains(g));
         self.loosened.retain(|_, (g, _)| !gone.contains(g));
+        // birth times of numbers nothing is written down under any more
+        let mut live: HashSet<(u64, u64)> = self.kept.keys().map(|(_, d, i)| (*d, *i)).collect();
+        live.extend(self.loosened.keys().copied());
+        for j in self.journals.values() {
+            live.extend(j.modified.iter().chain(&j.changed).copied());
+            live.extend(j.made_inodes.keys().copied());
+        }
+        self.born.retain(|k, _| live.contains(k));
         self.notes.retain(|_, (_, g)| !gone.contains(g));
         self.groups_of.retain(|_, groups| {
             groups.retain(|g| !gone.contains(g));
@@ -1345,6 +1399,51 @@ mod forget_tests {
     use super::*;
     use crate::detector::Evidence;
     use crate::vault::Kept;
+
+    /// What is written down under an inode number is forgotten once the number is another
+    /// file's (a later birth), and kept while it is the same file's (or its birth is unknown).
+    #[test]
+    fn a_number_given_to_another_file_is_written_down_afresh() {
+        let mut s = State::default();
+        let first = Some((100, 5));
+        let touched = |s: &mut State| {
+            s.kept.insert((1, 7, 42), Kept::TooLarge { size: 1 });
+            s.kept.insert((2, 7, 43), Kept::TooLarge { size: 1 });
+            let j = s.journals.entry(1).or_default();
+            j.modified.insert((7, 42));
+            j.changed.insert((7, 42));
+            j.touches.push(Touch::Modified {
+                path: "/d/a".into(),
+                dev: 7,
+                ino: 42,
+                kept: None,
+            });
+        };
+        s.renew(7, 42, first);
+        touched(&mut s);
+        s.renew(7, 42, first);
+        s.renew(7, 42, None);
+        assert!(
+            s.kept.contains_key(&(1, 7, 42)),
+            "the same file: nothing forgotten"
+        );
+        assert!(s.journals[&1].modified.contains(&(7, 42)));
+        s.renew(7, 42, Some((100, 6)));
+        assert!(!s.kept.contains_key(&(1, 7, 42)));
+        assert!(s.kept.contains_key(&(2, 7, 43)), "another number: kept");
+        let j = &s.journals[&1];
+        assert!(!j.modified.contains(&(7, 42)) && !j.changed.contains(&(7, 42)));
+        assert_eq!(
+            j.touches[0].inode(),
+            (RETIRED_DEV, 1),
+            "kept apart in the plan"
+        );
+        // the next file at the number is written down as usual, and retired apart from the first
+        touched(&mut s);
+        s.renew(7, 42, Some((200, 0)));
+        let j = &s.journals[&1];
+        assert_eq!(j.touches[1].inode(), (RETIRED_DEV, 2));
+    }
 
     #[test]
     fn groups_under_no_suspicion_are_forgotten_once_idle() {

@@ -497,11 +497,12 @@ fn decide(
         }
     }
     // the original first: once per actor and document (none of a document it made)
-    let need_copy = !shared
-        .state
-        .lock()
-        .expect("state lock")
-        .has_original(p.pgid, dev, ino, &path);
+    let born = rampart_sys::birth_time(fd);
+    let need_copy = {
+        let mut state = shared.state.lock().expect("state lock");
+        state.renew(dev, ino, born);
+        !state.has_original(p.pgid, dev, ino, &path)
+    };
     let kept = if need_copy {
         match shared.vault.keep(fd, &path, m.len()) {
             Ok(k) => {

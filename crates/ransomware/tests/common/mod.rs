@@ -261,3 +261,80 @@ impl Drop for JudgeHeld {
         }
     }
 }
+
+/// A journaled ext4 of its own (`mkfs.ext4` defaults), loop-mounted, unmounted when dropped:
+/// such a filesystem gives a freed inode number to the next file at once (this VM's root, with
+/// no journal, holds numbers back for a minute).
+#[allow(dead_code)] // (not every test crate uses it)
+pub struct Ext4 {
+    dir: Option<tempfile::TempDir>,
+}
+
+#[allow(dead_code)]
+impl Ext4 {
+    pub fn new() -> Option<Ext4> {
+        let run = |cmd: &str, args: &[&str]| {
+            std::process::Command::new(cmd)
+                .args(args)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let (img, mnt) = (dir.path().join("ext4.img"), dir.path().join("mnt"));
+        std::fs::create_dir(&mnt).unwrap();
+        let made = std::fs::File::create(&img)
+            .and_then(|f| f.set_len(256 << 20))
+            .is_ok()
+            && run("mkfs.ext4", &["-q", "-F", img.to_str().unwrap()])
+            && run(
+                "mount",
+                &["-o", "loop", img.to_str().unwrap(), mnt.to_str().unwrap()],
+            );
+        if !made {
+            skip_or_fail("a journaled ext4 needs root, loop devices and mkfs.ext4 (e2fsprogs)");
+            return None;
+        }
+        Some(Ext4 { dir: Some(dir) })
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.as_ref().unwrap().path().join("mnt")
+    }
+}
+
+impl Drop for Ext4 {
+    fn drop(&mut self) {
+        let mnt = self.path();
+        let _ = std::process::Command::new("umount").arg(&mnt).status();
+        if std::process::Command::new("mountpoint")
+            .arg("-q")
+            .arg(&mnt)
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            // still mounted (busy): leave the folder rather than delete into the mount
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&mnt)
+                .status();
+            std::mem::forget(self.dir.take());
+        }
+    }
+}
+
+/// A copy of `rm` in `dir` (`cleanup-rm`), with its SHA-256: a program for a policy to trust.
+#[allow(dead_code)]
+pub fn trusted_remover(dir: &Path) -> (PathBuf, String) {
+    let cleanup = dir.join("cleanup-rm");
+    let rm = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v rm"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    std::fs::copy(rm.trim(), &cleanup).unwrap();
+    let hash = rampart_ransomware::monitor::sha256_of(&cleanup).unwrap();
+    (cleanup, hash)
+}
