@@ -61,28 +61,14 @@ pub enum Touch {
         /// Inode.
         ino: u64,
     },
-}
-
-impl Touch {
-    /// The document's (device, inode).
-    pub fn inode(&self) -> (u64, u64) {
-        match self {
-            Touch::Modified { dev, ino, .. }
-            | Touch::Renamed { dev, ino, .. }
-            | Touch::Deleted { dev, ino, .. }
-            | Touch::Created { dev, ino, .. } => (*dev, *ino),
-        }
-    }
-
-    /// Names the document by `(dev, ino)` from now on (see `State::renew`).
-    pub fn set_inode(&mut self, to: (u64, u64)) {
-        match self {
-            Touch::Modified { dev, ino, .. }
-            | Touch::Renamed { dev, ino, .. }
-            | Touch::Deleted { dev, ino, .. }
-            | Touch::Created { dev, ino, .. } => (*dev, *ino) = to,
-        }
-    }
+    /// From here on (`dev`, `ino`) is another file: the filesystem gave the number of the one
+    /// touched before to a new one (see `State::renew`).
+    Renewed {
+        /// Device.
+        dev: u64,
+        /// Inode.
+        ino: u64,
+    },
 }
 
 /// Where an original's content is.
@@ -140,8 +126,24 @@ impl Plan {
         let find = |o: &mut Vec<Original>, dev: u64, ino: u64| {
             o.iter().position(|x| x.dev == dev && x.ino == ino)
         };
+        // numbers given to another file since: what was touched under them before is kept
+        // apart under a number no file has (the device's all ones, a count)
+        let mut retired = 0;
         for t in touches {
             match t {
+                Touch::Renewed { dev, ino } => {
+                    retired += 1;
+                    let apart = (u64::MAX, retired);
+                    if let Some(m) = made.remove(&(*dev, *ino)) {
+                        made.insert(apart, m);
+                    }
+                    for o in originals
+                        .iter_mut()
+                        .filter(|o| (o.dev, o.ino) == (*dev, *ino))
+                    {
+                        (o.dev, o.ino) = apart;
+                    }
+                }
                 Touch::Created { path, dev, ino } => {
                     // made again under another name: the first is gone (its deletion is not
                     // written down: it was no document) and the filesystem gave its number to
@@ -425,6 +427,46 @@ mod tests {
                 path: PathBuf::from("/d/y.tmp"),
                 now_at: PathBuf::from("/d/y.tmp"),
             }]
+        );
+    }
+
+    /// A number the filesystem gave to another file (`Touch::Renewed`) starts afresh: each file
+    /// keeps its own path and original.
+    #[test]
+    fn a_renewed_number_is_another_document_in_the_plan() {
+        let copy = |sha: &str| {
+            Some(Kept::Copy {
+                sha256: sha.into(),
+                size: 1,
+            })
+        };
+        let touches = vec![
+            Touch::Modified {
+                path: "/d/a.txt".into(),
+                dev: 7,
+                ino: 42,
+                kept: copy("aaaa"),
+            },
+            Touch::Renewed { dev: 7, ino: 42 },
+            Touch::Modified {
+                path: "/d/c.txt".into(),
+                dev: 7,
+                ino: 42,
+                kept: copy("cccc"),
+            },
+        ];
+        let plan = Plan::from_touches(&touches);
+        let originals: Vec<(&Path, &Source)> = plan
+            .originals
+            .iter()
+            .map(|o| (o.path.as_path(), &o.source))
+            .collect();
+        assert_eq!(
+            originals,
+            vec![
+                (Path::new("/d/a.txt"), &Source::Copy("aaaa".into())),
+                (Path::new("/d/c.txt"), &Source::Copy("cccc".into())),
+            ]
         );
     }
 
