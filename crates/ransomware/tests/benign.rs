@@ -122,6 +122,20 @@ fn scene_under(
     })
 }
 
+/// Waits (at most `within`) until every change `s`'s monitor read is judged, then fails if
+/// `what` was convicted.
+fn judged_without_conviction(s: &Scene, within: Duration, what: &str) {
+    let monitor = s.monitor.as_ref().unwrap();
+    let deadline = Instant::now() + within;
+    while monitor.status().backlog > 0 {
+        assert!(Instant::now() < deadline, "{:?}", monitor.status());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Ok(i) = s.incidents.recv_timeout(Duration::from_millis(1500)) {
+        panic!("{what} was convicted:\n{i:#?}");
+    }
+}
+
 /// Runs `script` with `sh` in `dir`, in a session of its own; returns whether it succeeded.
 fn run(dir: &Path, script: &str) -> (bool, String) {
     let out = Command::new("setsid")
@@ -356,14 +370,7 @@ fn work_judged_long_after_the_fact_is_not_a_wiper() {
         backlog > 100,
         "the judge kept up ({backlog} waited at most): this test shows nothing"
     );
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while monitor.status().backlog > 0 {
-        assert!(Instant::now() < deadline, "{:?}", monitor.status());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if let Ok(i) = s.incidents.recv_timeout(Duration::from_millis(1500)) {
-        panic!("work judged late was convicted:\n{i:#?}");
-    }
+    judged_without_conviction(&s, Duration::from_secs(120), "work judged late");
 }
 
 /// The bench's false conviction (a `gzip -r` / `gunzip -r` loop over 2,000 documents, judged far
@@ -408,14 +415,7 @@ fn a_compressed_copy_judged_when_its_name_is_another_files_is_not_a_wiper() {
     let waiting = monitor.status().backlog;
     drop(held);
     eprintln!("{waiting} change(s) waited to be judged when the judge was let go");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while monitor.status().backlog > 0 {
-        assert!(Instant::now() < deadline, "{:?}", monitor.status());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if let Ok(i) = s.incidents.recv_timeout(Duration::from_millis(1500)) {
-        panic!("work judged late was convicted:\n{i:#?}");
-    }
+    judged_without_conviction(&s, Duration::from_secs(120), "work judged late");
 }
 
 /// The bench's false conviction, again (run 0650Z, after the previous fix): state the monitor
@@ -479,26 +479,17 @@ fn a_new_file_on_a_reused_inode_number_is_judged_as_new() {
         panic!("a gzip on reused inode numbers was convicted:\n{i:#?}");
     }
     assert!(ok, "the workload was hindered: {out}");
-    let reused: usize = out
-        .split_whitespace()
-        .skip_while(|w| *w != "reused")
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let reused = common::reused(&out);
     eprintln!("{reused} of 50 .gz files took the number of a document deleted before");
     assert!(
         reused >= 45,
         "the numbers were not reused ({reused} of 50): this test shows nothing\n{out}"
     );
-    let monitor = s.monitor.as_ref().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while monitor.status().backlog > 0 {
-        assert!(Instant::now() < deadline, "{:?}", monitor.status());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if let Ok(i) = s.incidents.recv_timeout(Duration::from_millis(1500)) {
-        panic!("a gzip on reused inode numbers was convicted:\n{i:#?}");
-    }
+    judged_without_conviction(
+        &s,
+        Duration::from_secs(60),
+        "a gzip on reused inode numbers",
+    );
     drop(s);
     drop(ext4);
 }

@@ -706,12 +706,8 @@ fn an_encryptor_on_reused_inode_numbers_loses_nothing() {
         .incidents
         .recv_timeout(Duration::from_secs(wait + 60))
         .expect("the encryptor was not convicted");
-    let reused: usize = std::fs::read_to_string(tools.path().join("reused"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let reused =
+        common::reused(&std::fs::read_to_string(tools.path().join("reused")).unwrap_or_default());
     eprintln!("{reused} of 50 new documents took a freed number");
     assert!(
         reused >= 45,

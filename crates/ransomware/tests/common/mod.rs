@@ -338,3 +338,14 @@ pub fn trusted_remover(dir: &Path) -> (PathBuf, String) {
     let hash = rampart_ransomware::monitor::sha256_of(&cleanup).unwrap();
     (cleanup, hash)
 }
+
+/// The count a test script printed as `reused N` (how many new files took a freed inode
+/// number); 0 if it printed none.
+#[allow(dead_code)] // (not every test crate uses it)
+pub fn reused(out: &str) -> usize {
+    out.split_whitespace()
+        .skip_while(|w| *w != "reused")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
