@@ -869,6 +869,116 @@ fn a_database_written_by_one_process_after_another_leaves_the_folders_calm() {
     }
 }
 
+/// A script appending to one document after another leaves the folders calm. Each first write
+/// breaks a document's lease while the script's last append is still to be judged — as an
+/// in-place encryptor's next document would: the writer waits on its lease until that is
+/// judged, as the permission side would hold it, and every folder is made alert only if the
+/// judgement puts it under suspicion. (Made alert at once, every open in every folder was a
+/// permission event for two seconds after each such break: the bench's `rsync` workload, which
+/// appends to 40 documents between two `rsync` runs, met 12,450 a round and ran 1.8× slower.)
+#[test]
+fn a_script_appending_to_one_document_after_another_leaves_the_folders_calm() {
+    let Some(s) = scene(RansomwareMode::Block, Vec::new()) else {
+        return;
+    };
+    let m = s.monitor.as_ref().unwrap();
+    common::wait_calm_folders(m, m.status().folders);
+    let before = m.status();
+    let (ok, out) = run(
+        &s.docs,
+        "for f in letters/*.txt; do echo changed >>\"$f\"; done
+         cat *.txt projects/*.txt letters/*.txt >/dev/null",
+    );
+    assert!(ok, "{out}");
+    let after = m.status();
+    // 75 appends and 226 documents read; the folders the shell lists are seen (a few events)
+    assert!(
+        after.permission_events - before.permission_events < 20
+            && after.calm_folders >= before.calm_folders,
+        "the appends made the folders alert: {before:?} then {after:?}"
+    );
+    assert!(
+        after.lease_breaks >= before.lease_breaks + 50,
+        "the appends did not go through the documents' leases: {before:?} then {after:?}"
+    );
+    if let Ok(i) = s.incidents.recv_timeout(Duration::from_millis(1500)) {
+        panic!("a script appending to documents was convicted:\n{i:#?}");
+    }
+}
+
+/// A folder of documents moved into a protected folder from elsewhere on its filesystem (a
+/// rename, of which the kernel tells only the folder's name) is protected as one made there:
+/// its documents are guarded, and an untrusted writer has the original kept first. While
+/// no one is under suspicion it is calm at once — not only at the next settle: reading its
+/// documents right after raises no permission event.
+#[test]
+fn a_folder_moved_in_is_protected_and_calm_at_once() {
+    let Some(s) = scene(RansomwareMode::Block, Vec::new()) else {
+        return;
+    };
+    let m = s.monitor.as_ref().unwrap();
+    let outside = s.dir.path().join("downloads/minutes");
+    std::fs::create_dir_all(outside.join("2025")).unwrap();
+    for k in 0..20 {
+        for d in [outside.clone(), outside.join("2025")] {
+            std::fs::write(
+                d.join(format!("minutes-{k}.txt")),
+                format!("{k} The board met and agreed on the budget.\n").repeat(40),
+            )
+            .unwrap();
+        }
+    }
+    common::wait_calm_folders(m, m.status().folders);
+    let before = m.status();
+    let (ok, out) = run(&s.docs, &format!("mv '{}' minutes", outside.display()));
+    assert!(ok, "{out}");
+    // judged: the 40 documents guarded, and nothing left to judge
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = m.status();
+        if now.guarded >= before.guarded + 40 && now.backlog == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the documents moved in were not guarded: {before:?} then {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let judged = m.status();
+    let (ok, out) = run(
+        &s.docs,
+        "for i in 1 2 3; do cat minutes/*.txt minutes/2025/*.txt >/dev/null; done",
+    );
+    assert!(ok, "{out}");
+    let read = m.status();
+    assert!(
+        read.calm_folders >= before.calm_folders + 2
+            && read.permission_events - judged.permission_events < 10,
+        "the folders moved in were not calm at once (120 reads): {judged:?} then {read:?}"
+    );
+    // an untrusted writer: the original is in the vault before the document changes
+    let doc = s.docs.join("minutes/2025/minutes-7.txt");
+    let original = std::fs::read(&doc).unwrap();
+    let (ok, out) = run(
+        &s.docs,
+        "printf 'rewritten\\n' > minutes/2025/minutes-7.txt",
+    );
+    assert!(ok, "{out}");
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&original))
+    };
+    assert_eq!(
+        std::fs::read(m.vault().copy_path(&sha)).ok().as_deref(),
+        Some(&original[..]),
+        "the original of a document moved in was not kept before the write"
+    );
+    if let Ok(i) = s.incidents.recv_timeout(Duration::from_millis(500)) {
+        panic!("an edit was convicted:\n{i:#?}");
+    }
+}
+
 /// A folder left alert because one of its documents was open for writing when the folders
 /// became calm is calm again once that writer has closed it — though nothing else changes.
 #[test]

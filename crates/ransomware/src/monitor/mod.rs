@@ -494,10 +494,18 @@ impl State {
     /// The original of document (`dev`, `ino`) at `path` for group `group`, whose open of it was
     /// not seen: the document was left loose for another writer, and that writer's original is
     /// the document as it was before (none for a document made by the writer, or another file
-    /// given the inode number since).
-    pub fn loose_original(&self, group: u32, dev: u64, ino: u64, path: &Path) -> Option<Kept> {
+    /// given the inode number since). `path` is asked for only when a document of that number
+    /// was left loose for another writer: spelt as the kernel does (`realpath`, a `readlink` per
+    /// component), it was most of the judge's system calls for each file an `rsync` made.
+    pub fn loose_original<'p>(
+        &self,
+        group: u32,
+        dev: u64,
+        ino: u64,
+        path: impl FnOnce() -> &'p Path,
+    ) -> Option<Kept> {
         let (writer, at) = self.loosened.get(&(dev, ino))?;
-        if *writer == group || at != path {
+        if *writer == group || at != path() {
             return None;
         }
         self.kept.get(&(*writer, dev, ino)).cloned()
@@ -596,6 +604,8 @@ pub(crate) struct Shared {
     /// The judge's call to the permission side once what was read is judged (held openers
     /// may go).
     pub judged: OwnedFd,
+    /// The judge's call to the lease side, likewise (see `calm::judged_up_to`).
+    pub lease_judged: OwnedFd,
     pub incident_count: AtomicUsize,
     /// Programs blocked on this host, by content.
     pub blocklist: Mutex<crate::blocklist::Blocklist>,
@@ -608,6 +618,9 @@ pub(crate) struct Shared {
     pub creations: Mutex<crate::creations::Source>,
     /// Changes read and not judged yet.
     pub backlog: AtomicUsize,
+    /// The lease side waits for the changes queued before a break to be judged (see
+    /// `calm::judged_up_to`): the reader hands on even an empty queue, as for held openers.
+    pub lease_waiting: AtomicBool,
     /// Of them, deletions and renames of documents.
     pub removals: AtomicUsize,
     /// Opens held so far, and their waits in microseconds.
@@ -683,6 +696,7 @@ impl Monitor {
             holding: AtomicBool::new(false),
             read_now: rampart_sys::eventfd()?,
             judged: rampart_sys::eventfd()?,
+            lease_judged: rampart_sys::eventfd()?,
             incident_count: AtomicUsize::new(0),
             blocklist: Mutex::new(crate::blocklist::Blocklist::default()),
             trusted_cache: Mutex::new(HashMap::new()),
@@ -690,6 +704,7 @@ impl Monitor {
             lineage_live: AtomicBool::new(false),
             creations: Mutex::new(crate::creations::Source::None),
             backlog: AtomicUsize::new(0),
+            lease_waiting: AtomicBool::new(false),
             removals: AtomicUsize::new(0),
             held: AtomicU64::new(0),
             held_us: AtomicU64::new(0),
@@ -828,7 +843,7 @@ impl Monitor {
                                     }
                                 }
                             }
-                            watch_tree(&shared, f);
+                            watch_tree(&shared, f, false);
                         }
                         shared.ready.store(true, Ordering::SeqCst);
                         tracing::info!(
@@ -1035,15 +1050,14 @@ pub(crate) fn excluded(shared: &Shared, path: &Path) -> bool {
     if path.starts_with(shared.vault.dir()) || path.starts_with(&shared.settings.quarantine) {
         return true;
     }
-    let names: Vec<String> = path
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
+    // on every change judged: compared in place (a `String` per component of every path was a
+    // tenth of the judge's time under an `rsync` making thousands of files)
     shared.settings.exclusions.iter().any(|e| {
         if e.starts_with('/') {
             path.starts_with(e)
         } else {
-            names.iter().any(|n| n == e)
+            path.components()
+                .any(|c| c.as_os_str() == std::ffi::OsStr::new(e))
         }
     })
 }
@@ -1054,8 +1068,10 @@ pub(crate) fn in_scope(shared: &Shared, path: &Path) -> bool {
 }
 
 /// Watches folder `dir` and everything below it: folders get notification marks, documents
-/// are held in the vault and guarded by an inode mark.
-pub(crate) fn watch_tree(shared: &Shared, dir: &Path) {
+/// are held in the vault and guarded by an inode mark. `made`: the tree was just made (or moved
+/// in) while the protection runs — each folder of it is made calm at once where it may be
+/// (see [`calm::made_folder`]).
+pub(crate) fn watch_tree(shared: &Shared, dir: &Path, made: bool) {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         if excluded(shared, &d) {
@@ -1065,14 +1081,18 @@ pub(crate) fn watch_tree(shared: &Shared, dir: &Path) {
         let Ok(entries) = std::fs::read_dir(&d) else {
             continue;
         };
+        let mut docs = Vec::new();
         for e in entries.flatten() {
             let Ok(t) = e.file_type() else { continue };
             let p = e.path();
             if t.is_dir() {
                 stack.push(p);
-            } else if t.is_file() {
-                watch_document(shared, &p, None);
+            } else if t.is_file() && watch_document(shared, &p, None) {
+                docs.push(p);
             }
+        }
+        if made {
+            calm::made_folder(shared, &d, &docs);
         }
     }
 }
