@@ -53,6 +53,9 @@ pub struct Holds {
     guards: Mutex<Guards>,
     /// At most this many guards (each a descriptor).
     guard_max: usize,
+    /// Whether running out of guards was logged (once: a settle tries every unguarded document
+    /// again).
+    out_of_guards: std::sync::atomic::AtomicBool,
 }
 
 /// How many let-go descriptors may wait to be closed off the openers' way.
@@ -86,6 +89,7 @@ impl Holds {
             released: Mutex::new(Vec::new()),
             guards: Mutex::new(Guards::default()),
             guard_max: max,
+            out_of_guards: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -96,7 +100,7 @@ impl Holds {
         self.bound_released();
         // no open past the budget (documents beyond it are tried again and again)
         if self.guards.lock().expect("guards lock").by_inode.len() >= self.guard_max {
-            return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
+            return Err(self.out_of_guards());
         }
         let fd = rampart_sys::lease::open_for_lease(path)?;
         let m = rampart_sys::fstat(fd.as_fd())?;
@@ -109,7 +113,8 @@ impl Holds {
             return Ok(key);
         }
         if guards.by_inode.len() >= self.guard_max {
-            return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
+            drop(guards);
+            return Err(self.out_of_guards());
         }
         rampart_sys::lease::take_read_lease(fd.as_fd())?;
         guards.by_fd.insert(fd.as_raw_fd(), key);
@@ -123,6 +128,24 @@ impl Holds {
         };
         guards.by_inode.insert(key, Guard { fd, pinned });
         Ok(key)
+    }
+
+    /// `EMFILE`, the first time logged: the documents past the budget leave their folders alert
+    /// (every open in them a permission event, 46–64 µs each). The bench met it on this VM,
+    /// whose hard limit of 20,000 descriptors root may not raise (12,250 documents, 8,856
+    /// guards); the systemd unit raises the limit to 1,048,576.
+    fn out_of_guards(&self) -> std::io::Error {
+        if !self
+            .out_of_guards
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                guards = self.guard_max,
+                open_files_limit = rampart_sys::open_files_limit(),
+                "ransomware: no descriptor left to guard more documents; the folders of the others stay alert (each open in them waits for the agent). Raise the agent's limit of open files (LimitNOFILE)"
+            );
+        }
+        std::io::Error::from_raw_os_error(libc::EMFILE)
     }
 
     /// Whether (`dev`, `ino`) is guarded.
