@@ -370,8 +370,8 @@ pub(crate) fn calm_folders(shared: &Shared) -> usize {
 }
 
 /// Guards the document (`dev`, `ino`) at `path` (see [`crate::holds::Holds::guard`]). When it
-/// cannot be — open for writing — by the actor with `maker`'s keys, under no suspicion, that just
-/// made it, it is loose; else its folder is made alert, so that no calm folder has a document
+/// cannot be — open for writing, or still being made — by the actor with `maker`'s keys, under no
+/// suspicion, that just made it, it is loose; else its folder is made alert, so that no calm folder has a document
 /// that is neither guarded nor loose.
 pub(crate) fn guard(shared: &Shared, path: &Path, doc: (u64, u64), maker: Option<&[ActorKey]>) {
     if shared.settings.mode == RansomwareMode::Strict {

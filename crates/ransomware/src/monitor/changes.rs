@@ -533,7 +533,7 @@ fn change(shared: &Shared, c: Change, read_by: Instant) {
     }
     if c.mask & libc::FAN_CREATE != 0 && in_scope(shared, &path) {
         if is_dir {
-            watch_tree(shared, &path, true);
+            watch_tree(shared, &path, true, keys.as_deref());
         } else {
             watch_document(shared, &path, keys.as_deref());
         }
@@ -651,7 +651,7 @@ fn guard_renamed(shared: &Shared, to: &Path) {
                 .contains_key(&h)
         });
         if !watched {
-            watch_tree(shared, to, true);
+            watch_tree(shared, to, true, None);
         }
         return;
     }

@@ -843,7 +843,7 @@ impl Monitor {
                                     }
                                 }
                             }
-                            watch_tree(&shared, f, false);
+                            watch_tree(&shared, f, false, None);
                         }
                         shared.ready.store(true, Ordering::SeqCst);
                         tracing::info!(
@@ -1070,8 +1070,9 @@ pub(crate) fn in_scope(shared: &Shared, path: &Path) -> bool {
 /// Watches folder `dir` and everything below it: folders get notification marks, documents
 /// are held in the vault and guarded by an inode mark. `made`: the tree was just made (or moved
 /// in) while the protection runs — each folder of it is made calm at once where it may be
-/// (see [`calm::made_folder`]).
-pub(crate) fn watch_tree(shared: &Shared, dir: &Path, made: bool) {
+/// (see [`calm::made_folder`]); `maker`: who made it, if known (a document of it not guarded
+/// yet — still being made — is loose for it, see [`calm::guard`]).
+pub(crate) fn watch_tree(shared: &Shared, dir: &Path, made: bool, maker: Option<&[ActorKey]>) {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         if excluded(shared, &d) {
@@ -1087,7 +1088,7 @@ pub(crate) fn watch_tree(shared: &Shared, dir: &Path, made: bool) {
             let p = e.path();
             if t.is_dir() {
                 stack.push(p);
-            } else if t.is_file() && watch_document(shared, &p, None) {
+            } else if t.is_file() && watch_document(shared, &p, maker) {
                 docs.push(p);
             }
         }
