@@ -216,6 +216,7 @@ pub(crate) fn judge(shared: &Shared, stop: &AtomicBool, queue: mpsc::Receiver<Wo
                     change(shared, c, empty_at);
                     shared.backlog.fetch_sub(1, Ordering::SeqCst);
                 }
+                alert_if_due(shared);
                 shared.removals.fetch_sub(removals, Ordering::SeqCst);
                 shared.state.lock().expect("state lock").drained = Some(empty_at);
                 if shared.holding.load(Ordering::SeqCst) {
@@ -226,6 +227,23 @@ pub(crate) fn judge(shared: &Shared, stop: &AtomicBool, queue: mpsc::Receiver<Wo
                 }
             }
         }
+    }
+}
+
+/// Makes every folder alert for deletions judged in the batch just judged (see `add`), if any
+/// actor still presses: one not taken back by a recreation since.
+fn alert_if_due(shared: &Shared) {
+    if !shared.alert_due.swap(false, Ordering::SeqCst) {
+        return;
+    }
+    let presses = shared
+        .state
+        .lock()
+        .expect("state lock")
+        .detector
+        .any_pressing(Instant::now());
+    if presses {
+        super::calm::alert(shared);
     }
 }
 
@@ -714,7 +732,13 @@ fn add(shared: &Shared, keys: &[ActorKey], evidence: Evidence) {
     // evidence: every open is seen again (and the actor's held while it is judged) — not for
     // evidence taken back (a document made again where its actor deleted it: `gunzip` after
     // `gzip`, which made every folder alert at each file)
-    if evidence.weight() >= 0.0 {
+    // A deletion may be taken back by the very next change (`git checkout` unlinks each file it
+    // changes and makes it again: each deletion made every folder alert for `CALM_AFTER`, and
+    // the bench's `git` met ~11,000 permission events a round): it makes the folders alert
+    // once the batch it came in is judged, if its actor still presses then
+    if matches!(evidence, Evidence::Deleted(_)) {
+        shared.alert_due.store(true, Ordering::SeqCst);
+    } else if evidence.weight() >= 0.0 {
         super::calm::alert(shared);
     }
     let conviction = {

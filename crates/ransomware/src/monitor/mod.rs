@@ -621,6 +621,9 @@ pub(crate) struct Shared {
     /// The lease side waits for the changes queued before a break to be judged (see
     /// `calm::judged_up_to`): the reader hands on even an empty queue, as for held openers.
     pub lease_waiting: AtomicBool,
+    /// Deletions judged in the batch being judged: every folder is made alert at its end if
+    /// an actor still presses (see `changes::alert_if_due`).
+    pub alert_due: AtomicBool,
     /// Of them, deletions and renames of documents.
     pub removals: AtomicUsize,
     /// Opens held so far, and their waits in microseconds.
@@ -705,6 +708,7 @@ impl Monitor {
             creations: Mutex::new(crate::creations::Source::None),
             backlog: AtomicUsize::new(0),
             lease_waiting: AtomicBool::new(false),
+            alert_due: AtomicBool::new(false),
             removals: AtomicUsize::new(0),
             held: AtomicU64::new(0),
             held_us: AtomicU64::new(0),
