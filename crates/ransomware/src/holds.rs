@@ -77,11 +77,10 @@ fn being_made(fd: std::os::fd::BorrowedFd<'_>, len: u64) -> bool {
         return false;
     };
     let born = std::time::UNIX_EPOCH + std::time::Duration::new(secs.max(0) as u64, nanos);
+    // a birth in the future (a clock set back) counts as just now
     std::time::SystemTime::now()
         .duration_since(born)
-        .is_ok_and(|age| age < BEING_MADE_FOR)
-        // a birth in the future (a clock set back) counts as just now
-        || std::time::SystemTime::now() < born
+        .map_or(true, |age| age < BEING_MADE_FOR)
 }
 
 /// How many let-go descriptors may wait to be closed off the openers' way.

@@ -122,6 +122,21 @@ fn scene_under(
     })
 }
 
+/// Asserts that `original` is in `monitor`'s vault (kept before a write), saying `what` if not.
+fn assert_kept(monitor: &Monitor, original: &[u8], what: &str) {
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(original))
+    };
+    assert_eq!(
+        std::fs::read(monitor.vault().copy_path(&sha))
+            .ok()
+            .as_deref(),
+        Some(original),
+        "{what}"
+    );
+}
+
 /// Waits (at most `within`) until every change `s`'s monitor read is judged, then fails if
 /// `what` was convicted.
 fn judged_without_conviction(s: &Scene, within: Duration, what: &str) {
@@ -806,15 +821,7 @@ fn calm_folders_cost_readers_nothing_and_still_keep_originals() {
     assert_eq!(std::fs::read(&doc).unwrap(), b"rewritten by hand\n");
     let wrote = m.status();
     assert!(wrote.lease_breaks > read.lease_breaks, "{wrote:?}");
-    let sha = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(&original))
-    };
-    assert_eq!(
-        std::fs::read(m.vault().copy_path(&sha)).ok().as_deref(),
-        Some(&original[..]),
-        "the original was not kept before the write"
-    );
+    assert_kept(m, &original, "the original was not kept before the write");
     assert!(
         s.incidents
             .recv_timeout(Duration::from_millis(500))
@@ -965,14 +972,10 @@ fn a_folder_moved_in_is_protected_and_calm_at_once() {
         "printf 'rewritten\\n' > minutes/2025/minutes-7.txt",
     );
     assert!(ok, "{out}");
-    let sha = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(&original))
-    };
-    assert_eq!(
-        std::fs::read(m.vault().copy_path(&sha)).ok().as_deref(),
-        Some(&original[..]),
-        "the original of a document moved in was not kept before the write"
+    assert_kept(
+        m,
+        &original,
+        "the original of a document moved in was not kept before the write",
     );
     if let Ok(i) = s.incidents.recv_timeout(Duration::from_millis(500)) {
         panic!("an edit was convicted:\n{i:#?}");

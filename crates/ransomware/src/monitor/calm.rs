@@ -182,13 +182,13 @@ pub(crate) fn never_calm(shared: &Shared, dir: &Path) {
     alert_folder(shared, dir);
 }
 
-/// Whether folders may be calm now: no actor under fresh suspicion, nothing waiting to be judged
-/// or held, and quiet for [`CALM_AFTER`].
-fn may_calm(shared: &Shared, now: Instant) -> bool {
+/// Whether folders may be calm now: no actor under fresh suspicion, nothing held or waiting for
+/// a verdict, and — with `backlog` — nothing read and not judged yet.
+fn may_calm(shared: &Shared, now: Instant, backlog: bool) -> bool {
     if shared.settings.mode == RansomwareMode::Strict
         || !shared.ready.load(Ordering::SeqCst)
         || shared.holding.load(Ordering::SeqCst)
-        || shared.backlog.load(Ordering::SeqCst) > 0
+        || (backlog && shared.backlog.load(Ordering::SeqCst) > 0)
     {
         return false;
     }
@@ -200,7 +200,7 @@ fn may_calm(shared: &Shared, now: Instant) -> bool {
 /// many folders are calm.
 pub(crate) fn settle(shared: &Shared) -> usize {
     let now = Instant::now();
-    if !may_calm(shared, now) {
+    if !may_calm(shared, now, true) {
         return shared.calm.lock().expect("calm lock").ignoring.len();
     }
     // under the lock throughout: a document that cannot be guarded makes its folder alert under
@@ -320,21 +320,9 @@ fn make_calm(shared: &Shared, calm: &mut Calm, dir: &Path) {
 /// judged, and meanwhile a write to a guarded document here is a lease break, which keeps the
 /// document and, for a document its writer has no original of, waits for those judgements.
 pub(crate) fn made_folder(shared: &Shared, dir: &Path, docs: &[PathBuf]) {
-    if shared.settings.mode == RansomwareMode::Strict
-        || !shared.ready.load(Ordering::SeqCst)
-        || shared.holding.load(Ordering::SeqCst)
-    {
-        return;
-    }
     let now = Instant::now();
-    {
-        let state = shared.state.lock().expect("state lock");
-        if state.detector.any_pressing(now)
-            || !state.pending.is_empty()
-            || !state.finishing.is_empty()
-        {
-            return;
-        }
+    if !may_calm(shared, now, false) {
+        return;
     }
     // under the lock throughout, as at a settle
     let mut calm = shared.calm.lock().expect("calm lock");
@@ -554,16 +542,15 @@ fn must_alert(shared: &Shared, writers: Option<&[Writer]>, broken: &[Broken]) ->
     };
     let unjudged =
         shared.backlog.load(Ordering::SeqCst) > 0 || rampart_sys::poll_readable(&shared.notify, 0);
-    let state = shared.state.lock().expect("state lock");
-    let mut new_document = false;
-    for b in broken {
-        for keys in writers_of(writers, b) {
-            if state.held_back(keys, None) {
-                return Alert::Now;
-            }
-            new_document |= !state.has_original(group_of(keys), b.dev, b.ino, &b.path);
-        }
+    if held_back(shared, writers, broken) {
+        return Alert::Now;
     }
+    let state = shared.state.lock().expect("state lock");
+    let new_document = broken.iter().any(|b| {
+        writers_of(writers, b)
+            .iter()
+            .any(|keys| !state.has_original(group_of(keys), b.dev, b.ino, &b.path))
+    });
     if new_document && unjudged {
         Alert::UnlessJudgedClean
     } else {

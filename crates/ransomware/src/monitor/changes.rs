@@ -731,11 +731,11 @@ fn add(shared: &Shared, keys: &[ActorKey], evidence: Evidence) {
     tracing::debug!(?keys, evidence = %evidence.describe(), weight = evidence.weight(), "ransomware: evidence");
     // evidence: every open is seen again (and the actor's held while it is judged) — not for
     // evidence taken back (a document made again where its actor deleted it: `gunzip` after
-    // `gzip`, which made every folder alert at each file)
-    // A deletion may be taken back by the very next change (`git checkout` unlinks each file it
-    // changes and makes it again: each deletion made every folder alert for `CALM_AFTER`, and
-    // the bench's `git` met ~11,000 permission events a round): it makes the folders alert
-    // once the batch it came in is judged, if its actor still presses then
+    // `gzip`, which made every folder alert at each file). A deletion may be taken back by the
+    // very next change (`git checkout` unlinks each file it changes and makes it again: each
+    // deletion made every folder alert for `CALM_AFTER`, ~11,000 permission events a round of
+    // the bench's `git`): it alerts once the batch it came in is judged, if its actor still
+    // presses then
     if matches!(evidence, Evidence::Deleted(_)) {
         shared.alert_due.store(true, Ordering::SeqCst);
     } else if evidence.weight() >= 0.0 {
