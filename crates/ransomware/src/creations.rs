@@ -69,19 +69,77 @@ pub struct Read {
     pub since: Option<std::time::Instant>,
 }
 
+/// The reader's tick, which a caller in need can hurry: between reads the reader sleeps until
+/// its tick is over or someone asks for a read ([`Tick::read_now`]), so that the judge,
+/// naming a process gone, waits for one read and not for a tick, and the reader's tick can be
+/// long while nothing needs it sooner (each wakeup of a thread costs tens of microseconds on a
+/// VM, and this one ran 200 times a second on an idle host).
+#[derive(Debug, Default)]
+pub struct Tick {
+    state: std::sync::Mutex<TickState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct TickState {
+    /// A read was asked for and has not begun.
+    asked: bool,
+    /// Reads done so far.
+    reads: u64,
+}
+
+impl Tick {
+    /// Asks for a read now and waits until one more is done, `at_most` long.
+    pub fn read_now(&self, at_most: Duration) {
+        let deadline = std::time::Instant::now() + at_most;
+        let mut s = self.state.lock().expect("tick lock");
+        let before = s.reads;
+        s.asked = true;
+        self.changed.notify_all();
+        while s.reads == before {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            s = self.changed.wait_timeout(s, left).expect("tick lock").0;
+        }
+    }
+
+    /// The reader's wait: until `every` is over or a read is asked for.
+    fn wait(&self, every: Duration) {
+        let deadline = std::time::Instant::now() + every;
+        let mut s = self.state.lock().expect("tick lock");
+        while !s.asked {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            s = self.changed.wait_timeout(s, left).expect("tick lock").0;
+        }
+        s.asked = false;
+    }
+
+    /// The reader: a read is done.
+    fn done(&self) {
+        self.state.lock().expect("tick lock").reads += 1;
+        self.changed.notify_all();
+    }
+}
+
 const FORK: u32 = 1;
 const EXEC: u32 = 2;
 /// `struct rl_exec`: what, parent, child, pgid, dev, ino, then the two names.
 const NAME: usize = 128;
 const EXEC_HEAD: usize = 32;
 
-/// Reads process creations every `every` until `stop`, giving each read (empty ones too: when
-/// it began tells what has been announced) to `each`: from the
+/// Reads process creations on `tick` (each `every()` long, or shorter when hurried) until `stop`,
+/// giving each read (empty ones too: when it began tells what has been announced) to `each`: from the
 /// tracepoints if the kernel loads them, else from the proc connector. Tells `ready` which, once
 /// reading (`Source::None`: nothing to read, returns at once). Returns when stopped or when the
 /// source fails (logged).
 pub fn read_every(
-    every: Duration,
+    tick: &Tick,
+    every: impl Fn() -> Duration,
     stop: &AtomicBool,
     ready: mpsc::Sender<Source>,
     mut each: impl FnMut(Read),
@@ -94,7 +152,7 @@ pub fn read_every(
     match loaded {
         Ok(skel) => {
             let _ = ready.send(Source::Tracepoints);
-            tracepoints(&skel, every, stop, &mut each);
+            tracepoints(&skel, tick, every, stop, &mut each);
             return;
         }
         Err(e) => tracing::warn!(
@@ -115,16 +173,19 @@ pub fn read_every(
     };
     let _ = ready.send(Source::ProcConnector);
     while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(every);
+        tick.wait(every());
         let since = std::time::Instant::now();
         match forks.read(0) {
-            Ok(read) => each(Read {
-                forks: read.forks,
-                execs: read.execs,
-                ran: Vec::new(),
-                lost: read.lost,
-                since: Some(since),
-            }),
+            Ok(read) => {
+                each(Read {
+                    forks: read.forks,
+                    execs: read.execs,
+                    ran: Vec::new(),
+                    lost: read.lost,
+                    since: Some(since),
+                });
+                tick.done();
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "ransomware: reading process creations failed");
                 return;
@@ -135,7 +196,8 @@ pub fn read_every(
 
 fn tracepoints(
     skel: &skel::LineageSkel<'_>,
-    every: Duration,
+    tick: &Tick,
+    every: impl Fn() -> Duration,
     stop: &AtomicBool,
     each: &mut impl FnMut(Read),
 ) {
@@ -157,7 +219,7 @@ fn tracepoints(
     };
     let mut lost_before = 0;
     while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(every);
+        tick.wait(every());
         let since = std::time::Instant::now();
         if let Err(e) = ring.consume() {
             tracing::warn!(error = %e, "ransomware: reading process creations failed");
@@ -176,6 +238,7 @@ fn tracepoints(
         r.since = Some(since);
         lost_before = lost;
         each(r);
+        tick.done();
     }
 }
 
@@ -296,9 +359,15 @@ mod tests {
         let (reads_tx, reads) = mpsc::channel();
         std::thread::scope(|s| {
             s.spawn(|| {
-                read_every(Duration::from_millis(5), &stop, ready_tx, |r| {
-                    let _ = reads_tx.send(r);
-                })
+                read_every(
+                    &Tick::default(),
+                    || Duration::from_millis(5),
+                    &stop,
+                    ready_tx,
+                    |r| {
+                        let _ = reads_tx.send(r);
+                    },
+                )
             });
             let source = ready.recv().unwrap();
             if source != Source::Tracepoints {

@@ -114,16 +114,23 @@ pub(crate) fn read(shared: &Shared, stop: &AtomicBool, work: &mpsc::Sender<Work>
     }
 }
 
-/// How long the kernel's announcements of process creations wait to be read. Read as each came,
-/// they woke a thread at every fork, exec and exit on the host, and that alone cost a shell loop
-/// starting a program per file 10–20 % on our 2-core VMs (a listener in C that read them and did
-/// nothing else cost the same; reading on a tick, ~1 %). So they are read on this tick also
-/// while programs are blocked: a `sqlite3` per row ran 1.24× slower than without the agent once
-/// a single program was blocked and each exec was read as it came, 1.06× on the tick (the bench
-/// convicts its simulators before its benign workloads). A copy of a blocked program then runs
-/// this long at most before it is stopped — anything it changes meanwhile is restored with its
-/// conviction. [`parent_of`] waits longer than this for a fork to be read.
+/// How long the kernel's announcements of process creations wait to be read while a program is
+/// blocked. Read as each came, they woke a thread at every fork, exec and exit on the host, and
+/// that alone cost a shell loop starting a program per file 10–20 % on our 2-core VMs (a
+/// listener in C that read them and did nothing else cost the same; reading on a tick, ~1 %).
+/// So they are read on this tick also while programs are blocked: a `sqlite3` per row ran 1.24×
+/// slower than without the agent once a single program was blocked and each exec was read as it
+/// came, 1.06× on the tick (the bench convicts its simulators before its benign workloads). A
+/// copy of a blocked program then runs this long at most before it is stopped — anything it
+/// changes meanwhile is restored with its conviction.
 const FORKS_EVERY: Duration = Duration::from_millis(5);
+
+/// The tick while no program is blocked: nothing has to be stopped as it starts, and the judge,
+/// which needs the announcements up to a change to name a process gone, hurries the reader
+/// ([`announced_up_to`]). Each tick wakes a thread (tens of microseconds on a VM): at
+/// [`FORKS_EVERY`] that was 200 wakeups a second on an idle host, the most of any thread of the
+/// agent.
+const FORKS_IDLE_EVERY: Duration = Duration::from_millis(50);
 
 /// Records the forks the kernel announces, for [`inherited`], and looks at what each exec runs
 /// (a copy of a blocked program is stopped within [`FORKS_EVERY`] of its start). Tells `ready`
@@ -138,7 +145,14 @@ pub(crate) fn forks(
         .forks_thread
         .store(rampart_sys::this_thread_id(), Ordering::SeqCst);
     let mut previous: Option<Instant> = None;
-    crate::creations::read_every(FORKS_EVERY, stop, ready, |read| {
+    let every = || {
+        if shared.blocklist.lock().expect("blocklist lock").is_empty() {
+            FORKS_IDLE_EVERY
+        } else {
+            FORKS_EVERY
+        }
+    };
+    crate::creations::read_every(&shared.forks_tick, every, stop, ready, |read| {
         if read.lost {
             tracing::debug!("ransomware: some process creations were not announced");
         }
@@ -379,8 +393,9 @@ fn ran_keys(shared: &Shared, pid: u32) -> Option<Option<Vec<ActorKey>>> {
     Some((!trusted).then_some(keys))
 }
 
-/// Waits until the process creations announced before `t` are read (a tick, [`FORKS_EVERY`], at
-/// most — a change judged late waits not at all; a reader stopped is not waited for).
+/// Waits until the process creations announced before `t` are read: the reader is asked to
+/// read now ([`crate::creations::Tick`]), [`FORKS_EVERY`] × 4 at most — a change judged late
+/// waits not at all; a reader stopped is not waited for.
 fn announced_up_to(shared: &Shared, t: Instant) {
     let deadline = Instant::now() + 4 * FORKS_EVERY;
     while shared.lineage_live.load(Ordering::SeqCst)
@@ -389,9 +404,12 @@ fn announced_up_to(shared: &Shared, t: Instant) {
             .lock()
             .expect("lineage lock")
             .has_read_up_to(t)
-        && Instant::now() < deadline
     {
-        std::thread::sleep(Duration::from_millis(1));
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        shared.forks_tick.read_now(left);
     }
 }
 

@@ -614,6 +614,8 @@ pub(crate) struct Shared {
     /// Who forked whom lately, and whether the kernel tells (process creations are read).
     pub lineage: Mutex<crate::actor::Lineage>,
     pub lineage_live: AtomicBool,
+    /// The process-creation reader's tick, which the judge hurries (see `changes::forks`).
+    pub forks_tick: crate::creations::Tick,
     /// Where process creations are read from.
     pub creations: Mutex<crate::creations::Source>,
     /// Changes read and not judged yet.
@@ -705,6 +707,7 @@ impl Monitor {
             trusted_cache: Mutex::new(HashMap::new()),
             lineage: Mutex::new(crate::actor::Lineage::default()),
             lineage_live: AtomicBool::new(false),
+            forks_tick: crate::creations::Tick::default(),
             creations: Mutex::new(crate::creations::Source::None),
             backlog: AtomicUsize::new(0),
             lease_waiting: AtomicBool::new(false),

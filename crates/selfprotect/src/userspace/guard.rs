@@ -30,6 +30,9 @@ pub struct Gate {
     active: AtomicBool,
     /// Held while a batch is read and answered: closing the gate waits for it.
     batch: std::sync::Mutex<()>,
+    /// Wakes a reader waiting for the gate to open (the supervisor's, all the while the
+    /// protected process answers: it sleeps there instead of looking every few milliseconds).
+    opened: (std::sync::Mutex<()>, std::sync::Condvar),
 }
 
 impl Gate {
@@ -37,13 +40,15 @@ impl Gate {
     pub fn new(open: bool) -> Arc<Gate> {
         Arc::new(Gate {
             active: AtomicBool::new(open),
-            batch: std::sync::Mutex::new(()),
+            ..Default::default()
         })
     }
 
     /// Starts answering.
     pub fn open(&self) {
+        let _wake = self.opened.0.lock().expect("gate lock");
         self.active.store(true, Ordering::SeqCst);
+        self.opened.1.notify_all();
     }
 
     /// Stops answering, once every event already read is answered.
@@ -54,6 +59,20 @@ impl Gate {
 
     fn is_open(&self) -> bool {
         self.active.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the gate is open, `at_most` long: whether it is.
+    fn wait_open(&self, at_most: std::time::Duration) -> bool {
+        let guard = self.opened.0.lock().expect("gate lock");
+        if self.is_open() {
+            return true;
+        }
+        let _ = self
+            .opened
+            .1
+            .wait_timeout(guard, at_most)
+            .expect("gate lock");
+        self.is_open()
     }
 }
 
@@ -149,8 +168,8 @@ fn answer_loop(
     sys::block_signals_in_this_thread();
     let mut buf = vec![0u8; 64 * 1024];
     while !stop.load(Ordering::SeqCst) {
-        if !gate.is_open() {
-            std::thread::sleep(std::time::Duration::from_millis(5));
+        // closed: woken as it opens (and every 100 ms, to see `stop`)
+        if !gate.wait_open(std::time::Duration::from_millis(100)) {
             continue;
         }
         if !sys::poll_readable(&group, 100) {
