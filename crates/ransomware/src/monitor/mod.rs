@@ -1105,17 +1105,27 @@ pub(crate) fn watch_tree(shared: &Shared, dir: &Path, made: bool, maker: Option<
     }
 }
 
+/// Logs a failure to mark `path`: a warning, unless the file is gone already (a temporary file
+/// renamed or removed as soon as it was made — `sed -i`'s, cargo's — is no news).
+fn gone_or_warn(path: &Path, e: &std::io::Error, what: &str) {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        tracing::debug!(path = %path.display(), error = %e, "{what}: gone already");
+    } else {
+        tracing::warn!(path = %path.display(), error = %e, "{what}");
+    }
+}
+
 /// Marks one folder in the notification group, and its opens in the permission group (an
 /// actor under suspicion that moves on to the next folder waits for its judgement).
 pub(crate) fn watch_folder(shared: &Shared, dir: &Path) {
     if let Err(e) = rampart_sys::fanotify_mark_inode(&shared.notify, ON_FOLDER, dir) {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch a folder");
+        gone_or_warn(dir, &e, "cannot watch a folder");
         return;
     }
     if let Err(e) =
         rampart_sys::fanotify_mark_inode(&shared.perm, libc::FAN_OPEN_PERM | libc::FAN_ONDIR, dir)
     {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot guard a folder");
+        gone_or_warn(dir, &e, "cannot guard a folder");
     }
     if let Ok(h) = rampart_sys::name_to_handle(dir) {
         shared
@@ -1157,7 +1167,7 @@ pub(crate) fn watch_document(shared: &Shared, path: &Path, maker: Option<&[Actor
     // guarded first (the guard's own open is then no permission event), then marked
     calm::guard(shared, path, (m.dev(), m.ino()), maker);
     if let Err(e) = rampart_sys::fanotify_mark_inode(&shared.perm, libc::FAN_OPEN_PERM, path) {
-        tracing::warn!(path = %path.display(), error = %e, "cannot guard a document");
+        gone_or_warn(path, &e, "cannot guard a document");
     }
     true
 }
