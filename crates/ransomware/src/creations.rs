@@ -91,31 +91,23 @@ struct TickState {
 impl Tick {
     /// Asks for a read now and waits until one more is done, `at_most` long.
     pub fn read_now(&self, at_most: Duration) {
-        let deadline = std::time::Instant::now() + at_most;
         let mut s = self.state.lock().expect("tick lock");
         let before = s.reads;
         s.asked = true;
         self.changed.notify_all();
-        while s.reads == before {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            s = self.changed.wait_timeout(s, left).expect("tick lock").0;
-        }
+        let _ = self
+            .changed
+            .wait_timeout_while(s, at_most, |s| s.reads == before)
+            .expect("tick lock");
     }
 
     /// The reader's wait: until `every` is over or a read is asked for.
     fn wait(&self, every: Duration) {
-        let deadline = std::time::Instant::now() + every;
-        let mut s = self.state.lock().expect("tick lock");
-        while !s.asked {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            s = self.changed.wait_timeout(s, left).expect("tick lock").0;
-        }
+        let s = self.state.lock().expect("tick lock");
+        let (mut s, _) = self
+            .changed
+            .wait_timeout_while(s, every, |s| !s.asked)
+            .expect("tick lock");
         s.asked = false;
     }
 

@@ -388,12 +388,12 @@ pub(crate) fn guard(shared: &Shared, path: &Path, doc: (u64, u64), maker: Option
 /// in one process, as in tests): descriptor and when it was read.
 static PENDING: std::sync::Mutex<Vec<(i32, Instant)>> = std::sync::Mutex::new(Vec::new());
 
-/// The lease side: a document guarded by a lease is being opened for writing or truncated. Its
-/// content goes to the vault, every folder is made alert if the writer may be an attacker, and
-/// the lease is let go — the writer goes on.
 /// How often the host is searched for a writer waiting on a lease whose break was never read.
 const MISSED_BREAKS_EVERY: Duration = Duration::from_secs(5);
 
+/// The lease side: a document guarded by a lease is being opened for writing or truncated. Its
+/// content goes to the vault, every folder is made alert if the writer may be an attacker, and
+/// the lease is let go — the writer goes on.
 pub(crate) fn run(shared: &Shared, stop: &AtomicBool, breaks: &rampart_sys::lease::LeaseBreaks) {
     rampart_sys::block_signals_in_this_thread();
     let mut overflows = breaks.overflows();

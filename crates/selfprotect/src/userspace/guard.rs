@@ -64,13 +64,10 @@ impl Gate {
     /// Waits until the gate is open, `at_most` long: whether it is.
     fn wait_open(&self, at_most: std::time::Duration) -> bool {
         let guard = self.opened.0.lock().expect("gate lock");
-        if self.is_open() {
-            return true;
-        }
         let _ = self
             .opened
             .1
-            .wait_timeout(guard, at_most)
+            .wait_timeout_while(guard, at_most, |_| !self.is_open())
             .expect("gate lock");
         self.is_open()
     }
