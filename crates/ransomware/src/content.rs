@@ -355,6 +355,20 @@ pub fn judge(old: &[u8], old_len: u64, new: &[u8], new_len: u64) -> Verdict {
     }
 }
 
+/// Judges new content that replaced an original nothing is known of (renamed over a document
+/// before the agent held it): from the new content alone — encrypted-looking bytes are
+/// [`Verdict::Encrypted`], one repeated byte [`Verdict::Destroyed`], anything else (text, a
+/// known format, ordinary bytes) a save.
+pub fn judge_alone(new: &[u8]) -> Verdict {
+    if new.len() >= 512 && new.iter().all(|&b| b == new[0]) {
+        Verdict::Destroyed
+    } else if looks_encrypted(new) {
+        Verdict::Encrypted
+    } else {
+        Verdict::Edited
+    }
+}
+
 /// Whether some block of the head that was not random before is random now (also what
 /// intermittent encryption — the first 4 KiB, every 16th block — leaves).
 fn blocks_turned_random(old: &[u8], new: &[u8]) -> bool {
@@ -514,6 +528,16 @@ mod tests {
         // truncation and wiping
         assert_eq!(judge(&text, 20_000, b"", 0), Verdict::Destroyed);
         assert_eq!(j(&text, &vec![0u8; 20_000]), Verdict::Destroyed);
+    }
+
+    #[test]
+    fn content_replacing_an_unknown_original_is_judged_alone() {
+        assert_eq!(judge_alone(&prose(8192)), Verdict::Edited);
+        assert_eq!(judge_alone(b"%PDF-1.4\nrevised"), Verdict::Edited);
+        assert_eq!(judge_alone(b""), Verdict::Edited);
+        assert_eq!(judge_alone(&random(8192, 21)), Verdict::Encrypted);
+        assert_eq!(judge_alone(&base64(&random(8192, 22))), Verdict::Encrypted);
+        assert_eq!(judge_alone(&[0u8; 4096]), Verdict::Destroyed);
     }
 
     #[test]

@@ -1174,7 +1174,15 @@ fn renamed(shared: &Shared, keys: &[ActorKey], from: &Path, to: &Path, is_dir: b
                     Verdict::Edited | Verdict::Converted => None,
                 }
             }
-            None => Some(Evidence::Deleted(to.to_path_buf())),
+            // nothing held of the original (replaced again before the agent guarded the
+            // replacement it had read of: `sed -i` twice in a row): judged from the new content
+            // alone. (Counted as a deletion, one such save made a `sed -i` over a thousand
+            // documents press — every open of it held while judged — for seconds.)
+            None => match content::judge_alone(&new_head) {
+                Verdict::Encrypted => Some(Evidence::Encrypted(to.to_path_buf())),
+                Verdict::Destroyed => Some(Evidence::Destroyed(to.to_path_buf())),
+                Verdict::Edited | Verdict::Converted => None,
+            },
         };
         if let Some(e) = evidence {
             let e = if is_canary(shared, to) {
