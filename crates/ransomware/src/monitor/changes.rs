@@ -29,7 +29,7 @@ use super::{in_scope, watch_document, watch_tree, Convicted, Shared, Work};
 use crate::actor::{self, ActorKey};
 use crate::blocklist::Known;
 use crate::content::{self, Verdict, HEAD};
-use crate::detector::{Conviction, Evidence};
+use crate::detector::{Conviction, Evidence, PRESSING_FOR};
 use crate::doctype::DocumentTypes;
 use crate::restore::{Plan, Touch};
 use crate::vault::{read_head, Kept, Opened};
@@ -191,6 +191,8 @@ pub(crate) fn judge(shared: &Shared, stop: &AtomicBool, queue: mpsc::Receiver<Wo
         .judge_thread
         .store(rampart_sys::this_thread_id(), Ordering::SeqCst);
     let mut forgot = Instant::now();
+    // an alert for deletions is due once they have stood (see `alert_if_due`)
+    let mut due = false;
     while !stop.load(Ordering::SeqCst) {
         if forgot.elapsed() >= super::FORGET_EVERY {
             let unpin = shared
@@ -207,13 +209,16 @@ pub(crate) fn judge(shared: &Shared, stop: &AtomicBool, queue: mpsc::Receiver<Wo
             let state = shared.state.lock().expect("state lock");
             !state.finishing.is_empty() || !state.pending.is_empty()
         };
-        let wait = Duration::from_millis(if waiting { 10 } else { 200 });
+        let wait = Duration::from_millis(if waiting || due { 10 } else { 200 });
         let work = queue.recv_timeout(wait);
         if waiting {
             settle(shared, Instant::now());
             finish(shared, Instant::now());
         }
         let Ok(work) = work else {
+            if due {
+                due = alert_if_due(shared);
+            }
             continue;
         };
         match work {
@@ -230,7 +235,9 @@ pub(crate) fn judge(shared: &Shared, stop: &AtomicBool, queue: mpsc::Receiver<Wo
                     change(shared, c, empty_at);
                     shared.backlog.fetch_sub(1, Ordering::SeqCst);
                 }
-                alert_if_due(shared);
+                if shared.alert_due.swap(false, Ordering::SeqCst) || due {
+                    due = alert_if_due(shared);
+                }
                 shared.removals.fetch_sub(removals, Ordering::SeqCst);
                 shared.state.lock().expect("state lock").drained = Some(empty_at);
                 if shared.holding.load(Ordering::SeqCst) {
@@ -244,21 +251,43 @@ pub(crate) fn judge(shared: &Shared, stop: &AtomicBool, queue: mpsc::Receiver<Wo
     }
 }
 
-/// Makes every folder alert for deletions judged in the batch just judged (see `add`), if any
-/// actor still presses: one not taken back by a recreation since.
-fn alert_if_due(shared: &Shared) {
-    if !shared.alert_due.swap(false, Ordering::SeqCst) {
-        return;
-    }
-    let presses = shared
-        .state
-        .lock()
-        .expect("state lock")
-        .detector
-        .any_pressing(Instant::now());
-    if presses {
+/// How long a deletion must stand — not taken back by its document made again — before it
+/// makes every folder alert. `git checkout` deletes each file it changes and makes it again a
+/// few milliseconds later, and the judge, faster than that, met the deletion alone: every folder
+/// was alert for [`CALM_AFTER`](super::calm::CALM_AFTER) after each, 4,000–12,000 permission
+/// events a round of the bench's `git`. A deletion loses nothing meanwhile (the document's guard
+/// or hold keeps it, and its evidence counts at once); what waits is only that its actor's next
+/// opens are seen.
+const DELETION_STANDS: Duration = Duration::from_millis(50);
+
+/// Makes every folder alert for deletions counted against an actor that still presses, once one
+/// of them has stood [`DELETION_STANDS`] without being taken back. Returns whether an alert is
+/// still due (a deletion too recent to tell).
+fn alert_if_due(shared: &Shared) -> bool {
+    let now = Instant::now();
+    let (stood, recent) = {
+        let state = shared.state.lock().expect("state lock");
+        if !state.detector.any_pressing(now) {
+            return false;
+        }
+        let ages = state
+            .journals
+            .values()
+            .flat_map(|j| j.deleted.values())
+            .map(|(at, _, _)| now.saturating_duration_since(*at))
+            .filter(|age| *age < PRESSING_FOR);
+        ages.fold((false, false), |(stood, recent), age| {
+            (
+                stood || age >= DELETION_STANDS,
+                recent || age < DELETION_STANDS,
+            )
+        })
+    };
+    if stood {
         super::calm::alert(shared);
+        return false;
     }
+    recent
 }
 
 fn group_of(keys: &[ActorKey]) -> u32 {
@@ -752,8 +781,7 @@ fn add(shared: &Shared, keys: &[ActorKey], evidence: Evidence) {
     // `gzip`, which made every folder alert at each file). A deletion may be taken back by the
     // very next change (`git checkout` unlinks each file it changes and makes it again: each
     // deletion made every folder alert for `CALM_AFTER`, ~11,000 permission events a round of
-    // the bench's `git`): it alerts once the batch it came in is judged, if its actor still
-    // presses then
+    // the bench's `git`): it alerts once it has stood a moment, if its actor still presses then
     if matches!(evidence, Evidence::Deleted(_)) {
         shared.alert_due.store(true, Ordering::SeqCst);
     } else if evidence.weight() >= 0.0 {

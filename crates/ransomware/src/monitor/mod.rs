@@ -623,8 +623,8 @@ pub(crate) struct Shared {
     /// The lease side waits for the changes queued before a break to be judged (see
     /// `calm::judged_up_to`): the reader hands on even an empty queue, as for held openers.
     pub lease_waiting: AtomicBool,
-    /// Deletions judged in the batch being judged: every folder is made alert at its end if
-    /// an actor still presses (see `changes::alert_if_due`).
+    /// A deletion was counted against an actor: every folder is made alert once one stands
+    /// (not taken back), if an actor still presses (see `changes::alert_if_due`).
     pub alert_due: AtomicBool,
     /// Of them, deletions and renames of documents.
     pub removals: AtomicUsize,
