@@ -171,30 +171,37 @@ impl Vault {
     }
 
     /// Removes copies older than `max_age`, then the oldest ones until the copies take at most
-    /// `max_bytes`. Copies in `keep` (those an open incident still needs) stay. Returns how many
-    /// were removed.
+    /// `max_bytes`. Copies in `keep` (those an open incident still needs) stay, and do not count
+    /// towards `max_bytes`. Returns how many were removed. `keep` is asked only when some copy
+    /// is due to go (what the caller gathers for it — every copy an incident or a journal needs,
+    /// under the monitor's lock — is not gathered when nothing is).
     pub fn evict(&self, max_bytes: u64, max_age: Duration, keep: &dyn Fn(&str) -> bool) -> usize {
         let now = SystemTime::now();
-        let mut copies: Vec<(SystemTime, u64, PathBuf)> =
+        let mut copies: Vec<(SystemTime, u64, PathBuf, String)> =
             std::fs::read_dir(self.dir.join("copies"))
                 .into_iter()
                 .flatten()
                 .flatten()
                 .filter_map(|e| {
-                    let m = e.metadata().ok()?;
                     let name = e.file_name().to_string_lossy().into_owned();
-                    if name.starts_with('.') || keep(&name) {
+                    if name.starts_with('.') {
                         return None;
                     }
-                    Some((m.modified().ok()?, m.len(), e.path()))
+                    let m = e.metadata().ok()?;
+                    Some((m.modified().ok()?, m.len(), e.path(), name))
                 })
                 .collect();
+        let old = |time: SystemTime| now.duration_since(time).unwrap_or_default() > max_age;
+        let all: u64 = copies.iter().map(|(_, len, _, _)| len).sum();
+        if all <= max_bytes && !copies.iter().any(|(time, ..)| old(*time)) {
+            return 0;
+        }
+        copies.retain(|(.., name)| !keep(name));
         copies.sort();
-        let mut total: u64 = copies.iter().map(|(_, len, _)| len).sum();
+        let mut total: u64 = copies.iter().map(|(_, len, _, _)| len).sum();
         let mut removed = 0;
-        for (time, len, path) in copies {
-            let old = now.duration_since(time).unwrap_or_default() > max_age;
-            if (old || total > max_bytes) && std::fs::remove_file(&path).is_ok() {
+        for (time, len, path, _) in copies {
+            if (old(time) || total > max_bytes) && std::fs::remove_file(&path).is_ok() {
                 total -= len;
                 removed += 1;
             }
@@ -314,7 +321,12 @@ mod tests {
             vault.keep(f.as_fd(), &doc, 2 << 20).unwrap(),
             Kept::TooLarge { size: 2 << 20 }
         );
-        // nothing is old yet; a copy an incident needs stays even past the size limit
+        // nothing is old yet, nothing past the limit: what incidents need is not even asked
+        assert_eq!(
+            vault.evict(1 << 30, Duration::from_secs(3600), &|_| panic!("asked")),
+            0
+        );
+        // a copy an incident needs stays even past the size limit
         assert_eq!(
             vault.evict(1 << 30, Duration::from_secs(3600), &|_| false),
             0

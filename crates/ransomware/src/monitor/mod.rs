@@ -970,7 +970,9 @@ impl Monitor {
     /// Evicts vault copies older than `max_age` or beyond `max_bytes`, except those an
     /// incident or a running actor's journal still needs. Returns how many went.
     pub fn evict(&self, max_bytes: u64, max_age: Duration) -> usize {
-        let needed: HashSet<String> = {
+        // gathered only if some copy is due to go: the judge and the lease side wait on this lock
+        let needed = std::cell::OnceCell::new();
+        let gather = || -> HashSet<String> {
             let state = self.shared.state.lock().expect("state lock");
             let from_incidents = state.incidents.iter().flat_map(|c| {
                 c.plan.originals.iter().filter_map(|o| match &o.source {
@@ -989,9 +991,9 @@ impl Monitor {
             });
             from_incidents.chain(from_journals).collect()
         };
-        self.shared
-            .vault
-            .evict(max_bytes, max_age, &|sha| needed.contains(sha))
+        self.shared.vault.evict(max_bytes, max_age, &|sha| {
+            needed.get_or_init(gather).contains(sha)
+        })
     }
 }
 
