@@ -239,7 +239,9 @@ fn git_clone_gc_and_checkout() {
 /// makes it again at once, and a deletion taken back by its very next change holds nothing
 /// against it. (When the changes were read in batches, a deletion at the end of one and its
 /// file made again at the start of the next made every folder alert for two seconds: 4,000 to
-/// 12,000 permission events a round of the bench's `git`.)
+/// 12,000 permission events a round of the bench's `git`.) The folders outside the repository
+/// stay calm throughout; within it, a file `git` has made but not yet written when the judge
+/// looks (on a loaded host) may still make its own folder alert.
 #[test]
 fn switching_branches_leaves_the_folders_calm() {
     if !needs(&["git"]) {
@@ -255,28 +257,43 @@ fn switching_branches_leaves_the_folders_calm() {
          git checkout -qb other && for f in */*.txt */*/*.txt; do echo more >> $f; done && git commit -qam two",
     );
     assert!(ok, "{out}");
-    common::wait_calm_folders(m, m.status().folders);
+    let folders = m.status().folders;
+    common::wait_calm_folders(m, folders);
     let before = m.status();
-    let (ok, out) = run(
-        &s.docs.join("repo"),
-        "for i in 1 2 3 4 5 6 7 8 9 10; do git checkout -q master && git checkout -q other; done",
-    );
-    assert!(ok, "{out}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while m.status().backlog > 0 {
-        assert!(Instant::now() < deadline, "{:?}", m.status());
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let fewest_calm = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let mut fewest = usize::MAX;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                fewest = fewest.min(m.status().calm_folders);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            fewest
+        });
+        let (ok, out) = run(
+            &s.docs.join("repo"),
+            "for i in 1 2 3 4 5 6 7 8 9 10; do git checkout -q master && git checkout -q other; done",
+        );
+        assert!(ok, "{out}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while m.status().backlog > 0 {
+            assert!(Instant::now() < deadline, "{:?}", m.status());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        watcher.join().unwrap()
+    });
     let after = m.status();
     eprintln!(
-        "{} permission events, {} opens held",
+        "{} permission events, {} opens held, at least {fewest_calm} of {folders} folders calm",
         after.permission_events - before.permission_events,
         after.held - before.held
     );
-    // 3,000 deletions and as many files made again; a few folder opens may be seen
+    // the repository's four folders aside, every folder stayed calm
     assert!(
-        after.permission_events - before.permission_events < 100 && after.held == before.held,
-        "switching branches made the folders alert: {before:?} then {after:?}"
+        fewest_calm + 4 >= folders && after.held == before.held,
+        "switching branches made every folder alert (at least {fewest_calm} of {folders} calm): \
+         {before:?} then {after:?}"
     );
     if let Ok(i) = s.incidents.recv_timeout(Duration::from_millis(1500)) {
         panic!("switching branches was convicted:\n{i:#?}");
