@@ -308,7 +308,7 @@ pub fn judge(old: &[u8], old_len: u64, new: &[u8], new_len: u64) -> Verdict {
         // nothing was there to lose
         return Verdict::Edited;
     }
-    if new.len() >= 512 && new.iter().all(|&b| b == new[0]) && !old.iter().all(|&b| b == old[0]) {
+    if is_one_repeated_byte(new) && !old.iter().all(|&b| b == old[0]) {
         return Verdict::Destroyed;
     }
     let (was, is) = (kind(old), kind(new));
@@ -360,13 +360,19 @@ pub fn judge(old: &[u8], old_len: u64, new: &[u8], new_len: u64) -> Verdict {
 /// [`Verdict::Encrypted`], one repeated byte [`Verdict::Destroyed`], anything else (text, a
 /// known format, ordinary bytes) a save.
 pub fn judge_alone(new: &[u8]) -> Verdict {
-    if new.len() >= 512 && new.iter().all(|&b| b == new[0]) {
+    if is_one_repeated_byte(new) {
         Verdict::Destroyed
     } else if looks_encrypted(new) {
         Verdict::Encrypted
     } else {
         Verdict::Edited
     }
+}
+
+/// Whether `head` is at least 512 bytes of one repeated byte (a document overwritten with
+/// zeroes, say).
+fn is_one_repeated_byte(head: &[u8]) -> bool {
+    head.len() >= 512 && head.iter().all(|&b| b == head[0])
 }
 
 /// Whether some block of the head that was not random before is random now (also what

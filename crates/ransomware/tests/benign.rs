@@ -137,15 +137,23 @@ fn assert_kept(monitor: &Monitor, original: &[u8], what: &str) {
     );
 }
 
+/// Waits (at most `within`, else fails) until every change `monitor` read is judged.
+fn wait_judged(monitor: &Monitor, within: Duration) {
+    let deadline = Instant::now() + within;
+    while monitor.status().backlog > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "changes still wait to be judged: {:?}",
+            monitor.status()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Waits (at most `within`) until every change `s`'s monitor read is judged, then fails if
 /// `what` was convicted.
 fn judged_without_conviction(s: &Scene, within: Duration, what: &str) {
-    let monitor = s.monitor.as_ref().unwrap();
-    let deadline = Instant::now() + within;
-    while monitor.status().backlog > 0 {
-        assert!(Instant::now() < deadline, "{:?}", monitor.status());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_judged(s.monitor.as_ref().unwrap(), within);
     if let Ok(i) = s.incidents.recv_timeout(Duration::from_millis(1500)) {
         panic!("{what} was convicted:\n{i:#?}");
     }
@@ -275,11 +283,7 @@ fn switching_branches_leaves_the_folders_calm() {
             "for i in 1 2 3 4 5 6 7 8 9 10; do git checkout -q master && git checkout -q other; done",
         );
         assert!(ok, "{out}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while m.status().backlog > 0 {
-            assert!(Instant::now() < deadline, "{:?}", m.status());
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_judged(m, Duration::from_secs(10));
         done.store(true, std::sync::atomic::Ordering::SeqCst);
         watcher.join().unwrap()
     });
@@ -348,11 +352,7 @@ fn documents_keep_their_access_times() {
     );
     assert!(ok, "the writer was hindered: {out}");
     let monitor = s.monitor.as_ref().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while monitor.status().backlog > 0 {
-        assert!(Instant::now() < deadline, "changes still wait to be judged");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_judged(monitor, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         monitor.status().lease_breaks > 0,
