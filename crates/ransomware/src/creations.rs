@@ -277,7 +277,7 @@ fn decode(data: &[u8], read: &mut Read) {
 }
 
 /// A device number as the kernel keeps it (12 bits major, 20 bits minor) as `stat` gives it.
-fn user_dev(dev: u64) -> u64 {
+pub(crate) fn user_dev(dev: u64) -> u64 {
     libc::makedev((dev >> 20) as u32, (dev & 0xf_ffff) as u32)
 }
 

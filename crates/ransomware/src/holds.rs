@@ -190,9 +190,17 @@ impl Holds {
     pub fn breaking(&self, fds: Option<&[i32]>) -> Vec<(u64, u64)> {
         let guards = self.guards.lock().expect("guards lock");
         match fds {
+            // a descriptor named by a signal may be another guard's since (a break handled as
+            // the kernel announced it, its guard let go and its number taken again)
             Some(fds) => fds
                 .iter()
                 .filter_map(|fd| guards.by_fd.get(fd).copied())
+                .filter(|k| {
+                    guards
+                        .by_inode
+                        .get(k)
+                        .is_some_and(|g| rampart_sys::lease::lease_is_breaking(g.fd.as_fd()))
+                })
                 .collect(),
             None => guards
                 .by_inode
@@ -201,6 +209,16 @@ impl Holds {
                 .map(|(k, _)| *k)
                 .collect(),
         }
+    }
+
+    /// The descriptor of the guard of (`dev`, `ino`), if its lease is being broken now.
+    pub fn breaking_guard(&self, dev: u64, ino: u64) -> Option<i32> {
+        let guards = self.guards.lock().expect("guards lock");
+        guards
+            .by_inode
+            .get(&(dev, ino))
+            .filter(|g| rampart_sys::lease::lease_is_breaking(g.fd.as_fd()))
+            .map(|g| g.fd.as_raw_fd())
     }
 
     /// A copy of the guard's descriptor (to read the document through it; the lease ends only
@@ -219,6 +237,12 @@ impl Holds {
         let Some(g) = self.take_guard(dev, ino) else {
             return false;
         };
+        // the lease let go, the descriptor kept as the hold (a writer waits on the lease until
+        // then: one system call, not an open and a close)
+        if rampart_sys::lease::let_go(g.fd.as_fd()).is_ok() {
+            self.hold_again(dev, ino, g.fd, g.pinned);
+            return true;
+        }
         if let Ok(fd) = rampart_sys::reopen_path(g.fd.as_fd()) {
             self.hold_again(dev, ino, fd, g.pinned);
         }

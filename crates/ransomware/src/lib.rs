@@ -14,6 +14,7 @@
 
 pub mod actor;
 pub mod blocklist;
+pub mod breakers;
 pub mod content;
 pub mod creations;
 pub mod detector;

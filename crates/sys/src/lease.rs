@@ -10,7 +10,7 @@
 //! holds leases in the process.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -107,10 +107,23 @@ impl LeaseBreaks {
 
     /// Waits up to `timeout_ms` for breaks: the descriptors whose leases are being broken.
     pub fn wait(&self, timeout_ms: i32) -> Vec<i32> {
+        self.wait_also(None, timeout_ms)
+    }
+
+    /// As [`LeaseBreaks::wait`], returning early also when descriptor `also` (open for the
+    /// call's duration) is readable: another way breaks are announced.
+    pub fn wait_also(&self, also: Option<RawFd>, timeout_ms: i32) -> Vec<i32> {
         let mut out = Vec::new();
         let fd = &self.read;
+        let mut p = [fd.as_raw_fd(), also.unwrap_or(-1)].map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        // SAFETY: two pollfds for the duration of the call (a negative descriptor is skipped).
+        let n = unsafe { libc::poll(p.as_mut_ptr(), 2, timeout_ms) };
         {
-            if crate::poll_readable(fd, timeout_ms) {
+            if n > 0 && p[0].revents & libc::POLLIN != 0 {
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = crate::read_fd(fd, &mut buf) {
                     if n == 0 {
@@ -148,6 +161,12 @@ pub fn take_read_lease(fd: BorrowedFd<'_>) -> io::Result<()> {
     // is told nothing (the writer would wait out the whole break time): the process is told
     // SAFETY: F_SETOWN takes a process id.
     check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETOWN, libc::getpid()) })
+}
+
+/// Lets the lease on `fd` go, keeping the descriptor open: a writer waiting on it goes on.
+pub fn let_go(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_SETLEASE takes an int argument on a descriptor we hold.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) })
 }
 
 /// Whether the lease on `fd` is being broken (or gone).
@@ -525,9 +544,11 @@ mod tests {
         assert!(main_threads_opening(&[other])
             .iter()
             .all(|(pid, _)| *pid != writer.id()));
-        drop(lease);
+        // let go without closing: the writer goes on, the descriptor stays open (a hold)
+        let_go(lease.as_fd()).unwrap();
         assert!(writer.wait().unwrap().success());
         assert_eq!(std::fs::read(&doc).unwrap(), b"again\n");
+        assert!(crate::fstat(lease.as_fd()).is_ok());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

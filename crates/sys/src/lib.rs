@@ -39,7 +39,7 @@ pub fn mount_securityfs() -> io::Result<()> {
     })
 }
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -156,6 +156,19 @@ pub fn poll_readable(fd: &OwnedFd, timeout_ms: i32) -> bool {
     n > 0 && (p.revents & libc::POLLIN) != 0
 }
 
+/// Whether descriptor `fd` (open for the call's duration) is readable, waiting up to
+/// `timeout_ms` (for a descriptor another library owns, like a ring buffer's epoll).
+pub fn poll_readable_raw(fd: RawFd, timeout_ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd for the duration of the call; a closed descriptor gives POLLNVAL.
+    let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    n > 0 && (p.revents & libc::POLLIN) != 0
+}
+
 /// Whether `a` and `b` are readable, waiting up to `timeout_ms` for either.
 pub fn poll_readable_either(a: &OwnedFd, b: &OwnedFd, timeout_ms: i32) -> (bool, bool) {
     let mut p = [a, b].map(|fd| libc::pollfd {
@@ -208,6 +221,7 @@ pub struct Stat {
     ino: u64,
     size: u64,
     mode: u32,
+    nlink: u64,
     ctime: (i64, i64),
     mtime: (i64, i64),
 }
@@ -237,6 +251,10 @@ impl Stat {
     pub fn is_file(&self) -> bool {
         self.mode & libc::S_IFMT == libc::S_IFREG
     }
+    /// How many names it has (0: removed, alive only through its open descriptors).
+    pub fn nlink(&self) -> u64 {
+        self.nlink
+    }
     /// When its status last changed (seconds, nanoseconds).
     pub fn ctime(&self) -> (i64, i64) {
         self.ctime
@@ -253,6 +271,7 @@ impl Stat {
             ino: st.st_ino,
             size: st.st_size as u64,
             mode: st.st_mode,
+            nlink: st.st_nlink,
             ctime: (st.st_ctime, st.st_ctime_nsec),
             mtime: (st.st_mtime, st.st_mtime_nsec),
         }

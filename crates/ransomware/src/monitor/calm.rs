@@ -60,6 +60,8 @@ pub(crate) struct Calm {
     /// Folders with an ignore mark now, by (device, inode), through their descriptor (a folder's
     /// path may change under a mark).
     ignoring: HashMap<(u64, u64), OwnedFd>,
+    /// Whether a folder was forgotten since the last settle (see [`forget_folder`]).
+    forgot: bool,
     /// Folders never made calm (a blocked program is in them).
     never: HashSet<PathBuf>,
     /// When the last evidence or lease break came.
@@ -79,6 +81,7 @@ impl Default for Calm {
     fn default() -> Self {
         Calm {
             ignoring: HashMap::new(),
+            forgot: false,
             never: HashSet::new(),
             alerted: Instant::now(),
             looked: None,
@@ -171,6 +174,20 @@ pub(crate) fn loosen(shared: &Shared, doc: (u64, u64), keys: &[ActorKey]) -> boo
     true
 }
 
+/// Folder `dir` was removed: no longer watched, and its ignore mark let go at the next settle
+/// (its inode number is not known any more: each calm folder is looked at then, once).
+pub(crate) fn forget_folder(shared: &Shared, dir: &Path) {
+    let mut calm = shared.calm.lock().expect("calm lock");
+    forget_in(shared, &mut calm, dir);
+}
+
+fn forget_in(shared: &Shared, calm: &mut Calm, dir: &Path) {
+    if shared.folders.write().expect("folders lock").forget(dir) {
+        calm.forgot = true;
+        calm.never.remove(dir);
+    }
+}
+
 /// Folder `dir` is never made calm (a blocked program is in it); made alert now.
 pub(crate) fn never_calm(shared: &Shared, dir: &Path) {
     shared
@@ -215,7 +232,8 @@ pub(crate) fn settle(shared: &Shared) -> usize {
         shared.holds.guarded(),
         calm.alerted_folders,
     );
-    if !calm.ignoring.is_empty() && calm.looked == Some(seen) {
+    // (the same counts may be another state: a tree made calm by `made_folder`, then removed)
+    if !calm.ignoring.is_empty() && calm.looked == Some(seen) && !calm.forgot {
         return calm.ignoring.len();
     }
     let mut again = false;
@@ -259,7 +277,7 @@ pub(crate) fn settle(shared: &Shared) -> usize {
         .folders
         .read()
         .expect("folders lock")
-        .values()
+        .paths()
         .cloned()
         .collect();
     for dir in folders {
@@ -267,12 +285,24 @@ pub(crate) fn settle(shared: &Shared) -> usize {
             continue;
         }
         // calm already (a stat, not an open: an open is a permission event)
-        if std::fs::symlink_metadata(&dir)
-            .is_ok_and(|m| calm.ignoring.contains_key(&(m.dev(), m.ino())))
-        {
-            continue;
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if calm.ignoring.contains_key(&(m.dev(), m.ino())) => continue,
+            // removed, and its removal not read (or lost): forgotten here
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                forget_in(shared, &mut calm, &dir);
+                continue;
+            }
+            _ => {}
         }
         make_calm(shared, &mut calm, &dir);
+    }
+    if calm.forgot {
+        // the ignore marks of folders removed since: their descriptors kept them (and their
+        // inodes) alive
+        calm.ignoring
+            .retain(|_, fd| rampart_sys::fstat(fd.as_fd()).is_ok_and(|m| m.nlink() > 0));
+        calm.forgot = false;
+        count(shared, &calm);
     }
     // a folder left alert for a document open for writing at the time is looked at again at the
     // next settle, not only when something else changes
@@ -405,14 +435,31 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, breaks: &rampart_sys::leas
     let mut overflows = breaks.overflows();
     let mut looked = Instant::now();
     let mut likely = LikelyWriters::default();
+    // the writers the kernel names as they begin to wait (see `crate::breakers`)
+    let mut object = std::mem::MaybeUninit::uninit();
+    let mut announcer = match crate::breakers::Announcer::load(&mut object) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "ransomware: the kernel did not load the lease-break tracepoints: a writer waiting on a lease is looked for in /proc (it waits longer)");
+            None
+        }
+    };
+    let mut told = Told::default();
     while !stop.load(Ordering::SeqCst) {
         let others = !PENDING.lock().expect("pending lock").is_empty();
-        let fds = breaks.wait(if others { 5 } else { 100 });
+        let fds = breaks.wait_also(
+            announcer.as_ref().map(|a| a.fd()),
+            if others { 5 } else { 100 },
+        );
         let now = Instant::now();
+        let (announced, lost) = announcer.as_mut().map(|a| a.take()).unwrap_or_default();
+        told.learn(&announced, now);
         // the documents whose leases are being broken, and since when (their signal was read)
-        let mine: Vec<((u64, u64), Instant)> = {
+        let mut mine: Vec<((u64, u64), Instant)> = {
             let mut pending = PENDING.lock().expect("pending lock");
             pending.extend(fds.into_iter().map(|fd| (fd, now)));
+            // signals of breaks handled already, as the kernel announced them
+            pending.retain(|(fd, _)| !told.signalled(*fd));
             let fds: Vec<i32> = pending.iter().map(|(fd, _)| *fd).collect();
             let mine = shared.holds.breaking(Some(&fds));
             let taken: HashSet<i32> = shared.holds.fds_of(&mine);
@@ -432,6 +479,16 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, breaks: &rampart_sys::leas
             });
             mine
         };
+        // the breaks announced by the kernel whose signal is not read yet (most: the
+        // announcement wakes this thread first): handled now, their signal passed over later
+        for b in &announced {
+            if mine.iter().all(|(d, _)| *d != b.file) {
+                if let Some(fd) = shared.holds.breaking_guard(b.file.0, b.file.1) {
+                    mine.push((b.file, now));
+                    told.handling(fd, now);
+                }
+            }
+        }
         let mut broken = mine;
         let o = breaks.overflows();
         // a break missed (not written down, or its signal lost): someone waits on a lease while
@@ -445,7 +502,7 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, breaks: &rampart_sys::leas
                 looked = Instant::now();
                 !rampart_sys::lease::waiting_breakers().is_empty()
             };
-        if o != overflows || missed {
+        if o != overflows || missed || lost {
             overflows = o;
             broken.extend(shared.holds.breaking(None).into_iter().map(|d| (d, now)));
         }
@@ -468,7 +525,7 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, breaks: &rampart_sys::leas
         if broken.is_empty() {
             continue;
         }
-        let writers = name_writers(shared, &broken, &mut likely);
+        let writers = name_writers(shared, &broken, &mut likely, &mut told);
         // before any lease goes: a writer that may be an attacker has its next opens seen (and
         // held while it is judged)
         let alert_now = match must_alert(shared, writers.as_deref(), &broken) {
@@ -680,14 +737,23 @@ fn name_writers(
     shared: &Shared,
     broken: &[Broken],
     likely: &mut LikelyWriters,
+    told: &mut Told,
 ) -> Option<Vec<Writer>> {
     let docs: Vec<(u64, u64)> = broken.iter().map(|b| (b.dev, b.ino)).collect();
     let all_found = |waiting: &[(u32, Option<(u64, u64)>)]| {
         docs.iter()
             .all(|d| waiting.iter().any(|(_, w)| *w == Some(*d)))
     };
+    // named by the kernel as they began to wait: nothing to look for
+    let announced = told.writers_of(&docs);
+    if !announced.is_empty() && all_found(&announced) {
+        return Some(named(shared, announced, likely));
+    }
     let found = |w: Vec<(u32, (u64, u64))>| -> Vec<(u32, Option<(u64, u64)>)> {
-        w.into_iter().map(|(pid, doc)| (pid, Some(doc))).collect()
+        w.into_iter()
+            .map(|(pid, doc)| (pid, Some(doc)))
+            .chain(announced.iter().copied())
+            .collect()
     };
     for _ in 0..5 {
         // most writers open from their main thread, and are found by its system call: first
@@ -714,27 +780,96 @@ fn name_writers(
             std::thread::sleep(Duration::from_millis(1));
             continue;
         }
-        let mut named = Vec::new();
-        for (pid, doc) in waiting {
-            if shared.spare.read().expect("spare lock").contains(&pid) {
-                continue;
-            }
-            let Some(p) = crate::actor::process(pid) else {
-                continue;
-            };
-            if super::is_trusted(shared, &p.program, pid) {
-                continue;
-            }
-            likely.wrote(pid, p.ppid);
-            let keys = p.keys();
-            let mut state = shared.state.lock().expect("state lock");
-            state.remember(pid, &keys);
-            state.seen(&p);
-            named.push(Writer { keys, doc });
-        }
-        return Some(named);
+        return Some(named(shared, waiting, likely));
     }
     None
+}
+
+/// The writers `waiting` (process, and the document it waits for if known), as actors: the
+/// agent's own and trusted programs left out; each remembered (its change may be read after
+/// it is gone).
+fn named(
+    shared: &Shared,
+    waiting: Vec<(u32, Option<(u64, u64)>)>,
+    likely: &mut LikelyWriters,
+) -> Vec<Writer> {
+    let mut named = Vec::new();
+    for (pid, doc) in waiting {
+        if shared.spare.read().expect("spare lock").contains(&pid) {
+            continue;
+        }
+        let Some(p) = crate::actor::process(pid) else {
+            continue;
+        };
+        if super::is_trusted(shared, &p.program, pid) {
+            continue;
+        }
+        likely.wrote(pid, p.ppid);
+        let keys = p.keys();
+        let mut state = shared.state.lock().expect("state lock");
+        state.remember(pid, &keys);
+        state.seen(&p);
+        named.push(Writer { keys, doc });
+    }
+    named
+}
+
+/// What the kernel's lease tracepoints told of lately ([`crate::breakers`]): the writers of
+/// each document, and the breaks handled from that alone, whose signal is still to come.
+#[derive(Default)]
+struct Told {
+    /// Writers announced, by document: process, and when it was read.
+    writers: HashMap<(u64, u64), Vec<(u32, Instant)>>,
+    /// Guards' descriptors whose break was handled from its announcement: the signal of that
+    /// break (one each) is passed over when it is read.
+    handled: HashMap<i32, Instant>,
+}
+
+impl Told {
+    /// How long what was told is kept: a writer not asked for by then broke no lease of ours
+    /// (another program's lease), a signal not read by then is not coming.
+    const KEPT: Duration = Duration::from_secs(1);
+
+    fn learn(&mut self, announced: &[crate::breakers::Breaker], now: Instant) {
+        for b in announced {
+            let w = self.writers.entry(b.file).or_default();
+            if !w.iter().any(|(pid, _)| *pid == b.pid) {
+                w.push((b.pid, now));
+            }
+        }
+        if !self.writers.is_empty() || !self.handled.is_empty() {
+            self.writers.retain(|_, w| {
+                w.retain(|(_, at)| now.duration_since(*at) < Self::KEPT);
+                !w.is_empty()
+            });
+            self.handled
+                .retain(|_, at| now.duration_since(*at) < Self::KEPT);
+        }
+    }
+
+    /// The break of the lease held through `fd` is handled before its signal was read.
+    fn handling(&mut self, fd: i32, now: Instant) {
+        self.handled.insert(fd, now);
+    }
+
+    /// Whether the signal naming `fd` is that of a break handled already (then forgotten: the
+    /// next signal naming it is another break's).
+    fn signalled(&mut self, fd: i32) -> bool {
+        self.handled.remove(&fd).is_some()
+    }
+
+    /// The writers announced for `docs` (taken: each break is named once).
+    fn writers_of(&mut self, docs: &[(u64, u64)]) -> Vec<(u32, Option<(u64, u64)>)> {
+        docs.iter()
+            .flat_map(|d| {
+                self.writers
+                    .remove(d)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |(pid, _)| (pid, Some(*d)))
+            })
+            .collect()
+    }
 }
 
 /// The lease on document `b` is being broken by `writers`: its content is kept, unless every

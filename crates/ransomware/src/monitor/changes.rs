@@ -591,6 +591,9 @@ fn change(shared: &Shared, c: Change, read_by: Instant) {
     tracing::debug!(pid = c.pid, mask = c.mask, path = %path.display(), actor = ?keys, "change");
     let now_there = std::fs::symlink_metadata(&path).ok();
     let order = Order::of(c.mask, is_dir, now_there.is_some());
+    if is_dir && c.mask & libc::FAN_DELETE != 0 && now_there.is_none() {
+        super::calm::forget_folder(shared, &path);
+    }
     if !is_dir && c.mask & (libc::FAN_DELETE | libc::FAN_CLOSE_WRITE) != 0 {
         let doc = shared.docs.read().expect("docs lock").get(&path).cloned();
         if let Some(d) = doc {
@@ -724,13 +727,8 @@ fn guard_renamed(shared: &Shared, to: &Path) {
         // a folder moved in from outside the protected folders (or out of an excluded one) is
         // watched as one made here: its documents were not (a rename within the filesystem
         // tells only of the folder)
-        let watched = rampart_sys::name_to_handle(to).is_ok_and(|h| {
-            shared
-                .folders
-                .read()
-                .expect("folders lock")
-                .contains_key(&h)
-        });
+        let watched = rampart_sys::name_to_handle(to)
+            .is_ok_and(|h| shared.folders.read().expect("folders lock").contains(&h));
         if !watched {
             watch_tree(shared, to, true, None);
         }
@@ -777,17 +775,11 @@ fn moved(shared: &Shared, from: &Path, to: &Path, is_dir: bool) {
         }
     }
     drop(docs);
-    let mut folders = shared.folders.write().expect("folders lock");
-    for p in folders.values_mut() {
-        if p.starts_with(from) {
-            let rest = p.strip_prefix(from).unwrap_or(Path::new("")).to_path_buf();
-            *p = if rest.as_os_str().is_empty() {
-                to.to_path_buf()
-            } else {
-                to.join(rest)
-            };
-        }
-    }
+    shared
+        .folders
+        .write()
+        .expect("folders lock")
+        .moved(from, to);
 }
 
 fn add(shared: &Shared, keys: &[ActorKey], evidence: Evidence) {
@@ -1004,7 +996,18 @@ fn open_by_handle(shared: &Shared, path: &Path, handle: &Handle) -> Option<Optio
     let dev = std::fs::symlink_metadata(folder).ok()?.dev();
     let mut roots = shared.handle_roots.lock().expect("handle roots lock");
     if let std::collections::hash_map::Entry::Vacant(e) = roots.entry(dev) {
-        e.insert(std::fs::File::open(folder).ok()?.into());
+        // a protected folder on that filesystem (the file's own folder, kept open for the
+        // agent's lifetime, kept a removed tree's folder alive with it)
+        let protected = shared
+            .settings
+            .folders
+            .iter()
+            .find(|f| std::fs::symlink_metadata(f).is_ok_and(|m| m.dev() == dev && m.is_dir()));
+        e.insert(
+            std::fs::File::open(protected.map_or(folder, |f| f.as_path()))
+                .ok()?
+                .into(),
+        );
     }
     let root = roots.get(&dev)?;
     match rampart_sys::open_by_handle(root, handle) {

@@ -289,6 +289,87 @@ impl MadeFiles {
 }
 
 /// The state the threads share (one lock: every step under it is short).
+/// The watched folders, by file handle (how the kernel names a change's folder) and by path.
+/// A folder deleted is forgotten (its removal read by the judge, or found gone at a settle):
+/// kept, every tree a program made and removed again stayed here for the agent's lifetime — 65
+/// folders for each of the bench's workload trees, looked at by every settle.
+#[derive(Debug, Default)]
+pub(crate) struct Folders {
+    by_handle: HashMap<Handle, PathBuf>,
+    by_path: HashMap<PathBuf, Handle>,
+}
+
+impl Folders {
+    /// Folder `path`, known by handle `h`, is watched.
+    pub fn insert(&mut self, h: Handle, path: PathBuf) {
+        if let Some(old) = self.by_path.insert(path.clone(), h.clone()) {
+            if old != h {
+                self.by_handle.remove(&old);
+            }
+        }
+        if let Some(old) = self.by_handle.insert(h, path.clone()) {
+            if old != path {
+                self.by_path.remove(&old);
+            }
+        }
+    }
+
+    /// The path of the folder known by handle `h`.
+    pub fn get(&self, h: &Handle) -> Option<&PathBuf> {
+        self.by_handle.get(h)
+    }
+
+    /// Whether the folder known by handle `h` is watched.
+    pub fn contains(&self, h: &Handle) -> bool {
+        self.by_handle.contains_key(h)
+    }
+
+    /// How many folders are watched.
+    pub fn len(&self) -> usize {
+        self.by_handle.len()
+    }
+
+    /// Every watched folder's path.
+    pub fn paths(&self) -> impl Iterator<Item = &PathBuf> {
+        self.by_path.keys()
+    }
+
+    /// Folder `path` is gone: forgotten. Returns whether it was watched.
+    pub fn forget(&mut self, path: &Path) -> bool {
+        match self.by_path.remove(path) {
+            Some(h) => {
+                self.by_handle.remove(&h);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Folder `from` was renamed to `to`: it and every folder under it are known by their new
+    /// paths (every entry is looked at: a folder's rename is rare).
+    pub fn moved(&mut self, from: &Path, to: &Path) {
+        let inside: Vec<PathBuf> = self
+            .by_path
+            .keys()
+            .filter(|p| p.starts_with(from))
+            .cloned()
+            .collect();
+        for p in inside {
+            let Some(h) = self.by_path.remove(&p) else {
+                continue;
+            };
+            let rest = p.strip_prefix(from).unwrap_or(Path::new(""));
+            let new = if rest.as_os_str().is_empty() {
+                to.to_path_buf()
+            } else {
+                to.join(rest)
+            };
+            self.by_handle.insert(h.clone(), new.clone());
+            self.by_path.insert(new, h);
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct State {
     pub detector: Detector,
@@ -585,8 +666,8 @@ pub(crate) struct Shared {
     pub state: Mutex<State>,
     /// Documents by path.
     pub docs: RwLock<HashMap<PathBuf, Doc>>,
-    /// Watched folders by file handle.
-    pub folders: RwLock<HashMap<Handle, PathBuf>>,
+    /// Watched folders.
+    pub folders: RwLock<Folders>,
     /// Decoys.
     pub canaries: RwLock<HashSet<PathBuf>>,
     pub perm: OwnedFd,
@@ -691,7 +772,7 @@ impl Monitor {
             spare: RwLock::new(spare.into_iter().collect()),
             state: Mutex::new(State::default()),
             docs: RwLock::new(HashMap::new()),
-            folders: RwLock::new(HashMap::new()),
+            folders: RwLock::new(Folders::default()),
             canaries: RwLock::new(HashSet::new()),
             perm,
             notify,
@@ -1236,6 +1317,10 @@ fn place_canaries(shared: &Shared, dir: &Path) {
     }
 }
 
+/// How many folders listed lately [`hold_folder`] remembers before it forgets those listed
+/// longer ago than it looks back.
+const HELD_FOLDERS: usize = 4096;
+
 /// Holds every document of the folder open as `dir` (an untrusted process lists it: it may
 /// delete what it finds), unless they were held a moment ago. Lists it through the event's own
 /// descriptor: opening it again would wait for the very event being answered.
@@ -1248,6 +1333,10 @@ pub(crate) fn hold_folder(shared: &Shared, dir: std::os::fd::BorrowedFd<'_>, key
             .is_some_and(|t| now.duration_since(*t) < crate::holds::HOLD_FOR / 2)
         {
             return;
+        }
+        // those of a moment ago only (else every folder ever listed stayed here)
+        if recent.len() >= HELD_FOLDERS {
+            recent.retain(|_, t| now.duration_since(*t) < crate::holds::HOLD_FOR / 2);
         }
         recent.insert(key, now);
     }
@@ -1430,6 +1519,30 @@ mod forget_tests {
     use super::*;
     use crate::detector::Evidence;
     use crate::vault::Kept;
+
+    /// Folders are known by handle and path; a rename moves a folder and those under it, a
+    /// removal forgets one, and a path watched again under a new handle (a folder removed and
+    /// made again, its removal not read) is known by the new handle only.
+    #[test]
+    fn folders_follow_renames_and_removals() {
+        let h = |n: u8| -> Handle { (1, vec![n]) };
+        let mut f = Folders::default();
+        f.insert(h(1), "/p/a".into());
+        f.insert(h(2), "/p/a/b".into());
+        f.insert(h(3), "/p/c".into());
+        f.moved(Path::new("/p/a"), Path::new("/p/z"));
+        assert_eq!(f.get(&h(1)), Some(&PathBuf::from("/p/z")));
+        assert_eq!(f.get(&h(2)), Some(&PathBuf::from("/p/z/b")));
+        assert!(f.forget(Path::new("/p/z/b")));
+        assert!(!f.forget(Path::new("/p/a/b")));
+        assert!(!f.contains(&h(2)));
+        f.insert(h(4), "/p/c".into());
+        assert!(!f.contains(&h(3)));
+        assert_eq!(f.len(), 2);
+        let mut paths: Vec<_> = f.paths().cloned().collect();
+        paths.sort();
+        assert_eq!(paths, vec![PathBuf::from("/p/c"), PathBuf::from("/p/z")]);
+    }
 
     /// What is written down under an inode number is forgotten once the number is another
     /// file's (a later birth), and kept while it is the same file's (or its birth is unknown).
