@@ -19,7 +19,7 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, OpenObject};
+use libbpf_rs::OpenObject;
 
 #[allow(missing_docs, clippy::all, unsafe_code)]
 mod skel {
@@ -39,10 +39,10 @@ pub struct Breaker {
 
 /// The breaks announced by the tracepoints, read from their ring buffer.
 pub struct Announcer<'obj> {
-    skel: skel::BreakersSkel<'obj>,
+    /// The programs, attached while it lives.
+    _skel: skel::BreakersSkel<'obj>,
     ring: libbpf_rs::RingBuffer<'static>,
     read: Rc<RefCell<Vec<Breaker>>>,
-    lost_before: u64,
 }
 
 impl<'obj> Announcer<'obj> {
@@ -61,10 +61,9 @@ impl<'obj> Announcer<'obj> {
         })?;
         let ring = builder.build()?;
         Ok(Announcer {
-            skel,
+            _skel: skel,
             ring,
             read,
-            lost_before: 0,
         })
     }
 
@@ -74,41 +73,21 @@ impl<'obj> Announcer<'obj> {
         self.ring.epoll_fd()
     }
 
-    /// The breaks announced since the last call, in order, and whether some were lost before
-    /// them (the ring buffer was full: every lease must then be looked at).
-    pub fn take(&mut self) -> (Vec<Breaker>, bool) {
+    /// The breaks announced since the last call, in order (read from memory: no system call
+    /// on the writer's way). One the ring buffer had no room for is still told by its signal.
+    pub fn take(&mut self) -> Vec<Breaker> {
         let _ = self.ring.consume();
-        let lost = self
-            .skel
-            .maps
-            .lost
-            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
-            .ok()
-            .flatten()
-            .and_then(|v| v.try_into().ok().map(u64::from_ne_bytes))
-            .unwrap_or(0);
-        let was_lost = lost > self.lost_before;
-        self.lost_before = lost;
-        (std::mem::take(&mut *self.read.borrow_mut()), was_lost)
+        std::mem::take(&mut *self.read.borrow_mut())
     }
 }
 
 /// One announcement (`struct lb_break`: pid, tid, dev, ino).
 fn decode(data: &[u8]) -> Option<Breaker> {
-    let u32_at = |i: usize| {
-        data.get(i..i + 4)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_ne_bytes)
-    };
-    let u64_at = |i: usize| {
-        data.get(i..i + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_ne_bytes)
-    };
+    use crate::creations::{u32_at, u64_at, user_dev};
     Some(Breaker {
-        pid: u32_at(0)?,
-        tid: u32_at(4)?,
-        file: (crate::creations::user_dev(u64_at(8)?), u64_at(16)?),
+        pid: u32_at(data, 0)?,
+        tid: u32_at(data, 4)?,
+        file: (user_dev(u64_at(data, 8)?), u64_at(data, 16)?),
     })
 }
 
@@ -169,7 +148,6 @@ mod tests {
         assert_eq!(std::fs::read(&doc).unwrap(), b"the original");
         assert!(announcer
             .take()
-            .0
             .iter()
             .all(|b| b.file != (m.dev(), m.ino())));
         let mut writer = std::process::Command::new("sh")
@@ -180,7 +158,7 @@ mod tests {
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         let found = loop {
-            let (got, _) = announcer.take();
+            let got = announcer.take();
             if let Some(b) = got.into_iter().find(|b| b.file == (m.dev(), m.ino())) {
                 break b;
             }

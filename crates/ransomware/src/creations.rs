@@ -236,16 +236,8 @@ fn tracepoints(
 
 /// One announcement of the ring buffer (`struct rl_fork` or `struct rl_exec`) into `read`.
 fn decode(data: &[u8], read: &mut Read) {
-    let u32_at = |i: usize| {
-        data.get(i..i + 4)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_ne_bytes)
-    };
-    let u64_at = |i: usize| {
-        data.get(i..i + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_ne_bytes)
-    };
+    let u32_at = |i: usize| u32_at(data, i);
+    let u64_at = |i: usize| u64_at(data, i);
     let name_at = |i: usize| {
         let b = data.get(i..i + NAME)?;
         let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
@@ -274,6 +266,20 @@ fn decode(data: &[u8], read: &mut Read) {
         }
         _ => {}
     }
+}
+
+/// The `u32` at byte `i` of a ring buffer record (native order), if the record is that long.
+pub(crate) fn u32_at(data: &[u8], i: usize) -> Option<u32> {
+    data.get(i..i + 4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_ne_bytes)
+}
+
+/// The `u64` at byte `i` of a ring buffer record (native order), if the record is that long.
+pub(crate) fn u64_at(data: &[u8], i: usize) -> Option<u64> {
+    data.get(i..i + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_ne_bytes)
 }
 
 /// A device number as the kernel keeps it (12 bits major, 20 bits minor) as `stat` gives it.

@@ -66,6 +66,15 @@ fn scene(mode: RansomwareMode, trusted: Vec<(PathBuf, String)>) -> Option<Scene>
     scene_after(mode, trusted, |_| {})
 }
 
+/// A block-mode scene whose policy trusts a copy of `rm` (returned with the folder it is in,
+/// which lives as long as the returned guard).
+fn scene_with_cleanup() -> Option<(tempfile::TempDir, PathBuf, Scene)> {
+    let tools = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (cleanup, hash) = common::trusted_remover(tools.path());
+    let s = scene(RansomwareMode::Block, vec![(cleanup.clone(), hash)])?;
+    Some((tools, cleanup, s))
+}
+
 /// As [`scene`], with `before` done to the documents before the monitor starts.
 fn scene_after(
     mode: RansomwareMode,
@@ -669,9 +678,7 @@ fn a_trusted_cleanup_read_as_it_exits_is_still_trusted() {
     if !needs(&["python3", "rm"]) {
         return;
     }
-    let tools = tempfile::tempdir_in("/var/tmp").unwrap();
-    let (cleanup, hash) = common::trusted_remover(tools.path());
-    let Some(s) = scene(RansomwareMode::Block, vec![(cleanup.clone(), hash)]) else {
+    let Some((_tools, cleanup, s)) = scene_with_cleanup() else {
         return;
     };
     let (ok, out) = run(
@@ -702,9 +709,7 @@ fn a_trusted_cleanup_gone_before_it_is_read_is_still_trusted() {
     if !needs(&["rm", "chrt"]) {
         return;
     }
-    let tools = tempfile::tempdir_in("/var/tmp").unwrap();
-    let (cleanup, hash) = common::trusted_remover(tools.path());
-    let Some(s) = scene(RansomwareMode::Block, vec![(cleanup.clone(), hash)]) else {
+    let Some((_tools, cleanup, s)) = scene_with_cleanup() else {
         return;
     };
     let monitor = s.monitor.as_ref().unwrap();
@@ -736,9 +741,7 @@ fn a_tree_made_and_removed_is_forgotten() {
     if !needs(&["rm"]) {
         return;
     }
-    let tools = tempfile::tempdir_in("/var/tmp").unwrap();
-    let (cleanup, hash) = common::trusted_remover(tools.path());
-    let Some(s) = scene(RansomwareMode::Block, vec![(cleanup.clone(), hash)]) else {
+    let Some((_tools, cleanup, s)) = scene_with_cleanup() else {
         return;
     };
     let m = s.monitor.as_ref().unwrap();

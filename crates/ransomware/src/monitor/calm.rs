@@ -452,7 +452,7 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, breaks: &rampart_sys::leas
             if others { 5 } else { 100 },
         );
         let now = Instant::now();
-        let (announced, lost) = announcer.as_mut().map(|a| a.take()).unwrap_or_default();
+        let announced = announcer.as_mut().map(|a| a.take()).unwrap_or_default();
         told.learn(&announced, now);
         // the documents whose leases are being broken, and since when (their signal was read)
         let mut mine: Vec<((u64, u64), Instant)> = {
@@ -502,7 +502,7 @@ pub(crate) fn run(shared: &Shared, stop: &AtomicBool, breaks: &rampart_sys::leas
                 looked = Instant::now();
                 !rampart_sys::lease::waiting_breakers().is_empty()
             };
-        if o != overflows || missed || lost {
+        if o != overflows || missed {
             overflows = o;
             broken.extend(shared.holds.breaking(None).into_iter().map(|d| (d, now)));
         }
