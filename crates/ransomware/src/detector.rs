@@ -170,6 +170,9 @@ struct Score {
     /// program that deleted and made again thousands of files ten minutes ago — `git` — pressed
     /// at each deletion taken back at once, its opens held for seconds after each).
     lately: f64,
+    /// Its deletions younger than [`DELETION_STANDS`] (when, which document): they are part of
+    /// `lately`, but do not make it press yet — a deletion may still be taken back.
+    deleted_lately: Vec<(Instant, PathBuf)>,
     first: Instant,
     evidence: Vec<Evidence>,
     unlisted: usize,
@@ -177,6 +180,16 @@ struct Score {
     counted: HashSet<(u8, PathBuf)>,
     convicted: bool,
 }
+
+/// How long a deletion must stand — not taken back by its document made again — before it
+/// counts as the work of an actor at work on documents now ([`Detector::pressing`]) or makes
+/// every folder alert. `git checkout` deletes each file it changes and makes it again a few
+/// milliseconds later, and the judge, faster than that, met the deletion alone: every folder
+/// was alert for `CALM_AFTER` (see `monitor::calm`) after each, 4,000–12,000 permission events a
+/// round of the bench's `git`, and its next lease breaks waited for their judgement. A deletion
+/// loses nothing meanwhile (the document's guard or hold keeps it, and its evidence counts at
+/// once towards a conviction); what waits is only that its actor's next steps are held back.
+pub const DELETION_STANDS: Duration = Duration::from_millis(50);
 
 /// How long after its last evidence an actor is still pressing (see [`Detector::pressing`]).
 pub const PRESSING_FOR: Duration = Duration::from_secs(5);
@@ -213,6 +226,20 @@ impl Score {
     /// Whether its evidence came within [`PRESSING_FOR`] and still counts (not all taken back).
     fn presses(&self, now: Instant) -> bool {
         self.lately > 0.0 && now.duration_since(self.accused) < PRESSING_FOR
+    }
+
+    /// [`Score::presses`], not counting deletions too young to tell (see [`DELETION_STANDS`]).
+    fn presses_with_standing(&self, now: Instant) -> bool {
+        if !self.presses(now) {
+            return false;
+        }
+        let young = self
+            .deleted_lately
+            .iter()
+            .filter(|(at, _)| now.saturating_duration_since(*at) < DELETION_STANDS)
+            .count();
+        // a small margin: sums of the same weights taken away again need not be exactly 0
+        self.lately - young as f64 * Evidence::Deleted(PathBuf::new()).weight() > 1e-9
     }
 
     fn faded(&self, now: Instant) -> f64 {
@@ -252,6 +279,7 @@ impl Detector {
             for key in keys {
                 if let Some(s) = self.scores.get_mut(key) {
                     if s.counted.remove(&counted) {
+                        s.deleted_lately.retain(|(_, p)| p != path);
                         s.value = (s.faded(now) + weight).max(0.0);
                         s.lately = (s.lately + weight).max(0.0);
                         s.at = now;
@@ -268,6 +296,7 @@ impl Detector {
                 at: now,
                 accused: now,
                 lately: 0.0,
+                deleted_lately: Vec::new(),
                 first: now,
                 evidence: Vec::new(),
                 unlisted: 0,
@@ -284,6 +313,11 @@ impl Detector {
             }
             s.lately += weight;
             s.accused = now;
+            s.deleted_lately
+                .retain(|(at, _)| now.saturating_duration_since(*at) < DELETION_STANDS);
+            if let Evidence::Deleted(p) = &evidence {
+                s.deleted_lately.push((now, p.clone()));
+            }
             s.record(&evidence);
             if s.value >= THRESHOLD && !s.convicted && convicted.is_none() {
                 s.convicted = true;
@@ -323,7 +357,7 @@ impl Detector {
     pub fn pressing(&self, keys: &[ActorKey], now: Instant) -> bool {
         keys.iter()
             .filter_map(|k| self.scores.get(k))
-            .any(|s| s.presses(now))
+            .any(|s| s.presses_with_standing(now))
     }
 
     /// Whether any of `keys` was convicted.
@@ -480,8 +514,12 @@ mod tests {
         );
         d.add(&group(3), Evidence::Deleted("new".into()), later);
         assert!(
-            d.pressing(&group(3), later),
-            "a deletion presses until taken back"
+            !d.pressing(&group(3), later + Duration::from_millis(1)),
+            "a deletion too young to tell presses"
+        );
+        assert!(
+            d.pressing(&group(3), later + DELETION_STANDS),
+            "a deletion that stood presses until taken back"
         );
         d.add(&group(3), Evidence::Recreated("new".into()), later);
         assert!(
@@ -493,7 +531,17 @@ mod tests {
         d.add(&group(3), Evidence::Deleted("x".into()), later);
         d.add(&group(3), Evidence::Deleted("y".into()), later);
         d.add(&group(3), Evidence::Recreated("x".into()), later);
-        assert!(d.pressing(&group(3), later), "y is still deleted");
+        assert!(
+            d.pressing(&group(3), later + DELETION_STANDS),
+            "y is still deleted"
+        );
+        // a deletion taken back after it stood presses no more
+        d.add(
+            &group(3),
+            Evidence::Recreated("y".into()),
+            later + DELETION_STANDS,
+        );
+        assert!(!d.pressing(&group(3), later + DELETION_STANDS));
     }
 
     #[test]

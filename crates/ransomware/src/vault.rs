@@ -239,10 +239,14 @@ impl Opened {
     /// Opens the regular file at `path` for reading (`follow`: through a last link, as
     /// `/proc/self/fd/N` needs).
     pub fn open(path: &Path, follow: bool) -> Option<Opened> {
-        use std::os::unix::fs::MetadataExt;
         let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
         // its access time left as it was (see `rampart_sys::open_to_read`)
-        let file = rampart_sys::open_to_read(path, nofollow | libc::O_NONBLOCK).ok()?;
+        Opened::of(rampart_sys::open_to_read(path, nofollow | libc::O_NONBLOCK).ok()?)
+    }
+
+    /// The regular file open at `file` (`None` if it is none).
+    pub fn of(file: std::fs::File) -> Option<Opened> {
+        use std::os::unix::fs::MetadataExt;
         let m = file.metadata().ok().filter(|m| m.is_file())?;
         Some(Opened {
             dev: m.dev(),
@@ -287,6 +291,21 @@ pub fn read_head(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
     let len = f.metadata()?.len().min(n as u64) as usize;
     let mut buf = Vec::with_capacity(len + 1);
     f.take(n as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// The first `n` bytes (or fewer) of the file open at `fd`, read from its start whatever the
+/// descriptor's offset.
+pub fn read_head_of(fd: std::os::fd::BorrowedFd<'_>, n: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0; n];
+    let mut got = 0;
+    while got < n {
+        match rampart_sys::pread(fd, &mut buf[got..], got as u64)? {
+            0 => break,
+            k => got += k,
+        }
+    }
+    buf.truncate(got);
     Ok(buf)
 }
 

@@ -82,6 +82,21 @@ pub fn fanotify_mark_inode(group: &OwnedFd, mask: u64, path: &Path) -> io::Resul
     })
 }
 
+/// Marks the inode `fd` is open on, as [`fanotify_mark_inode`] does by path: no path walked
+/// again (a document just opened is marked through its descriptor).
+pub fn fanotify_mark_fd(group: &OwnedFd, mask: u64, fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: group and fd are live descriptors; a null path marks the object dirfd is open on.
+    check(unsafe {
+        libc::fanotify_mark(
+            group.as_raw_fd(),
+            libc::FAN_MARK_ADD,
+            mask,
+            fd.as_raw_fd(),
+            std::ptr::null(),
+        )
+    })
+}
+
 /// Removes every inode mark of `group`: from then on no new event is queued for them.
 pub fn fanotify_flush_marks(group: &OwnedFd) -> io::Result<()> {
     // SAFETY: group is a live fanotify descriptor; FAN_MARK_FLUSH takes no path (null).
@@ -284,6 +299,51 @@ pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<Stat> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fd is a live descriptor, st a valid out-pointer of the right type.
     check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(Stat::of(&st))
+}
+
+/// Reads into `buf` from `offset` of the file open at `fd` (its offset unchanged): how many
+/// bytes were read, 0 at its end.
+pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    loop {
+        // SAFETY: fd is a live descriptor; buf is valid for buf.len() bytes of writing.
+        let n = unsafe {
+            libc::pread(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                offset as libc::off_t,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// The identifier of the filesystem `path` is on (`f_fsid` of `statfs`), as fanotify names
+/// it in its events' records.
+pub fn fsid(path: &Path) -> io::Result<[u8; 8]> {
+    let p = cpath(path)?;
+    // SAFETY: libc::statfs is plain data; zero is a valid start for every field.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: p is a valid NUL-terminated path, st a valid out-pointer of the right type.
+    check(unsafe { libc::statfs(p.as_ptr(), &mut st) })?;
+    // SAFETY: fsid_t is two ints, eight bytes of plain data, as the kernel copies them out.
+    Ok(unsafe { std::mem::transmute::<libc::fsid_t, [u8; 8]>(st.f_fsid) })
+}
+
+/// The status of `path` itself (a symbolic link is not followed).
+pub fn lstat(path: &Path) -> io::Result<Stat> {
+    let p = cpath(path)?;
+    // SAFETY: libc::stat is plain data; zero is a valid start for every field.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: p is a valid NUL-terminated path, st a valid out-pointer of the right type.
+    check(unsafe { libc::lstat(p.as_ptr(), &mut st) })?;
     Ok(Stat::of(&st))
 }
 
@@ -786,6 +846,27 @@ fn handle_at(dirfd: libc::c_int, p: &std::ffi::CStr, flags: libc::c_int) -> io::
 
 /// Opens the object `handle` names (`O_PATH`), on the filesystem of `mount_fd`.
 pub fn open_by_handle(mount_fd: &OwnedFd, handle: &Handle) -> io::Result<OwnedFd> {
+    open_by_handle_with(mount_fd, handle, libc::O_PATH)
+}
+
+/// Opens the file `handle` names (on the filesystem of `mount_fd`) for reading, not waiting on
+/// a lease (`O_NONBLOCK`) and without updating its access time where the kernel allows it (as
+/// [`open_to_read`]).
+pub fn open_by_handle_to_read(mount_fd: &OwnedFd, handle: &Handle) -> io::Result<OwnedFd> {
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK;
+    match open_by_handle_with(mount_fd, handle, flags | libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            open_by_handle_with(mount_fd, handle, flags)
+        }
+        other => other,
+    }
+}
+
+fn open_by_handle_with(
+    mount_fd: &OwnedFd,
+    handle: &Handle,
+    flags: libc::c_int,
+) -> io::Result<OwnedFd> {
     let (ty, data) = handle;
     if data.len() > MAX_HANDLE {
         return Err(io::Error::new(
@@ -810,7 +891,7 @@ pub fn open_by_handle(mount_fd: &OwnedFd, handle: &Handle) -> io::Result<OwnedFd
         libc::open_by_handle_at(
             mount_fd.as_raw_fd(),
             buf.as_mut_ptr().cast::<libc::file_handle>(),
-            libc::O_PATH | libc::O_CLOEXEC,
+            flags | libc::O_CLOEXEC,
         )
     };
     if fd < 0 {

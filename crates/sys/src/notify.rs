@@ -29,6 +29,9 @@ pub struct Change {
     /// The file itself, by its handle (where the group reports it): the one made, deleted,
     /// renamed, or closed — read late, its name may be another file's.
     pub object: Option<Handle>,
+    /// The filesystem the event happened on (the `f_fsid` of `statfs`, see [`crate::fsid`]), as
+    /// its records name it.
+    pub fsid: Option<[u8; 8]>,
 }
 
 /// The queue overflowed: events were lost (the healer then checks everything).
@@ -91,6 +94,7 @@ pub fn decode(buf: &[u8]) -> Vec<Change> {
             place: None,
             to: None,
             object: None,
+            fsid: None,
         };
         let mut rec_at = at + meta_len.max(24);
         while rec_at + 4 <= at + event_len {
@@ -100,6 +104,9 @@ pub fn decode(buf: &[u8]) -> Vec<Change> {
                 break;
             }
             let rec = &buf[rec_at..rec_at + rec_len];
+            if change.fsid.is_none() && rec.len() >= 12 {
+                change.fsid = rec[4..12].try_into().ok();
+            }
             match info_type {
                 libc::FAN_EVENT_INFO_TYPE_DFID_NAME | libc::FAN_EVENT_INFO_TYPE_OLD_DFID_NAME => {
                     change.place = place(rec)
@@ -194,6 +201,7 @@ mod tests {
         assert_eq!(changes[1].to.as_ref().unwrap().name, "gone");
         assert!(changes[1].mask & libc::FAN_ONDIR != 0);
         assert_eq!(changes[0].object, None, "the group named no file");
+        assert_eq!(changes[0].fsid, Some([7; 8]));
         // a truncated buffer yields what is whole
         assert_eq!(decode(&buf[..buf.len() - 3]).len(), 1);
     }

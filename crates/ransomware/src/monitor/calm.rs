@@ -387,15 +387,22 @@ pub(crate) fn calm_folders(shared: &Shared) -> usize {
     shared.calm_count.load(Ordering::SeqCst)
 }
 
-/// Guards the document (`dev`, `ino`) at `path` (see [`crate::holds::Holds::guard`]). When it
-/// cannot be — open for writing, or still being made — by the actor with `maker`'s keys, under no
-/// suspicion, that just made it, it is loose; else its folder is made alert, so that no calm folder has a document
-/// that is neither guarded nor loose.
-pub(crate) fn guard(shared: &Shared, path: &Path, doc: (u64, u64), maker: Option<&[ActorKey]>) {
+/// Guards the document (`dev`, `ino`) at `path`, `opened` (its descriptor and status, or why it
+/// could not be opened; see [`crate::holds::Holds::guard_opened`]). When it cannot be — open for writing, or still being
+/// made — by the actor with `maker`'s keys, under no suspicion, that just made it, it is loose;
+/// else its folder is made alert, so that no calm folder has a document that is neither guarded
+/// nor loose.
+pub(crate) fn guard(
+    shared: &Shared,
+    path: &Path,
+    doc: (u64, u64),
+    opened: std::io::Result<(OwnedFd, &rampart_sys::Stat)>,
+    maker: Option<&[ActorKey]>,
+) {
     if shared.settings.mode == RansomwareMode::Strict {
         return;
     }
-    match shared.holds.guard(path) {
+    match opened.and_then(|(fd, m)| shared.holds.guard_opened(fd, m)) {
         Ok(_) => {
             shared.calm.lock().expect("calm lock").loose.remove(&doc);
         }

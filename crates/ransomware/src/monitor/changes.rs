@@ -13,7 +13,6 @@
 //! actor is stopped, its program blocked and its files restored (block mode), and the incident
 //! sent.
 
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,11 +24,13 @@ use rampart_protocol::ransomware::{BlockedFile, Incident, IncidentActor, Respons
 use rampart_sys::notify::{self, Change, Place};
 use rampart_sys::Handle;
 
-use super::{in_scope, watch_document, watch_tree, Convicted, Shared, Work};
+use super::{
+    in_scope, watch_document, watch_document_unless_guarded, watch_tree, Convicted, Shared, Work,
+};
 use crate::actor::{self, ActorKey};
 use crate::blocklist::Known;
 use crate::content::{self, Verdict, HEAD};
-use crate::detector::{Conviction, Evidence, PRESSING_FOR};
+use crate::detector::{Conviction, Evidence, DELETION_STANDS, PRESSING_FOR};
 use crate::doctype::DocumentTypes;
 use crate::restore::{Plan, Touch};
 use crate::vault::{read_head, Kept, Opened};
@@ -256,15 +257,6 @@ pub(crate) fn judge(shared: &Shared, stop: &AtomicBool, queue: mpsc::Receiver<Wo
         }
     }
 }
-
-/// How long a deletion must stand — not taken back by its document made again — before it
-/// makes every folder alert. `git checkout` deletes each file it changes and makes it again a
-/// few milliseconds later, and the judge, faster than that, met the deletion alone: every folder
-/// was alert for [`CALM_AFTER`](super::calm::CALM_AFTER) after each, 4,000–12,000 permission
-/// events a round of the bench's `git`. A deletion loses nothing meanwhile (the document's guard
-/// or hold keeps it, and its evidence counts at once); what waits is only that its actor's next
-/// opens are seen.
-const DELETION_STANDS: Duration = Duration::from_millis(50);
 
 /// How long a deletion may stand while changes after it still wait to be read or judged (its
 /// document made again may be among them: a judge busy with a large batch saw deletions stand
@@ -580,7 +572,7 @@ fn change(shared: &Shared, c: Change, read_by: Instant) {
         // one): the kernel names only where it went — a document or a folder of them to watch
         if c.mask & libc::FAN_RENAME != 0 {
             if let Some(to) = &to {
-                guard_renamed(shared, to);
+                guard_renamed(shared, to, c.mask & libc::FAN_ONDIR != 0);
             }
         }
         return;
@@ -589,17 +581,27 @@ fn change(shared: &Shared, c: Change, read_by: Instant) {
     // the agent's own changes (restores, quarantine) and trusted programs: only bookkeeping
     let keys = keys_of(shared, c.pid, read_by);
     tracing::debug!(pid = c.pid, mask = c.mask, path = %path.display(), actor = ?keys, "change");
-    let now_there = std::fs::symlink_metadata(&path).ok();
-    let order = Order::of(c.mask, is_dir, now_there.is_some());
-    if is_dir && c.mask & libc::FAN_DELETE != 0 && now_there.is_none() {
+    // what is at the path now, looked at once and only where it matters (a rename or a close of
+    // a file no document, as most of a copy's events are, need not walk the path)
+    let looked = std::cell::OnceCell::new();
+    let now_there = || {
+        looked
+            .get_or_init(|| std::fs::symlink_metadata(&path).ok())
+            .as_ref()
+    };
+    let both = libc::FAN_CREATE | libc::FAN_DELETE;
+    let order = Order::of(
+        c.mask,
+        is_dir,
+        c.mask & both == both && now_there().is_some(),
+    );
+    if is_dir && c.mask & libc::FAN_DELETE != 0 && now_there().is_none() {
         super::calm::forget_folder(shared, &path);
     }
     if !is_dir && c.mask & (libc::FAN_DELETE | libc::FAN_CLOSE_WRITE) != 0 {
         let doc = shared.docs.read().expect("docs lock").get(&path).cloned();
         if let Some(d) = doc {
-            let same = now_there
-                .as_ref()
-                .is_some_and(|m| (m.dev(), m.ino()) == (d.dev, d.ino));
+            let same = now_there().is_some_and(|m| (m.dev(), m.ino()) == (d.dev, d.ino));
             if !same && keys.is_none() {
                 // deleted or replaced by the agent or a trusted program: let it go
                 shared.holds.drop_guard(d.dev, d.ino);
@@ -626,8 +628,9 @@ fn change(shared: &Shared, c: Change, read_by: Instant) {
             // read (under load, seconds after the fact, and the new file may be gone again)
             let recreated = {
                 let mut state = shared.state.lock().expect("state lock");
-                let now_at = std::fs::symlink_metadata(&path).ok();
-                if let Some(m) = &now_at {
+                // as it was looked at above (one walk of the path an event)
+                let now_at = now_there();
+                if let Some(m) = now_at {
                     state.renew(m.dev(), m.ino(), crate::vault::born_of(m));
                 }
                 let journal = state.journals.entry(group_of(keys)).or_default();
@@ -668,7 +671,7 @@ fn change(shared: &Shared, c: Change, read_by: Instant) {
         if c.mask & libc::FAN_RENAME != 0 {
             if let Some(to) = &to {
                 moved(shared, &path, to, is_dir);
-                guard_renamed(shared, to);
+                guard_renamed(shared, to, is_dir);
             }
         }
         if c.mask & libc::FAN_DELETE != 0 && !path.exists() {
@@ -677,12 +680,12 @@ fn change(shared: &Shared, c: Change, read_by: Instant) {
         return;
     };
     if c.mask & libc::FAN_CLOSE_WRITE != 0 {
-        closed(shared, &keys, &path, c.object.as_ref());
+        closed(shared, &keys, &path, c.object.as_ref().map(|h| (h, c.fsid)));
     }
     if c.mask & libc::FAN_RENAME != 0 {
         if let Some(to) = &to {
             renamed(shared, &keys, &path, to, is_dir);
-            guard_renamed(shared, to);
+            guard_renamed(shared, to, is_dir);
         }
     }
     if c.mask & libc::FAN_DELETE != 0 && !is_dir && order == Order::MadeThenDeleted {
@@ -715,37 +718,25 @@ impl Order {
 }
 
 /// A file renamed to a document's name is that document now, and guarded: a save by rename
-/// (`sed -i`, editors, rsync) leaves a new inode where the guarded one was.
-fn guard_renamed(shared: &Shared, to: &Path) {
-    let Ok(m) = std::fs::symlink_metadata(to) else {
-        return;
-    };
+/// (`sed -i`, editors, rsync) leaves a new inode where the guarded one was. `is_dir`: the event
+/// says a folder was moved.
+fn guard_renamed(shared: &Shared, to: &Path, is_dir: bool) {
     if !in_scope(shared, to) {
         return;
     }
-    if m.is_dir() {
+    if is_dir {
         // a folder moved in from outside the protected folders (or out of an excluded one) is
         // watched as one made here: its documents were not (a rename within the filesystem
         // tells only of the folder)
         let watched = rampart_sys::name_to_handle(to)
             .is_ok_and(|h| shared.folders.read().expect("folders lock").contains(&h));
-        if !watched {
+        if !watched && std::fs::symlink_metadata(to).is_ok_and(|m| m.is_dir()) {
             watch_tree(shared, to, true, None);
         }
         return;
     }
-    if !m.is_file() {
-        return;
-    }
-    let guarded = shared
-        .docs
-        .read()
-        .expect("docs lock")
-        .get(to)
-        .is_some_and(|d| (d.dev, d.ino) == (m.dev(), m.ino()));
-    if !guarded {
-        watch_document(shared, to, None);
-    }
+    // a document guarded already (renamed back and forth) is left as it is
+    watch_document_unless_guarded(shared, to);
 }
 
 /// Keeps the document index right after a rename (of a document, or of a folder of them: only
@@ -814,14 +805,23 @@ fn mark_changed(shared: &Shared, keys: &[ActorKey], path: &Path) {
 
 /// A file closed after writing (`object`: the file itself, where the kernel names it): an
 /// original judged against its copy, a new file looked at.
-fn closed(shared: &Shared, keys: &[ActorKey], path: &Path, object: Option<&Handle>) {
+fn closed(
+    shared: &Shared,
+    keys: &[ActorKey],
+    path: &Path,
+    object: Option<(&Handle, Option<[u8; 8]>)>,
+) {
     let group = group_of(keys);
     // the file closed, opened once, so that what is judged is one file (judged late, under load,
     // the path may be another file's: its head read then, an empty one, made a compressed
     // document look encrypted, and an empty `NAME.gz` of the next `gzip -r` made the deletion
     // of `NAME` count): by its handle where the kernel names it; else at its path, or —
     // renamed or deleted since, which the queue has not told yet — through its hold
-    let found = match object.and_then(|h| open_by_handle(shared, path, h)) {
+    let (object, fsid) = match object {
+        Some((h, fsid)) => (Some(h), fsid),
+        None => (None, None),
+    };
+    let found = match object.and_then(|h| open_by_handle(shared, path, h, fsid)) {
         Some(exactly) => exactly,
         None => Opened::open(path, false).or_else(|| {
             let d = shared.docs.read().expect("docs lock").get(path).cloned()?;
@@ -988,33 +988,41 @@ fn closed(shared: &Shared, keys: &[ActorKey], path: &Path, object: Option<&Handl
     }
 }
 
-/// The file `handle` names, opened to be judged, on the filesystem of `path`'s folder:
-/// `Some(None)` if it is no more (deleted, and nothing holds it); `None` if that cannot be told
-/// here (the folder gone, a filesystem that does not open files by handle).
-fn open_by_handle(shared: &Shared, path: &Path, handle: &Handle) -> Option<Option<Opened>> {
+/// The file `handle` names, opened to be judged, on the filesystem of `path`'s folder (`fsid`,
+/// as the event names it): `Some(None)` if it is no more (deleted, and nothing holds it); `None`
+/// if that cannot be told here (the folder gone, a filesystem that does not open files by
+/// handle).
+fn open_by_handle(
+    shared: &Shared,
+    path: &Path,
+    handle: &Handle,
+    fsid: Option<[u8; 8]>,
+) -> Option<Option<Opened>> {
     let folder = path.parent()?;
-    let dev = std::fs::symlink_metadata(folder).ok()?.dev();
+    // the filesystem, as the event names it (no path walked for it on every close)
+    let fsid = match fsid {
+        Some(f) => f,
+        None => rampart_sys::fsid(folder).ok()?,
+    };
     let mut roots = shared.handle_roots.lock().expect("handle roots lock");
-    if let std::collections::hash_map::Entry::Vacant(e) = roots.entry(dev) {
+    if let std::collections::hash_map::Entry::Vacant(e) = roots.entry(fsid) {
         // a protected folder on that filesystem (the file's own folder, kept open for the
         // agent's lifetime, kept a removed tree's folder alive with it)
-        let protected = shared
-            .settings
-            .folders
-            .iter()
-            .find(|f| std::fs::symlink_metadata(f).is_ok_and(|m| m.dev() == dev && m.is_dir()));
-        e.insert(
-            std::fs::File::open(protected.map_or(folder, |f| f.as_path()))
-                .ok()?
-                .into(),
-        );
+        let protected = shared.settings.folders.iter().find(|f| {
+            rampart_sys::fsid(f).is_ok_and(|id| id == fsid)
+                && std::fs::symlink_metadata(f).is_ok_and(|m| m.is_dir())
+        });
+        let root = protected.map_or(folder, |f| f.as_path());
+        if rampart_sys::fsid(root).ok()? != fsid {
+            return None;
+        }
+        e.insert(std::fs::File::open(root).ok()?.into());
     }
-    let root = roots.get(&dev)?;
-    match rampart_sys::open_by_handle(root, handle) {
-        Ok(fd) => Some(Opened::open(
-            Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())),
-            true,
-        )),
+    let root = roots.get(&fsid)?;
+    // opened to be read at once (its access time left as it was, see
+    // `rampart_sys::open_to_read`): no second open through `/proc/self/fd`
+    match rampart_sys::open_by_handle_to_read(root, handle) {
+        Ok(fd) => Some(Opened::of(std::fs::File::from(fd))),
         Err(e) if e.raw_os_error() == Some(libc::ESTALE) => Some(None),
         Err(_) => None,
     }

@@ -19,7 +19,8 @@ mod changes;
 mod permission;
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -674,7 +675,7 @@ pub(crate) struct Shared {
     pub notify: OwnedFd,
     /// A folder open on each filesystem of the folders, by device: what files are opened by
     /// handle on (opened once: an open of a folder is a permission event while it is alert).
-    pub handle_roots: Mutex<HashMap<u64, OwnedFd>>,
+    pub handle_roots: Mutex<HashMap<[u8; 8], OwnedFd>>,
     pub incidents: Mutex<mpsc::Sender<Incident>>,
     pub ready: AtomicBool,
     /// Whether the permission side holds openers (waiting for the queue to be judged).
@@ -1137,24 +1138,34 @@ pub struct Stalled<'a> {
 
 /// Whether `path` is left alone by the policy's exclusions (or is the vault or quarantine).
 pub(crate) fn excluded(shared: &Shared, path: &Path) -> bool {
-    if path.starts_with(shared.vault.dir()) || path.starts_with(&shared.settings.quarantine) {
+    // on every change judged, compared as bytes in place (a `String` per component of every
+    // path, then `Path`'s own component parsing, were a tenth and a twentieth of the judge's
+    // time under an `rsync` making thousands of files)
+    let p = path.as_os_str().as_bytes();
+    if under(p, shared.vault.dir()) || under(p, &shared.settings.quarantine) {
         return true;
     }
-    // on every change judged: compared in place (a `String` per component of every path was a
-    // tenth of the judge's time under an `rsync` making thousands of files)
     shared.settings.exclusions.iter().any(|e| {
         if e.starts_with('/') {
-            path.starts_with(e)
+            under(p, Path::new(e))
         } else {
-            path.components()
-                .any(|c| c.as_os_str() == std::ffi::OsStr::new(e))
+            p.split(|b| *b == b'/').any(|c| c == e.as_bytes())
         }
     })
 }
 
+/// Whether path `p` is `dir` or inside it (both absolute, as the kernel and the policy name
+/// them; a trailing `/` of `dir` does not count).
+fn under(p: &[u8], dir: &Path) -> bool {
+    let d = dir.as_os_str().as_bytes();
+    let d = d.strip_suffix(b"/").unwrap_or(d);
+    p.starts_with(d) && (p.len() == d.len() || p[d.len()] == b'/')
+}
+
 /// Whether `path` is inside a protected folder.
 pub(crate) fn in_scope(shared: &Shared, path: &Path) -> bool {
-    shared.settings.folders.iter().any(|f| path.starts_with(f)) && !excluded(shared, path)
+    let p = path.as_os_str().as_bytes();
+    shared.settings.folders.iter().any(|f| under(p, f)) && !excluded(shared, path)
 }
 
 /// Watches folder `dir` and everything below it: folders get notification marks, documents
@@ -1222,36 +1233,93 @@ pub(crate) fn watch_folder(shared: &Shared, dir: &Path) {
 /// Holds and guards `path` if it is a document (by name, or by content for names without an
 /// extension). Returns whether it is one. `maker`: who just made it, if known.
 pub(crate) fn watch_document(shared: &Shared, path: &Path, maker: Option<&[ActorKey]>) -> bool {
+    watch_file(shared, path, maker, false)
+}
+
+/// [`watch_document`], unless the file at `path` is the document known there already (a
+/// document renamed away and back).
+pub(crate) fn watch_document_unless_guarded(shared: &Shared, path: &Path) -> bool {
+    watch_file(shared, path, None, true)
+}
+
+fn watch_file(
+    shared: &Shared,
+    path: &Path,
+    maker: Option<&[ActorKey]>,
+    unless_known: bool,
+) -> bool {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let is_doc = shared.settings.types.by_name(&name)
-        || (!name.contains('.')
-            && crate::vault::read_head(path, 64)
-                .is_ok_and(|h| shared.settings.types.by_content(&h)));
-    if !is_doc || excluded(shared, path) {
+    let by_name = shared.settings.types.by_name(&name);
+    if !by_name && name.contains('.') || excluded(shared, path) {
         return false;
     }
-    let Ok(m) = std::fs::symlink_metadata(path) else {
-        return false;
+    // opened once: its status, its content type (a name without an extension), its lease and its
+    // mark all come from the one descriptor — a path walked once (a program making thousands of
+    // documents, as rsync does, made the agent walk each path four times, and the walks wait on
+    // the folder's lock the program holds as it makes the next)
+    let (m, opened) = match rampart_sys::lease::open_for_lease(path) {
+        Ok(fd) => match rampart_sys::fstat(fd.as_fd()) {
+            Ok(m) => (m, Ok(fd)),
+            Err(_) => return false,
+        },
+        // gone, or a symbolic link: no document
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::ELOOP) =>
+        {
+            return false;
+        }
+        // there, not to be opened now (a write lease, no descriptor left): watched unguarded
+        Err(e) => match rampart_sys::lstat(path) {
+            Ok(m) if by_name => (m, Err(e)),
+            _ => return false,
+        },
     };
+    if !m.is_file() {
+        return false;
+    }
+    if let Ok(fd) = &opened {
+        if !by_name
+            && !crate::vault::read_head_of(fd.as_fd(), 64)
+                .is_ok_and(|h| shared.settings.types.by_content(&h))
+        {
+            return false;
+        }
+    }
+    let doc = (m.dev(), m.ino());
+    if unless_known
+        && shared
+            .docs
+            .read()
+            .expect("docs lock")
+            .get(path)
+            .is_some_and(|d| (d.dev, d.ino) == doc)
+    {
+        return true;
+    }
     let old = shared.docs.write().expect("docs lock").insert(
         path.to_path_buf(),
         Doc {
-            dev: m.dev(),
-            ino: m.ino(),
+            dev: doc.0,
+            ino: doc.1,
         },
     );
     // another inode was this document (a save by rename): its guard becomes a hold
-    if let Some(old) = old.filter(|o| (o.dev, o.ino) != (m.dev(), m.ino())) {
+    if let Some(old) = old.filter(|o| (o.dev, o.ino) != doc) {
         shared.holds.guard_to_hold(old.dev, old.ino);
     }
-    // guarded first (the guard's own open is then no permission event), then marked
-    calm::guard(shared, path, (m.dev(), m.ino()), maker);
-    if let Err(e) = rampart_sys::fanotify_mark_inode(&shared.perm, libc::FAN_OPEN_PERM, path) {
+    // marked through the descriptor (whose own open was no permission event), then guarded
+    let marked = match &opened {
+        Ok(fd) => rampart_sys::fanotify_mark_fd(&shared.perm, libc::FAN_OPEN_PERM, fd.as_fd()),
+        Err(_) => rampart_sys::fanotify_mark_inode(&shared.perm, libc::FAN_OPEN_PERM, path),
+    };
+    if let Err(e) = marked {
         gone_or_warn(path, &e, "cannot guard a document");
     }
+    calm::guard(shared, path, doc, opened.map(|fd| (fd, &m)), maker);
     true
 }
 
