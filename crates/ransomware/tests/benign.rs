@@ -5,6 +5,7 @@
 //! may write). Needs root, fanotify, and the tools the workloads use (scripts/install-deps.sh
 //! installs them); with `CI=true` anything missing fails the test.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
@@ -1313,5 +1314,37 @@ fn a_stuck_monitor_still_stops() {
     assert!(
         took >= Duration::from_millis(300),
         "the listing was not held ({took:?}): no permission event?"
+    );
+}
+
+/// A named pipe made in a protected folder (a name without an extension, so its content would
+/// tell whether it is a document) does not stop the judge: its head was read by a blocking
+/// open, which waits for a writer — every change after it waited unjudged.
+#[test]
+fn a_named_pipe_made_in_a_protected_folder_does_not_stop_the_judge() {
+    let Some(s) = scene(RansomwareMode::Block, Vec::new()) else {
+        return;
+    };
+    let pipe = s.docs.join("letters").join("pipe");
+    let (ok, out) = run(
+        &s.docs,
+        "mkfifo letters/pipe && echo after >letters/after.txt",
+    );
+    assert!(ok, "{out}");
+    let monitor = s.monitor.as_ref().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while monitor.status().backlog > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let judged = monitor.status().backlog == 0;
+    // a judge stuck in the pipe's open is let go, so that the monitor can stop
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&pipe);
+    assert!(
+        judged,
+        "the changes after the pipe wait unjudged: {:?}",
+        monitor.status()
     );
 }
