@@ -203,6 +203,14 @@ impl Journal {
 /// had any, is forgotten after this, with the copies kept for it (see [`State::forget`]).
 pub(crate) const JOURNAL_IDLE: Duration = Duration::from_secs(600);
 
+/// How many touches the journal of a group under no suspicion may list before it is forgotten
+/// even while the group is at work (see [`State::forget`]): a process group that makes files
+/// all day — a sync client, a build in a long-lived session, the bench's shell — never idles
+/// for [`JOURNAL_IDLE`], and its journal grew by every file it made (the agent's memory by
+/// ~600 bytes a file made, measured with `rsync`). Past this it is forgotten as an idle one is;
+/// what it does next is journaled anew.
+pub(crate) const JOURNAL_AT_MOST: usize = 1 << 16;
+
 /// How often the judge forgets what is no longer needed.
 pub(crate) const FORGET_EVERY: Duration = Duration::from_secs(60);
 
@@ -504,8 +512,8 @@ impl State {
     }
 
     /// Forgets the groups no longer needed: no evidence left against them or a program that
-    /// ran in them, not convicted or being restored, nothing changed for [`JOURNAL_IDLE`] —
-    /// their journals, the copies kept for them, and the scores that faded away. Without it a
+    /// ran in them, not convicted or being restored, nothing changed for [`JOURNAL_IDLE`] (or
+    /// more than [`JOURNAL_AT_MOST`] touches listed) — their journals, the copies kept for them, and the scores that faded away. Without it a
     /// long-running agent kept every group that ever touched a document.
     /// Returns the documents held for the forgotten journals' evidence (see
     /// [`Journal::evidence_holds`]): their holds may end.
@@ -543,7 +551,8 @@ impl State {
         self.journals.retain(|g, j| {
             let keep = needed.contains(g)
                 || detector.score(&[ActorKey::Group(*g)], now) > 0.0
-                || j.last.is_some_and(|t| now.duration_since(t) < JOURNAL_IDLE);
+                || (j.last.is_some_and(|t| now.duration_since(t) < JOURNAL_IDLE)
+                    && j.touches.len() <= JOURNAL_AT_MOST);
             if !keep {
                 gone.insert(*g);
                 unpin.append(&mut j.evidence_holds);
@@ -1681,6 +1690,41 @@ mod forget_tests {
         let unpin = s.forget(later + Duration::from_secs(24 * 3600));
         assert!(!s.journals.contains_key(&1) && s.journals.contains_key(&4));
         assert!(unpin.contains(&(7, 101)) && !unpin.contains(&(7, 104)));
+    }
+
+    #[test]
+    fn a_journal_too_long_is_forgotten_while_its_group_works_unless_suspected() {
+        let now = Instant::now();
+        let mut s = State::default();
+        let made = |n: u64| Touch::Created {
+            path: format!("/home/u/f{n}").into(),
+            dev: 7,
+            ino: n,
+        };
+        for g in [1, 2, 3] {
+            let j = s.journals.entry(g).or_default();
+            j.touched();
+            let n = if g == 3 {
+                10
+            } else {
+                JOURNAL_AT_MOST as u64 + 1
+            };
+            j.touches.extend((0..n).map(made));
+            s.kept.insert((g, 7, 1), Kept::TooLarge { size: 1 });
+        }
+        // 1: evidence against it — its whole journal is needed for a restore
+        s.detector
+            .add(&[ActorKey::Group(1)], Evidence::Encrypted("a".into()), now);
+        s.forget(now + Duration::from_secs(1));
+        let mut left: Vec<u32> = s.journals.keys().copied().collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            vec![1, 3],
+            "2, at work but under no suspicion, is forgotten"
+        );
+        assert_eq!(s.journals[&1].touches.len(), JOURNAL_AT_MOST + 1);
+        assert!(!s.kept.contains_key(&(2, 7, 1)) && s.kept.contains_key(&(3, 7, 1)));
     }
 
     #[test]
