@@ -626,10 +626,10 @@ fn change(shared: &Shared, c: Change, read_by: Instant) {
         if let Some(keys) = &keys {
             // made again where it deleted a document: a replacement, whenever the queue is
             // read (under load, seconds after the fact, and the new file may be gone again)
+            // looked at once an event, and before the state is locked (see `renamed`)
+            let now_at = now_there();
             let recreated = {
                 let mut state = shared.state.lock().expect("state lock");
-                // as it was looked at above (one walk of the path an event)
-                let now_at = now_there();
                 if let Some(m) = now_at {
                     state.renew(m.dev(), m.ino(), crate::vault::born_of(m));
                 }
@@ -1174,6 +1174,22 @@ fn renamed(shared: &Shared, keys: &[ActorKey], from: &Path, to: &Path, is_dir: b
     // renamed over a document: that one is gone
     let over = shared.docs.read().expect("docs lock").get(to).cloned();
     moved(shared, from, to, is_dir);
+    // a file it made, moved: where it is now, looked at before the state is locked (a path
+    // walk waits on the folder's lock while the writer makes its next file — rsync — and the
+    // permission and lease threads wait on the state lock)
+    let made_moved = doc.is_none()
+        && shared
+            .state
+            .lock()
+            .expect("state lock")
+            .journals
+            .get(&group)
+            .is_some_and(|j| j.made.get(from).is_some());
+    let now_at_to = if made_moved {
+        std::fs::symlink_metadata(to).ok()
+    } else {
+        None
+    };
     {
         let mut state = shared.state.lock().expect("state lock");
         let j = state.journals.entry(group).or_default();
@@ -1187,7 +1203,7 @@ fn renamed(shared: &Shared, keys: &[ActorKey], from: &Path, to: &Path, is_dir: b
             });
         } else if let Some(v) = j.made.remove(from) {
             // a file it made, moved: followed
-            if let Ok(m) = std::fs::symlink_metadata(to) {
+            if let Some(m) = &now_at_to {
                 j.touches.push(Touch::Renamed {
                     from: from.to_path_buf(),
                     to: to.to_path_buf(),
