@@ -136,9 +136,6 @@ impl Holds {
     /// [`rampart_sys::lease::open_for_lease`]) whose status is `m`.
     pub fn guard_opened(&self, fd: OwnedFd, m: &rampart_sys::Stat) -> std::io::Result<(u64, u64)> {
         self.bound_released();
-        if self.guards.lock().expect("guards lock").by_inode.len() >= self.guard_max {
-            return Err(self.out_of_guards());
-        }
         if !m.is_file() {
             return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
         }

@@ -260,17 +260,10 @@ impl Opened {
     /// Its first `n` bytes (fewer if it is shorter) — none if its size changed meanwhile: it
     /// is being written again (and its next close is judged).
     pub fn head(&self, n: usize) -> Option<Vec<u8>> {
-        use std::os::unix::fs::FileExt;
-        let mut buf = vec![0u8; (self.len as usize).min(n)];
-        let mut got = 0;
-        while got < buf.len() {
-            match self.file.read_at(&mut buf[got..], got as u64) {
-                Ok(0) | Err(_) => break,
-                Ok(k) => got += k,
-            }
-        }
+        let want = (self.len as usize).min(n);
+        let buf = read_head_of(&self.file, want).ok()?;
         let still = self.file.metadata().is_ok_and(|m| m.len() == self.len);
-        (got == buf.len() && still).then_some(buf)
+        (buf.len() == want && still).then_some(buf)
     }
 }
 
@@ -294,13 +287,13 @@ pub fn read_head(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// The first `n` bytes (or fewer) of the file open at `fd`, read from its start whatever the
-/// descriptor's offset.
-pub fn read_head_of(fd: std::os::fd::BorrowedFd<'_>, n: usize) -> std::io::Result<Vec<u8>> {
+/// The first `n` bytes (or fewer) of the open `file`, read from its start whatever its offset.
+pub fn read_head_of(file: &std::fs::File, n: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
     let mut buf = vec![0; n];
     let mut got = 0;
     while got < n {
-        match rampart_sys::pread(fd, &mut buf[got..], got as u64)? {
+        match file.read_at(&mut buf[got..], got as u64)? {
             0 => break,
             k => got += k,
         }

@@ -302,29 +302,6 @@ pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<Stat> {
     Ok(Stat::of(&st))
 }
 
-/// Reads into `buf` from `offset` of the file open at `fd` (its offset unchanged): how many
-/// bytes were read, 0 at its end.
-pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    loop {
-        // SAFETY: fd is a live descriptor; buf is valid for buf.len() bytes of writing.
-        let n = unsafe {
-            libc::pread(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                offset as libc::off_t,
-            )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
 /// The identifier of the filesystem `path` is on (`f_fsid` of `statfs`), as fanotify names
 /// it in its events' records.
 pub fn fsid(path: &Path) -> io::Result<[u8; 8]> {

@@ -388,10 +388,10 @@ pub(crate) fn calm_folders(shared: &Shared) -> usize {
 }
 
 /// Guards the document (`dev`, `ino`) at `path`, `opened` (its descriptor and status, or why it
-/// could not be opened; see [`crate::holds::Holds::guard_opened`]). When it cannot be — open for writing, or still being
-/// made — by the actor with `maker`'s keys, under no suspicion, that just made it, it is loose;
-/// else its folder is made alert, so that no calm folder has a document that is neither guarded
-/// nor loose.
+/// could not be opened; see [`crate::holds::Holds::guard_opened`]). When it cannot be — open for
+/// writing, or still being made — by the actor with `maker`'s keys, under no suspicion, that
+/// just made it, it is loose; else its folder is made alert, so that no calm folder has a
+/// document that is neither guarded nor loose.
 pub(crate) fn guard(
     shared: &Shared,
     path: &Path,

@@ -680,7 +680,7 @@ fn change(shared: &Shared, c: Change, read_by: Instant) {
         return;
     };
     if c.mask & libc::FAN_CLOSE_WRITE != 0 {
-        closed(shared, &keys, &path, c.object.as_ref().map(|h| (h, c.fsid)));
+        closed(shared, &keys, &path, c.object.as_ref(), c.fsid);
     }
     if c.mask & libc::FAN_RENAME != 0 {
         if let Some(to) = &to {
@@ -803,13 +803,14 @@ fn mark_changed(shared: &Shared, keys: &[ActorKey], path: &Path) {
     }
 }
 
-/// A file closed after writing (`object`: the file itself, where the kernel names it): an
-/// original judged against its copy, a new file looked at.
+/// A file closed after writing (`object`: the file itself, where the kernel names it, on
+/// filesystem `fsid`): an original judged against its copy, a new file looked at.
 fn closed(
     shared: &Shared,
     keys: &[ActorKey],
     path: &Path,
-    object: Option<(&Handle, Option<[u8; 8]>)>,
+    object: Option<&Handle>,
+    fsid: Option<[u8; 8]>,
 ) {
     let group = group_of(keys);
     // the file closed, opened once, so that what is judged is one file (judged late, under load,
@@ -817,10 +818,6 @@ fn closed(
     // document look encrypted, and an empty `NAME.gz` of the next `gzip -r` made the deletion
     // of `NAME` count): by its handle where the kernel names it; else at its path, or —
     // renamed or deleted since, which the queue has not told yet — through its hold
-    let (object, fsid) = match object {
-        Some((h, fsid)) => (Some(h), fsid),
-        None => (None, None),
-    };
     let found = match object.and_then(|h| open_by_handle(shared, path, h, fsid)) {
         Some(exactly) => exactly,
         None => Opened::open(path, false).or_else(|| {
@@ -1012,10 +1009,12 @@ fn open_by_handle(
             rampart_sys::fsid(f).is_ok_and(|id| id == fsid)
                 && std::fs::symlink_metadata(f).is_ok_and(|m| m.is_dir())
         });
-        let root = protected.map_or(folder, |f| f.as_path());
-        if rampart_sys::fsid(root).ok()? != fsid {
-            return None;
-        }
+        let root = match protected {
+            Some(f) => f.as_path(),
+            // none there: the file's own folder, if it is on the event's filesystem
+            None if rampart_sys::fsid(folder).is_ok_and(|id| id == fsid) => folder,
+            None => return None,
+        };
         e.insert(std::fs::File::open(root).ok()?.into());
     }
     let root = roots.get(&fsid)?;

@@ -513,8 +513,9 @@ impl State {
 
     /// Forgets the groups no longer needed: no evidence left against them or a program that
     /// ran in them, not convicted or being restored, nothing changed for [`JOURNAL_IDLE`] (or
-    /// more than [`JOURNAL_AT_MOST`] touches listed) — their journals, the copies kept for them, and the scores that faded away. Without it a
-    /// long-running agent kept every group that ever touched a document.
+    /// more than [`JOURNAL_AT_MOST`] touches listed) — their journals, the copies kept for
+    /// them, and the scores that faded away. Without it a long-running agent kept every group
+    /// that ever touched a document.
     /// Returns the documents held for the forgotten journals' evidence (see
     /// [`Journal::evidence_holds`]): their holds may end.
     pub fn forget(&mut self, now: Instant) -> Vec<(u64, u64)> {
@@ -682,8 +683,8 @@ pub(crate) struct Shared {
     pub canaries: RwLock<HashSet<PathBuf>>,
     pub perm: OwnedFd,
     pub notify: OwnedFd,
-    /// A folder open on each filesystem of the folders, by device: what files are opened by
-    /// handle on (opened once: an open of a folder is a permission event while it is alert).
+    /// A folder open on each filesystem of the folders, by filesystem id (as events name it):
+    /// what files are opened by handle on (opened once: an open of a folder is a permission event while it is alert).
     pub handle_roots: Mutex<HashMap<[u8; 8], OwnedFd>>,
     pub incidents: Mutex<mpsc::Sender<Incident>>,
     pub ready: AtomicBool,
@@ -1271,7 +1272,7 @@ fn watch_file(
     // the folder's lock the program holds as it makes the next)
     let (m, opened) = match rampart_sys::lease::open_for_lease(path) {
         Ok(fd) => match rampart_sys::fstat(fd.as_fd()) {
-            Ok(m) => (m, Ok(fd)),
+            Ok(m) => (m, Ok(std::fs::File::from(fd))),
             Err(_) => return false,
         },
         // gone, or a symbolic link: no document
@@ -1290,9 +1291,9 @@ fn watch_file(
     if !m.is_file() {
         return false;
     }
-    if let Ok(fd) = &opened {
+    if let Ok(file) = &opened {
         if !by_name
-            && !crate::vault::read_head_of(fd.as_fd(), 64)
+            && !crate::vault::read_head_of(file, 64)
                 .is_ok_and(|h| shared.settings.types.by_content(&h))
         {
             return false;
@@ -1328,7 +1329,13 @@ fn watch_file(
     if let Err(e) = marked {
         gone_or_warn(path, &e, "cannot guard a document");
     }
-    calm::guard(shared, path, doc, opened.map(|fd| (fd, &m)), maker);
+    calm::guard(
+        shared,
+        path,
+        doc,
+        opened.map(|f| (OwnedFd::from(f), &m)),
+        maker,
+    );
     true
 }
 
