@@ -220,6 +220,9 @@ pub(crate) struct MadeFile {
     /// The file, by its handle (where the kernel names files in its events): judged late, its
     /// name may be another file's — the next `gzip -r`'s `NAME.gz`, made but not written yet.
     pub handle: Option<rampart_sys::Handle>,
+    /// Its (device, inode), as its creation or its close found it: where it is after a rename is
+    /// known without looking (rsync, editors and office programs rename every file they make).
+    pub inode: Option<(u64, u64)>,
     /// What it was found to be when closed — (looks encrypted, converted) — if it was read: not
     /// before it is closed, nor if it was gone by the time its close was judged.
     pub judged: Option<(bool, bool)>,
@@ -1531,6 +1534,7 @@ mod made_files_tests {
     fn judged(encrypted: bool, converted: bool) -> MadeFile {
         MadeFile {
             handle: None,
+            inode: None,
             judged: Some((encrypted, converted)),
         }
     }
@@ -1573,6 +1577,7 @@ mod made_files_tests {
         std::fs::write(&gz, b"").unwrap();
         let made = MadeFile {
             handle: Some(rampart_sys::name_to_handle(&gz).unwrap()),
+            inode: None,
             judged: None,
         };
         assert_eq!(made.known_as(&gz), (false, false), "there: nothing known");
@@ -1588,6 +1593,7 @@ mod made_files_tests {
         assert_eq!(made.known_as(&gz), (false, true), "gone");
         let by_name = MadeFile {
             handle: None,
+            inode: None,
             judged: None,
         };
         assert_eq!(by_name.known_as(&gz), (false, true), "gone, by name");
