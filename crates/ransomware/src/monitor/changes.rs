@@ -847,15 +847,18 @@ fn closed(
     // document look encrypted, and an empty `NAME.gz` of the next `gzip -r` made the deletion
     // of `NAME` count): by its handle where the kernel names it; else at its path, or —
     // renamed or deleted since, which the queue has not told yet — through its hold
-    let found =
-        match by_handle.or_else(|| object.and_then(|h| open_by_handle(shared, path, h, fsid))) {
-            Some(exactly) => exactly,
-            None => Opened::open(path, false).or_else(|| {
-                let d = shared.docs.read().expect("docs lock").get(path).cloned()?;
-                Opened::open(&shared.holds.reader(d.dev, d.ino)?, true)
-                    .filter(|f| (f.dev, f.ino) == (d.dev, d.ino))
-            }),
-        };
+    let by_handle =
+        by_handle.or_else(|| object.and_then(|h| open_by_handle(shared, path, h, fsid)));
+    // (found by its handle: the very file closed, whose inode a rename may use)
+    let exact = matches!(by_handle, Some(Some(_)));
+    let found = match by_handle {
+        Some(exactly) => exactly,
+        None => Opened::open(path, false).or_else(|| {
+            let d = shared.docs.read().expect("docs lock").get(path).cloned()?;
+            Opened::open(&shared.holds.reader(d.dev, d.ino)?, true)
+                .filter(|f| (f.dev, f.ino) == (d.dev, d.ino))
+        }),
+    };
     if let Some(f) = &found {
         let mut state = shared.state.lock().expect("state lock");
         state.renew(f.dev, f.ino, f.born);
@@ -993,14 +996,20 @@ fn closed(
         {
             let mut state = shared.state.lock().expect("state lock");
             let j = state.journals.entry(group).or_default();
+            let before = j.made.get(path);
             let handle = object
                 .cloned()
-                .or_else(|| j.made.get(path).and_then(|m| m.handle.clone()));
+                .or_else(|| before.and_then(|m| m.handle.clone()));
+            let inode = if exact {
+                Some((dev, ino))
+            } else {
+                before.and_then(|m| m.inode)
+            };
             j.made.insert(
                 path.to_path_buf(),
                 super::MadeFile {
                     handle,
-                    inode: Some((dev, ino)),
+                    inode,
                     judged: Some((encrypted, converted)),
                 },
             );
