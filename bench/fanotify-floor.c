@@ -108,16 +108,46 @@ static void watch_tree(int at, const char *name) {
     nftw(path, walk, 64, FTW_PHYS);
 }
 
+// Reads what group `fd` has queued into `buf`, waiting for it.
+static ssize_t read_events(int fd, char *buf, size_t len, const char *what) {
+    for (;;) {
+        ssize_t n = read(fd, buf, len);
+        if (n >= 0)
+            return n;
+        if (errno != EINTR)
+            die(what);
+    }
+}
+
+// Watches what record `fid` of a change with `mask` names, if it is a folder made or a document
+// made, renamed to, or written and closed (a writer's open broke its lease: guarded again, as
+// the agent's settle does). Only those need their folder opened.
+static void watch_named(uint64_t mask, struct fanotify_event_info_fid *fid) {
+    int t = fid->hdr.info_type;
+    int named = (t == FAN_EVENT_INFO_TYPE_DFID_NAME && (mask & (FAN_CREATE | FAN_CLOSE_WRITE))) ||
+                t == FAN_EVENT_INFO_TYPE_NEW_DFID_NAME;
+    if (!named)
+        return;
+    struct file_handle *h = (struct file_handle *)fid->handle;
+    const char *name = (const char *)h->f_handle + h->handle_bytes;
+    int folder = mask & FAN_ONDIR;
+    if (folder ? !(mask & FAN_CREATE) : !is_document(name))
+        return;
+    int dir = open_by_handle_at(mount_fd, h, O_PATH | O_CLOEXEC);
+    if (dir < 0)
+        return;
+    if (folder)
+        watch_tree(dir, name);
+    else
+        watch_document(dir, name);
+    close(dir);
+}
+
 static void *read_changes(void *unused) {
     (void)unused;
     static char buf[256 * 1024] __attribute__((aligned(8)));
     for (;;) {
-        ssize_t n = read(notif, buf, sizeof buf);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            die("read changes");
-        }
+        ssize_t n = read_events(notif, buf, sizeof buf, "read changes");
         // then lets changes gather for 2 ms, as the agent does (woken at every change, a
         // reader costs the writer a wakeup for each)
         usleep(2000);
@@ -126,34 +156,11 @@ static void *read_changes(void *unused) {
             __atomic_add_fetch(&changes, 1, __ATOMIC_RELAXED);
             if (m->mask & FAN_Q_OVERFLOW)
                 fprintf(stderr, "fanotify-floor: the queue overflowed\n");
-            // a document made, renamed to, or written and closed (a writer's open broke its
-            // lease: guarded again, as the agent's settle does) is watched
             if (!(m->mask & (FAN_CREATE | FAN_RENAME | FAN_CLOSE_WRITE)))
                 continue;
-            char *p = (char *)(m + 1), *end = (char *)m + m->event_len;
-            while (p < end) {
-                struct fanotify_event_info_fid *fid = (void *)p;
-                int t = fid->hdr.info_type;
-                if ((t == FAN_EVENT_INFO_TYPE_DFID_NAME && (m->mask & (FAN_CREATE | FAN_CLOSE_WRITE))) ||
-                    t == FAN_EVENT_INFO_TYPE_NEW_DFID_NAME) {
-                    // only a new folder or a document needs its folder opened
-                    struct file_handle *h = (struct file_handle *)fid->handle;
-                    const char *name = (const char *)h->f_handle + h->handle_bytes;
-                    int folder = m->mask & FAN_ONDIR;
-                    if (folder ? !(m->mask & FAN_CREATE) : !is_document(name))
-                        goto next;
-                    int dir = open_by_handle_at(mount_fd, h, O_PATH | O_CLOEXEC);
-                    if (dir >= 0) {
-                        if (folder)
-                            watch_tree(dir, name);
-                        else
-                            watch_document(dir, name);
-                        close(dir);
-                    }
-                }
-            next:
-                p += fid->hdr.len;
-            }
+            for (char *p = (char *)(m + 1), *end = (char *)m + m->event_len; p < end;
+                 p += ((struct fanotify_event_info_header *)p)->len)
+                watch_named(m->mask, (struct fanotify_event_info_fid *)p);
         }
     }
     return NULL;
@@ -163,12 +170,7 @@ static void *answer_opens(void *unused) {
     (void)unused;
     static char buf[64 * 1024] __attribute__((aligned(8)));
     for (;;) {
-        ssize_t n = read(perm, buf, sizeof buf);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            die("read opens");
-        }
+        ssize_t n = read_events(perm, buf, sizeof buf, "read opens");
         for (struct fanotify_event_metadata *m = (void *)buf; FAN_EVENT_OK(m, n);
              m = FAN_EVENT_NEXT(m, n)) {
             struct fanotify_response r = {.fd = m->fd, .response = FAN_ALLOW};
