@@ -260,10 +260,31 @@ impl Opened {
     /// Its first `n` bytes (fewer if it is shorter) — none if its size changed meanwhile: it
     /// is being written again (and its next close is judged).
     pub fn head(&self, n: usize) -> Option<Vec<u8>> {
-        let want = (self.len as usize).min(n);
-        let buf = read_head_of(&self.file, want).ok()?;
+        let len = self.len as usize;
+        if len < n {
+            // the whole file and one byte past it asked for at once: exactly `len` read, its
+            // end was where it was when opened (a regular file's read stops short only at its
+            // end) — no second look at its size, no second read (this ran for every file a
+            // program made)
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0; len + 1];
+            let got = self.file.read_at(&mut buf, 0).ok()?;
+            buf.truncate(got);
+            return (got == len).then_some(buf);
+        }
+        let buf = read_head_of(&self.file, n).ok()?;
         let still = self.file.metadata().is_ok_and(|m| m.len() == self.len);
-        (buf.len() == want && still).then_some(buf)
+        (buf.len() == n && still).then_some(buf)
+    }
+
+    /// Another descriptor of the file (for its guard, see `monitor::watch_made_document`).
+    pub fn descriptor(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        self.file.try_clone().map(Into::into)
+    }
+
+    /// Its descriptor, once it is judged.
+    pub fn into_descriptor(self) -> std::os::fd::OwnedFd {
+        self.file.into()
     }
 }
 
@@ -429,5 +450,35 @@ mod tests {
         drop(f);
         drop(vault);
         drop(fs);
+    }
+
+    /// A head is of the file as it was opened: the whole of a short file, nothing once it grew
+    /// or shrank since (it is being written again, and judged at its next close).
+    #[test]
+    fn a_head_is_of_the_file_as_it_was_opened() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let doc = dir.path().join("notes.txt");
+        std::fs::write(&doc, b"0123456789").unwrap();
+        let opened = Opened::open(&doc, false).unwrap();
+        assert_eq!(opened.len, 10);
+        assert_eq!(opened.head(16).as_deref(), Some(&b"0123456789"[..]));
+        assert_eq!(opened.head(4).as_deref(), Some(&b"0123"[..]));
+        let mut more = std::fs::OpenOptions::new().append(true).open(&doc).unwrap();
+        more.write_all(b"ab").unwrap();
+        assert_eq!(opened.head(16), None, "grown since it was opened");
+        assert_eq!(opened.head(4), None, "grown since it was opened");
+        std::fs::File::options()
+            .write(true)
+            .open(&doc)
+            .unwrap()
+            .set_len(5)
+            .unwrap();
+        assert_eq!(opened.head(16), None, "shrunk since it was opened");
+        // a second descriptor of the very file, for its guard
+        let again = std::fs::File::from(opened.descriptor().unwrap());
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::ino(&again.metadata().unwrap()),
+            opened.ino
+        );
     }
 }

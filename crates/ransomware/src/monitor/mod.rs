@@ -689,6 +689,11 @@ pub(crate) struct Shared {
     /// A folder open on each filesystem of the folders, by filesystem id (as events name it):
     /// what files are opened by handle on (opened once: an open of a folder is a permission event while it is alert).
     pub handle_roots: Mutex<HashMap<[u8; 8], OwnedFd>>,
+    /// The last few new files the judge opened by handle whose names are no documents' (a
+    /// temporary name, as rsync gives every file it makes before renaming it): the rename that
+    /// names one a document has it guarded through this descriptor (see
+    /// `changes::guard_renamed`), not opened again at its path.
+    pub judged_files: Mutex<std::collections::VecDeque<(rampart_sys::Handle, OwnedFd)>>,
     pub incidents: Mutex<mpsc::Sender<Incident>>,
     pub ready: AtomicBool,
     /// Whether the permission side holds openers (waiting for the queue to be judged).
@@ -791,6 +796,7 @@ impl Monitor {
             perm,
             notify,
             handle_roots: Mutex::new(HashMap::new()),
+            judged_files: Mutex::new(std::collections::VecDeque::new()),
             incidents: Mutex::new(incidents),
             ready: AtomicBool::new(false),
             holding: AtomicBool::new(false),
@@ -1246,13 +1252,30 @@ pub(crate) fn watch_folder(shared: &Shared, dir: &Path) {
 /// Holds and guards `path` if it is a document (by name, or by content for names without an
 /// extension). Returns whether it is one. `maker`: who just made it, if known.
 pub(crate) fn watch_document(shared: &Shared, path: &Path, maker: Option<&[ActorKey]>) -> bool {
-    watch_file(shared, path, maker, false)
+    watch_file(shared, path, maker, false, None)
+}
+
+/// [`watch_document`] for the file at `path` that the judge has open already (`file`, opened
+/// by the handle the event named — see `changes::open_by_handle`): guarded through that
+/// descriptor, no path walked again. A file removed since is looked for at `path`.
+pub(crate) fn watch_made_document(
+    shared: &Shared,
+    path: &Path,
+    maker: Option<&[ActorKey]>,
+    file: OwnedFd,
+) -> bool {
+    watch_file(shared, path, maker, false, Some(file))
 }
 
 /// [`watch_document`], unless the file at `path` is the document known there already (a
-/// document renamed away and back).
-pub(crate) fn watch_document_unless_guarded(shared: &Shared, path: &Path) -> bool {
-    watch_file(shared, path, None, true)
+/// document renamed away and back). `file`: the file renamed there, where the judge has it open
+/// already (see [`watch_made_document`]).
+pub(crate) fn watch_document_unless_guarded(
+    shared: &Shared,
+    path: &Path,
+    file: Option<OwnedFd>,
+) -> bool {
+    watch_file(shared, path, None, true, file)
 }
 
 fn watch_file(
@@ -1260,6 +1283,7 @@ fn watch_file(
     path: &Path,
     maker: Option<&[ActorKey]>,
     unless_known: bool,
+    file: Option<OwnedFd>,
 ) -> bool {
     let name = path
         .file_name()
@@ -1269,15 +1293,23 @@ fn watch_file(
     if !by_name && name.contains('.') || excluded(shared, path) {
         return false;
     }
+    // the file open already, if it is still a file with a name (removed since, whatever is at
+    // `path` now is looked at there)
+    let file = file.and_then(|fd| match rampart_sys::fstat(fd.as_fd()) {
+        Ok(m) if m.nlink() > 0 => Some((m, fd)),
+        _ => None,
+    });
     // opened once: its status, its content type (a name without an extension), its lease and its
     // mark all come from the one descriptor — a path walked once (a program making thousands of
     // documents, as rsync does, made the agent walk each path four times, and the walks wait on
     // the folder's lock the program holds as it makes the next)
-    let (m, opened) = match rampart_sys::lease::open_for_lease(path) {
-        Ok(fd) => match rampart_sys::fstat(fd.as_fd()) {
-            Ok(m) => (m, Ok(std::fs::File::from(fd))),
-            Err(_) => return false,
-        },
+    let opened = match file {
+        Some(found) => Ok(found),
+        None => rampart_sys::lease::open_for_lease(path)
+            .and_then(|fd| rampart_sys::fstat(fd.as_fd()).map(|m| (m, fd))),
+    };
+    let (m, opened) = match opened {
+        Ok((m, fd)) => (m, Ok(std::fs::File::from(fd))),
         // gone, or a symbolic link: no document
         Err(e)
             if e.kind() == std::io::ErrorKind::NotFound
