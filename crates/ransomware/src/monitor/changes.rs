@@ -26,7 +26,7 @@ use rampart_sys::Handle;
 
 use super::{
     in_scope, watch_document, watch_document_unless_guarded, watch_made_document, watch_tree,
-    Convicted, Shared, Work,
+    Convicted, Shared, Unjudged, Work, UNJUDGED_AT_MOST,
 };
 use crate::actor::{self, ActorKey};
 use crate::blocklist::Known;
@@ -673,6 +673,7 @@ fn change(shared: &Shared, c: Change, read_by: Instant) {
                         handle: c.object.clone(),
                         inode: now_at.map(|(dev, ino, _)| (dev, ino)),
                         judged: None,
+                        unread: false,
                     },
                 );
                 match journal.deleted.remove(&path) {
@@ -828,12 +829,16 @@ fn add(shared: &Shared, keys: &[ActorKey], evidence: Evidence) {
     } else if evidence.weight() >= 0.0 {
         super::calm::alert(shared);
     }
+    let against = evidence.weight() > 0.0;
     let conviction = {
         let mut state = shared.state.lock().expect("state lock");
         state.detector.add(keys, evidence, Instant::now())
     };
     if let Some(c) = conviction {
         convict(shared, keys, c);
+    } else if against {
+        // under suspicion now: what it made and was not read counts too (see `Unjudged`)
+        read_unread(shared, keys, None);
     }
 }
 
@@ -1000,14 +1005,36 @@ fn closed(
             Verdict::Edited | Verdict::Converted => {}
         }
     } else if made {
-        // a new file: encrypted bytes look so throughout, a note is short (the first blocks
-        // tell; reading the whole head of every file a program made was much of the judge's work)
-        let Some(head) = file.head(NEW_FILE_HEAD) else {
-            return;
+        let name = path.file_name().map(|n| n.to_string_lossy());
+        let a_document = name.is_some_and(|n| shared.settings.types.by_name(&n));
+        // under a name no document has, by an actor under no suspicion: read when it matters
+        // (see `Unjudged`), by its handle
+        let unread = match object {
+            Some(h) if exact && !a_document && !canary => {
+                let mut state = shared.state.lock().expect("state lock");
+                let unread = !state.suspect(keys, None);
+                if unread {
+                    let j = state.journals.entry(group).or_default();
+                    if j.unjudged.len() >= UNJUDGED_AT_MOST {
+                        j.unjudged.pop_front();
+                    }
+                    j.unjudged.push_back(Unjudged {
+                        path: path.to_path_buf(),
+                        handle: h.clone(),
+                        fsid,
+                    });
+                }
+                unread
+            }
+            _ => false,
         };
-        let kind = content::kind(&head);
-        let encrypted = content::looks_encrypted_as(kind, &head);
-        let converted = !encrypted && matches!(kind, content::Kind::Format(_));
+        let what = match unread {
+            true => None,
+            false => match what_is_new(&file) {
+                Some(what) => Some(what),
+                None => return,
+            },
+        };
         {
             let mut state = shared.state.lock().expect("state lock");
             let j = state.journals.entry(group).or_default();
@@ -1025,23 +1052,18 @@ fn closed(
                 super::MadeFile {
                     handle,
                     inode,
-                    judged: Some((encrypted, converted)),
+                    judged: what.map(|w| (w.encrypted, w.converted)),
+                    unread,
                 },
             );
         }
-        if encrypted {
-            add(shared, keys, Evidence::EncryptedFile(path.to_path_buf()));
-        } else if (kind == content::Kind::Text
-            || (kind != content::Kind::Binary && content::is_text(&head)))
-            && looks_like_note(&head)
-        {
-            note(shared, keys, path);
+        if let Some(what) = what {
+            count_new(shared, keys, path, what);
         }
         // found by its handle under a name no document has: kept open a moment, for the
         // rename that may make it one
-        let name = path.file_name().map(|n| n.to_string_lossy());
         match object {
-            Some(h) if exact && name.is_some_and(|n| !shared.settings.types.by_name(&n)) => {
+            Some(h) if exact && !a_document => {
                 let mut files = shared.judged_files.lock().expect("judged files lock");
                 if files.len() >= JUDGED_KEPT {
                     files.pop_front();
@@ -1049,6 +1071,98 @@ fn closed(
                 files.push_back((h.clone(), file.into_descriptor()));
             }
             _ => {}
+        }
+    }
+}
+
+/// What a new file is, from its first blocks.
+#[derive(Debug, Clone, Copy)]
+struct NewFile {
+    encrypted: bool,
+    /// In a known format, not encrypted (`gzip`'s, `zip`'s output).
+    converted: bool,
+    /// Reads like a ransom note.
+    note: bool,
+}
+
+/// What the new file `file` is (`None`: not as it was opened — being written again, and judged
+/// at its next close). Encrypted bytes look so throughout, a note is short: the first blocks
+/// tell (reading the whole head of every file a program made was much of the judge's work).
+fn what_is_new(file: &Opened) -> Option<NewFile> {
+    let head = file.head(NEW_FILE_HEAD)?;
+    let kind = content::kind(&head);
+    let encrypted = content::looks_encrypted_as(kind, &head);
+    let text =
+        kind == content::Kind::Text || (kind != content::Kind::Binary && content::is_text(&head));
+    Some(NewFile {
+        encrypted,
+        converted: !encrypted && matches!(kind, content::Kind::Format(_)),
+        note: !encrypted && text && looks_like_note(&head),
+    })
+}
+
+/// Counts what the new file at `path` is against the actor with `keys` that made it.
+fn count_new(shared: &Shared, keys: &[ActorKey], path: &Path, what: NewFile) {
+    if what.encrypted {
+        add(shared, keys, Evidence::EncryptedFile(path.to_path_buf()));
+    } else if what.note {
+        note(shared, keys, path);
+    }
+}
+
+/// Reads the new files of the actor with `keys` that were closed and not read (see
+/// `Unjudged`): every one listed, once evidence first counts against it (`only` `None`); or the
+/// one made at `only` (a document beside it deleted), listed or not. Each is counted against
+/// the actor as if read when it was closed (gone meanwhile: as a file made and gone before its
+/// close was judged, see `MadeFile::known_as`).
+fn read_unread(shared: &Shared, keys: &[ActorKey], only: Option<&Path>) {
+    let group = group_of(keys);
+    let waiting: Vec<Unjudged> = {
+        let mut state = shared.state.lock().expect("state lock");
+        let Some(j) = state.journals.get_mut(&group) else {
+            return;
+        };
+        match only {
+            None => j.unjudged.drain(..).collect(),
+            Some(at) => {
+                let Some(handle) = j
+                    .made
+                    .get(at)
+                    .filter(|m| m.unread)
+                    .and_then(|m| m.handle.clone())
+                else {
+                    return;
+                };
+                j.unjudged.retain(|u| u.handle != handle);
+                vec![Unjudged {
+                    path: at.to_path_buf(),
+                    handle,
+                    fsid: None,
+                }]
+            }
+        }
+    };
+    for u in waiting {
+        let what = match open_by_handle(shared, &u.path, &u.handle, u.fsid) {
+            Some(Some(file)) => what_is_new(&file),
+            _ => None,
+        };
+        {
+            // where it is still known at the name it was listed under (a rename carries its
+            // entry along, unread: read then if a document beside it is deleted)
+            let mut state = shared.state.lock().expect("state lock");
+            if let Some(m) = state
+                .journals
+                .get_mut(&group)
+                .and_then(|j| j.made.get_mut(&u.path))
+                .filter(|m| m.handle.as_ref() == Some(&u.handle))
+            {
+                m.unread = false;
+                m.judged = what.map(|w| (w.encrypted, w.converted));
+            }
+        }
+        if let Some(what) = what {
+            count_new(shared, keys, &u.path, what);
         }
     }
 }
@@ -1172,11 +1286,44 @@ const DELETIONS_REMEMBERED: usize = 1 << 16;
 /// Extensions of compressed files whose decompression removes them (`gunzip`, `unxz`, …).
 const COMPRESSED: &[&str] = &["gz", "bz2", "xz", "zst", "lz4", "lzma", "lz", "z"];
 
+/// Where decompressing the compressed document `path` puts its content (`NAME` for
+/// `NAME.gz`): `None` for a document not compressed.
+fn compressed_content(path: &Path) -> Option<PathBuf> {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .filter(|e| COMPRESSED.contains(&e.to_ascii_lowercase().as_str()))
+        .map(|_| path.with_extension(""))
+}
+
 fn deleted(shared: &Shared, keys: &[ActorKey], path: &Path) {
     let Some(doc) = shared.docs.write().expect("docs lock").remove(path) else {
         return;
     };
     let group = group_of(keys);
+    // what it made beside it and did not read yet: read now (see `Unjudged`)
+    let unread: Vec<PathBuf> = {
+        let state = shared.state.lock().expect("state lock");
+        state
+            .journals
+            .get(&group)
+            .map(|j| {
+                let decompressed = compressed_content(path).and_then(|d| {
+                    let m = j.made.get(&d)?;
+                    Some((d, m.clone()))
+                });
+                j.made
+                    .beside(path)
+                    .into_iter()
+                    .chain(decompressed)
+                    .filter(|(_, m)| m.unread)
+                    .map(|(at, _)| at)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for at in unread {
+        read_unread(shared, keys, Some(&at));
+    }
     let (encrypted_copy, converted) = {
         let mut state = shared.state.lock().expect("state lock");
         let j = state.journals.entry(group).or_default();
@@ -1196,11 +1343,7 @@ fn deleted(shared: &Shared, keys: &[ActorKey], path: &Path) {
         // a file the actor made beside it, named after it (`NAME.gz` for `NAME`); or, for a
         // compressed document, its content under the name without the compression's extension
         // (what `gunzip` makes): a conversion unless that looks encrypted
-        let decompressed = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .filter(|e| COMPRESSED.contains(&e.to_ascii_lowercase().as_str()))
-            .map(|_| path.with_extension(""));
+        let decompressed = compressed_content(path);
         let unpacked = decompressed
             .as_deref()
             .and_then(|d| j.made.get(d))

@@ -164,6 +164,9 @@ pub(crate) struct Journal {
     pub changed: HashSet<(u64, u64)>,
     /// Files it made, and whether each looks encrypted or is a conversion.
     pub made: MadeFiles,
+    /// New files it closed under names no document has, not read yet (see [`Unjudged`]), the
+    /// latest [`UNJUDGED_AT_MOST`].
+    pub unjudged: std::collections::VecDeque<Unjudged>,
     /// The files it made, by (device, inode), with where it made them: it needs no original of
     /// them (while they are where it made them: a number the filesystem gave again to another
     /// file, elsewhere, is not its).
@@ -214,6 +217,29 @@ pub(crate) const JOURNAL_AT_MOST: usize = 1 << 16;
 /// How often the judge forgets what is no longer needed.
 pub(crate) const FORGET_EVERY: Duration = Duration::from_secs(60);
 
+/// A new file closed under a name no document has (a temporary file, an object file, a
+/// `NAME.locked`) by an actor under no suspicion: not read when it is closed. What such a file
+/// is matters only once its actor does something to a document — its content is what a
+/// deletion beside it is paired with (`NAME.locked` for `NAME`), and what it wrote counts with
+/// the evidence against it then — so it is read then, by its handle wherever it is by then:
+/// when evidence first counts against its actor, or when a document beside it is deleted.
+/// Programs that make thousands of files and touch no document (rsync's temporary files, a
+/// build's objects, git's) have none of them read. Files under a document's name (a note is
+/// one: `HOW-TO-DECRYPT.txt`) are read as they are closed.
+#[derive(Debug, Clone)]
+pub(crate) struct Unjudged {
+    /// Where it was closed.
+    pub path: PathBuf,
+    /// The file.
+    pub handle: Handle,
+    /// Its filesystem, as the event named it.
+    pub fsid: Option<[u8; 8]>,
+}
+
+/// How many new files not read yet an actor's journal lists: of a bigger batch before the
+/// first evidence against it, the latest are read then (the ones it is working on).
+pub(crate) const UNJUDGED_AT_MOST: usize = 1024;
+
 /// A file an actor made, as far as it is known.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct MadeFile {
@@ -226,6 +252,9 @@ pub(crate) struct MadeFile {
     /// What it was found to be when closed — (looks encrypted, converted) — if it was read: not
     /// before it is closed, nor if it was gone by the time its close was judged.
     pub judged: Option<(bool, bool)>,
+    /// Closed, and not read (see [`Unjudged`]): read by its handle when a document beside it is
+    /// deleted.
+    pub unread: bool,
 }
 
 impl MadeFile {
@@ -297,6 +326,12 @@ impl MadeFiles {
     pub fn get(&self, path: &Path) -> Option<&MadeFile> {
         let (dir, name) = Self::split(path);
         self.by_dir.get(&dir)?.get(&name)
+    }
+
+    /// What was made at `path`, to be changed.
+    pub fn get_mut(&mut self, path: &Path) -> Option<&mut MadeFile> {
+        let (dir, name) = Self::split(path);
+        self.by_dir.get_mut(&dir)?.get_mut(&name)
     }
 }
 
@@ -1568,6 +1603,7 @@ mod made_files_tests {
             handle: None,
             inode: None,
             judged: Some((encrypted, converted)),
+            unread: false,
         }
     }
 
@@ -1611,6 +1647,7 @@ mod made_files_tests {
             handle: Some(rampart_sys::name_to_handle(&gz).unwrap()),
             inode: None,
             judged: None,
+            unread: false,
         };
         assert_eq!(made.known_as(&gz), (false, false), "there: nothing known");
         let first = dir.path().join("first");
@@ -1627,6 +1664,7 @@ mod made_files_tests {
             handle: None,
             inode: None,
             judged: None,
+            unread: false,
         };
         assert_eq!(by_name.known_as(&gz), (false, true), "gone, by name");
         assert_eq!(by_name.known_as(&first), (false, false), "there, by name");
