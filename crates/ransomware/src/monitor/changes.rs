@@ -3,7 +3,8 @@
 //!
 //! - a document closed after writing is judged against the copy kept before (its content now
 //!   encrypted-looking, destroyed, converted or just edited); a new file an actor made is
-//!   looked at for encryption and for ransom notes;
+//!   looked at for encryption and for ransom notes — as it is closed if it has a document's
+//!   name or its actor is under suspicion, else once that matters (see `Unjudged`);
 //! - a deleted document counts as replaced by an encrypted copy if the actor wrote one beside
 //!   it, as converted if it wrote a known format (gzip, zip), else as deleted;
 //! - a document renamed to an extension no document has counts a little;
