@@ -1029,12 +1029,13 @@ fn closed(
             }
             _ => false,
         };
-        let what = match unread {
-            true => None,
-            false => match what_is_new(&file) {
-                Some(what) => Some(what),
-                None => return,
-            },
+        let what = if unread {
+            None
+        } else {
+            let Some(what) = what_is_new(&file) else {
+                return;
+            };
+            Some(what)
         };
         {
             let mut state = shared.state.lock().expect("state lock");
@@ -1134,11 +1135,15 @@ fn read_unread(shared: &Shared, keys: &[ActorKey], only: Option<&Path>) {
                 else {
                     return;
                 };
-                j.unjudged.retain(|u| u.handle != handle);
+                // (listed: its filesystem as the event named it)
+                let listed = j.unjudged.iter().position(|u| u.handle == handle);
+                let fsid = listed
+                    .and_then(|i| j.unjudged.remove(i))
+                    .and_then(|u| u.fsid);
                 vec![Unjudged {
                     path: at.to_path_buf(),
                     handle,
-                    fsid: None,
+                    fsid,
                 }]
             }
         }
@@ -1287,13 +1292,26 @@ const DELETIONS_REMEMBERED: usize = 1 << 16;
 /// Extensions of compressed files whose decompression removes them (`gunzip`, `unxz`, …).
 const COMPRESSED: &[&str] = &["gz", "bz2", "xz", "zst", "lz4", "lzma", "lz", "z"];
 
-/// Where decompressing the compressed document `path` puts its content (`NAME` for
-/// `NAME.gz`): `None` for a document not compressed.
-fn compressed_content(path: &Path) -> Option<PathBuf> {
-    path.extension()
+/// Files made, and where: those beside a deleted document, and its unpacked content.
+type Paired = (
+    Vec<(PathBuf, super::MadeFile)>,
+    Option<(PathBuf, super::MadeFile)>,
+);
+
+/// What an actor made that its deletion of document `path` is paired with: the files beside
+/// it named after it (`NAME.gz` for `NAME`), and, for a compressed document, what was made under
+/// its name without the compression's extension (its content, as `gunzip` makes it).
+fn paired_with(made: &super::MadeFiles, path: &Path) -> Paired {
+    let unpacked = path
+        .extension()
         .and_then(|e| e.to_str())
         .filter(|e| COMPRESSED.contains(&e.to_ascii_lowercase().as_str()))
         .map(|_| path.with_extension(""))
+        .and_then(|d| {
+            let m = made.get(&d)?.clone();
+            Some((d, m))
+        });
+    (made.beside(path), unpacked)
 }
 
 fn deleted(shared: &Shared, keys: &[ActorKey], path: &Path) {
@@ -1301,21 +1319,18 @@ fn deleted(shared: &Shared, keys: &[ActorKey], path: &Path) {
         return;
     };
     let group = group_of(keys);
-    // what it made beside it and did not read yet: read now (see `Unjudged`)
+    // what it made that this deletion pairs with and did not read yet: read now (see
+    // `Unjudged`)
     let unread: Vec<PathBuf> = {
         let state = shared.state.lock().expect("state lock");
         state
             .journals
             .get(&group)
             .map(|j| {
-                let decompressed = compressed_content(path).and_then(|d| {
-                    let m = j.made.get(&d)?;
-                    Some((d, m.clone()))
-                });
-                j.made
-                    .beside(path)
+                let (beside, unpacked) = paired_with(&j.made, path);
+                beside
                     .into_iter()
-                    .chain(decompressed)
+                    .chain(unpacked)
                     .filter(|(_, m)| m.unread)
                     .map(|(at, _)| at)
                     .collect()
@@ -1341,18 +1356,14 @@ fn deleted(shared: &Shared, keys: &[ActorKey], path: &Path) {
         }
         j.deleted
             .insert(path.to_path_buf(), (Instant::now(), doc.dev, doc.ino));
-        // a file the actor made beside it, named after it (`NAME.gz` for `NAME`); or, for a
-        // compressed document, its content under the name without the compression's extension
-        // (what `gunzip` makes): a conversion unless that looks encrypted
-        let decompressed = compressed_content(path);
-        let unpacked = decompressed
-            .as_deref()
-            .and_then(|d| j.made.get(d))
-            .map(|m| m.judged.is_some_and(|(encrypted, _)| encrypted))
+        // the compressed document's content made again: a conversion unless that looks
+        // encrypted
+        let (beside, unpacked) = paired_with(&j.made, path);
+        let unpacked = unpacked
+            .map(|(_, m)| m.judged.is_some_and(|(encrypted, _)| encrypted))
             .map(|encrypted| (encrypted, !encrypted));
         // (a file made beside it and gone before it could be judged: see `MadeFile::known_as`)
-        j.made
-            .beside(path)
+        beside
             .into_iter()
             .map(|(at, made)| made.known_as(&at))
             .chain(unpacked)

@@ -728,7 +728,7 @@ pub(crate) struct Shared {
     /// temporary name, as rsync gives every file it makes before renaming it): the rename that
     /// names one a document has it guarded through this descriptor (see
     /// `changes::guard_renamed`), not opened again at its path.
-    pub judged_files: Mutex<std::collections::VecDeque<(rampart_sys::Handle, OwnedFd)>>,
+    pub judged_files: Mutex<std::collections::VecDeque<(Handle, OwnedFd)>>,
     pub incidents: Mutex<mpsc::Sender<Incident>>,
     pub ready: AtomicBool,
     /// Whether the permission side holds openers (waiting for the queue to be judged).
